@@ -1,0 +1,5 @@
+"""Subcommands of api: registered by its cli.py."""
+
+
+def register(sub) -> None:
+    """Adds this package's subcommands (none yet)."""

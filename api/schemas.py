@@ -1,0 +1,105 @@
+"""HTTP boundary of the query API: pydantic models for requests and responses.
+
+Request models are built per app from `ServeConfig` (query length, largest k) and the profiles the
+loaded service offers, so the OpenAPI document at /openapi.json states the real limits and a
+client (or a fuzzer) can see exactly what is accepted. Unknown fields are rejected (extra=forbid).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from funnel.config import ServeConfig
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("query is empty (only whitespace); send at least one word")
+    if "\x00" in value:
+        raise ValueError("query contains a NUL character")
+    return value
+
+
+def search_request_model(serve: ServeConfig, profiles: tuple[str, ...], default_profile: str) -> type[BaseModel]:
+    """The body of POST /search and the query string of GET /search (same fields, same limits)."""
+    profile_type = Literal[profiles]  # type: ignore[valid-type]
+    fields: dict[str, Any] = {
+        "q": (str, Field(min_length=1, max_length=serve.max_query_chars,
+                         description=f"the query text, 1 to {serve.max_query_chars} characters")),
+        "k": (int, Field(default=serve.default_k, ge=1, le=serve.max_k,
+                         description=f"results wanted, 1 to {serve.max_k}")),
+        "profile": (profile_type, Field(default=default_profile,
+                                        description="ranking profile: " + ", ".join(profiles))),
+        "explain": (bool, Field(default=False, description="include each stage's ranking and the features")),
+    }
+    return create_model(
+        "SearchRequest",
+        __config__=ConfigDict(extra="forbid", str_strip_whitespace=False),
+        __validators__={"q_not_blank": field_validator("q")(classmethod(lambda cls, v: _not_blank(v)))},
+        **fields,
+    )
+
+
+class Hit(BaseModel):
+    rank: int
+    doc_id: str
+    score: float
+    title: str
+    url: str | None
+    snippet: str
+
+
+class StageRow(BaseModel):
+    rank: int
+    doc_id: str
+    score: float
+    prev_rank: int | None = Field(description="rank in the previous stage; null for the first stage or a newcomer")
+
+
+class StageTable(BaseModel):
+    stage: str
+    ms: float
+    n_candidates: int
+    rows: list[StageRow]
+
+
+class SearchResponse(BaseModel):
+    query: str
+    k: int
+    profile: str
+    took_ms: float
+    hits: list[Hit]
+    stages: list[StageTable] | None = Field(default=None, description="per-stage rankings (explain=true)")
+    features: dict[str, list[float]] | None = Field(
+        default=None, description="feature name -> value for each hit, in hit order (explain=true)")
+
+
+class Link(BaseModel):
+    url: str
+    anchor: str
+
+
+class DocResponse(BaseModel):
+    doc_id: str
+    url: str | None
+    title: str
+    text: str
+    source: str
+    fetched_at: float | None
+    outlinks: list[Link]
+    meta: dict[str, Any]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    docs: int
+    index_generation: int | None
+    profiles: list[str]
+    pipeline: bool = Field(description="true when the multi-stage ranking funnel is loaded, false for BM25 only")
+    uptime_s: float
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="what was wrong, in one sentence")
+    detail: list[dict[str, Any]] | None = Field(default=None, description="one entry per invalid field")

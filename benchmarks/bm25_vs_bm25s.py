@@ -1,0 +1,167 @@
+"""Funnel BM25 vs bm25s on SciFact dev, side by side in one process.
+
+Prints one Markdown table: nDCG@10, Recall@100 (same k1, b and Lucene BM25 variant for both;
+each with its own English stop words + Snowball stemmer tokenizer), index build docs/s
+(tokenisation + indexing + saving), index load time, and single-thread queries/s at top-1000,
+end to end (tokenising the query included) and retrieval only (pre-tokenised). bm25s runs its
+fastest backend (numba) with n_threads=1; both are warmed up first; each timing is the best of
+`--repeat` passes.
+
+    python benchmarks/bm25_vs_bm25s.py [--data ../shared/data/scifact] [--out benchmarks/results/bm25_vs_bm25s.md]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import bm25s  # noqa: E402
+import numpy as np  # noqa: E402
+import Stemmer  # noqa: E402
+
+from crawler.beir import read_corpus, read_qrels, read_queries  # noqa: E402
+from funnel.config import BM25Config  # noqa: E402
+from index.analyze import Analyzer  # noqa: E402
+from index.builder import IndexWriter, build_segment, doc_text  # noqa: E402
+from index.searcher import Bm25Retriever  # noqa: E402
+from ranking.evaluate import evaluate, format_table  # noqa: E402
+
+
+def best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"))
+    ap.add_argument("--split", default="dev")
+    ap.add_argument("--k", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "bm25_vs_bm25s.md"))
+    args = ap.parse_args()
+
+    cfg = BM25Config()
+    docs = read_corpus(Path(args.data), source="beir")
+    queries = read_queries(Path(args.data))
+    qrels = read_qrels(Path(args.data), args.split)
+    qids = sorted(qrels)
+    qtexts = [queries[q] for q in qids]
+    texts = [doc_text(d) for d in docs]
+    ids = [d.doc_id for d in docs]
+    n = len(docs)
+    work = Path(tempfile.mkdtemp(prefix="bm25bench-"))
+    rows = []
+
+    # ---- Funnel ---------------------------------------------------------
+    analyzer = Analyzer()
+
+    def funnel_build():
+        shutil.rmtree(work / "funnel", ignore_errors=True)
+        seg = build_segment(docs, analyzer, progress=False)
+        IndexWriter(work / "funnel", analyzer).rebuild(seg, max_seq=0)
+
+    t_build = best_of(funnel_build, 3)
+    t_load = best_of(lambda: Bm25Retriever.open(work / "funnel", cfg), 5)
+    retr = Bm25Retriever.open(work / "funnel", cfg)
+    qtoks = [analyzer(q) for q in qtexts]
+    for t in qtoks:  # warm-up (fills the per-term cache as a serving process would)
+        retr.search_terms(t, args.k)
+    t_e2e = best_of(lambda: [retr.search(q, args.k) for q in qtexts], args.repeat)
+    t_ret = best_of(lambda: [retr.search_terms(t, args.k) for t in qtoks], args.repeat)
+    run = {}
+    for q, text in zip(qids, qtexts):
+        h = retr.search(text, args.k)
+        run[q] = dict(zip(h.doc_ids, h.scores.tolist()))
+    m = evaluate(run, qrels)
+    rows.append({"system": "Funnel", "nDCG@10": m["nDCG@10"], "Recall@100": m["Recall@100"],
+                 "build docs/s": f"{n / t_build:,.0f}", "load s": f"{t_load:.3f}",
+                 "QPS e2e": f"{len(qids) / t_e2e:,.0f}", "QPS retrieval": f"{len(qids) / t_ret:,.0f}"})
+    funnel_qps = (len(qids) / t_e2e, len(qids) / t_ret, n / t_build)
+
+    # ---- bm25s ----------------------------------------------------------
+    stemmer = Stemmer.Stemmer("english")
+
+    def bm25s_build():
+        shutil.rmtree(work / "bm25s", ignore_errors=True)
+        tok = bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False)
+        model = bm25s.BM25(k1=cfg.k1, b=cfg.b, method="lucene", backend="numba")
+        model.index(tok, show_progress=False)
+        model.save(str(work / "bm25s"))
+
+    t_build = best_of(bm25s_build, 3)
+    t_load = best_of(lambda: bm25s.BM25.load(str(work / "bm25s"), mmap=True), 5)
+    model = bm25s.BM25.load(str(work / "bm25s"), mmap=False)
+    model.backend = "numba"
+
+    def bm25s_query(text_list):
+        qt = bm25s.tokenize(text_list, stopwords="en", stemmer=stemmer, show_progress=False)
+        return model.retrieve(qt, k=args.k, n_threads=1, show_progress=False, backend_selection="numba")
+
+    qt_pre = bm25s.tokenize(qtexts, stopwords="en", stemmer=stemmer, show_progress=False)
+    model.retrieve(qt_pre, k=args.k, n_threads=1, show_progress=False, backend_selection="numba")  # JIT warm-up
+    t_e2e = best_of(lambda: bm25s_query(qtexts), args.repeat)
+    t_ret = best_of(lambda: model.retrieve(qt_pre, k=args.k, n_threads=1, show_progress=False,
+                                           backend_selection="numba"), args.repeat)
+    res, scores = bm25s_query(qtexts)
+    run = {q: {ids[int(d)]: float(s) for d, s in zip(res[i], scores[i]) if s > 0} for i, q in enumerate(qids)}
+    m = evaluate(run, qrels)
+    rows.append({"system": f"bm25s {bm25s.__version__} (numba)", "nDCG@10": m["nDCG@10"],
+                 "Recall@100": m["Recall@100"], "build docs/s": f"{n / t_build:,.0f}", "load s": f"{t_load:.3f}",
+                 "QPS e2e": f"{len(qids) / t_e2e:,.0f}", "QPS retrieval": f"{len(qids) / t_ret:,.0f}"})
+    ratio = {"system": "Funnel / bm25s",
+             "nDCG@10": rows[0]["nDCG@10"] - rows[1]["nDCG@10"],
+             "Recall@100": rows[0]["Recall@100"] - rows[1]["Recall@100"],
+             "build docs/s": f"{funnel_qps[2] / (n / t_build):.2f}x",
+             "QPS e2e": f"{funnel_qps[0] / (len(qids) / t_e2e):.2f}x",
+             "QPS retrieval": f"{funnel_qps[1] / (len(qids) / t_ret):.2f}x", "load s": ""}
+    rows.append(ratio)
+    shutil.rmtree(work, ignore_errors=True)
+
+    cols = ["system", "nDCG@10", "Recall@100", "build docs/s", "load s", "QPS e2e", "QPS retrieval"]
+    report = "\n".join([
+        "# BM25: Funnel vs bm25s",
+        "",
+        f"- machine: {machine()}",
+        f"- command: `python benchmarks/bm25_vs_bm25s.py --split {args.split} --k {args.k}`",
+        f"- data: SciFact ({n} docs), split `{args.split}` ({len(qids)} queries), top-{args.k}, "
+        f"k1={cfg.k1}, b={cfg.b}, Lucene BM25; single thread; best of {args.repeat} passes",
+        "- QPS e2e includes query tokenisation; QPS retrieval starts from tokenised queries. "
+        "Quality rows of the ratio line are differences (Funnel minus bm25s).",
+        "",
+        format_table(rows, cols),
+        "",
+    ])
+    print(report)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(report)
+
+
+if __name__ == "__main__":
+    main()

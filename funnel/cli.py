@@ -1,0 +1,63 @@
+"""`funnel`: the one front door. Parses global options, builds the config, dispatches to a subcommand.
+
+Each package registers its own subcommands in its ``cli.py`` (``register(subparsers)``);
+a handler only turns arguments into a config and calls one library function.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from funnel.config import load_config
+from funnel.errors import FunnelError
+
+# Packages whose cli.py adds subcommands, in help order.
+_PACKAGES = ("crawler", "index", "pipelines", "ranking", "api", "dashboard", "funnel.main_job")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="funnel", description="Funnel: crawl, index, rank and serve search.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Config: defaults < --config FILE < --set section.key=value. See README.md.")
+    parser.add_argument("--home", help="folder for the store, index and models (config paths.home; default .funnel)")
+    parser.add_argument("--config", metavar="FILE", help="TOML config file")
+    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="overrides",
+                        help="override one config value, e.g. --set bm25.k1=1.2 (repeatable)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for pkg in _PACKAGES:
+        module = importlib.import_module(pkg if pkg.startswith("funnel.") else f"{pkg}.cli")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        overrides = list(args.overrides)
+        if args.home:
+            overrides.insert(0, f"paths.home={args.home!r}".replace("'", '"'))
+        config = load_config(args.config, overrides)
+        return int(args.handler(args, config) or 0)
+    except FunnelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Local index builder and writer: document store -> segments + manifest. Feeds `index.searcher`.
+
+An index folder holds immutable segments and one ``manifest.json`` naming the live ones.
+Publishing is atomic: a segment is written into ``.tmp-*`` and renamed, then the new
+manifest is written to a temporary file and ``os.replace``d over the old one. A reader
+therefore sees the old index or the new one, never half of either; a crash mid-build
+leaves the previous manifest (and every segment it names) untouched.
+
+Files of an index folder
+------------------------
+- ``manifest.json``: ``format_version``, ``generation`` (increases on every publish),
+  ``analyzer`` (name and settings), ``max_seq`` (the highest store ``seq`` indexed),
+  ``segments``: list of ``{"name": "seg-000007", "deletes": "deletes-000009.npy" | null}``.
+- ``seg-NNNNNN/``: one segment (see `index.segments`).
+- ``seg-NNNNNN/deletes-GGGGGG.npy``: int32 sorted ordinals of that segment's documents that
+  a later segment replaced (written at generation GGGGGG; older ones are garbage).
+- ``write.lock``: held (flock) by the one writer.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from funnel.errors import FunnelError
+from funnel.store import Document
+from index.analyze import Analyzer, check_compatible
+from index.segments import (FORMAT_VERSION, SegmentData, _fsync_dir, merge_segments, postings_from_pairs,
+                            read_segment, remove_tree, write_segment)
+
+MANIFEST = "manifest.json"
+
+
+def doc_text(doc: Document) -> str:
+    """The text a document is indexed under: title and body."""
+    return f"{doc.title}\n{doc.text}" if doc.title else doc.text
+
+
+def build_segment(docs: Iterable[Document], analyzer: Analyzer, *, total: int | None = None,
+                  progress: bool = True) -> SegmentData:
+    """Analyse documents and invert them into one in-memory segment."""
+    vocab: dict[str, int] = {}
+    token_ids: list[np.ndarray] = []
+    doc_lens: list[int] = []
+    doc_ids: list[str] = []
+    seqs: list[int] = []
+    for doc in tqdm(docs, total=total, desc="indexing", unit="doc", disable=not progress, mininterval=0.5):
+        terms = analyzer(doc_text(doc))
+        ids = [vocab.setdefault(t, len(vocab)) for t in terms]
+        token_ids.append(np.asarray(ids, dtype=np.int32))
+        doc_lens.append(len(ids))
+        doc_ids.append(doc.doc_id)
+        if doc.seq is not None:
+            seqs.append(doc.seq)
+    return segment_from_tokens(vocab, token_ids, doc_lens, doc_ids, analyzer,
+                               min_seq=min(seqs, default=0), max_seq=max(seqs, default=0))
+
+
+def segment_from_tokens(vocab: dict[str, int], token_ids: list[np.ndarray], doc_lens: list[int],
+                        doc_ids: list[str], analyzer: Analyzer, min_seq: int = 0, max_seq: int = 0) -> SegmentData:
+    """Per-document term-id arrays (ids from `vocab`) -> a segment with a sorted term dictionary."""
+    terms = sorted(vocab)
+    rank = np.empty(len(vocab), dtype=np.int64)  # insertion id -> sorted position
+    rank[np.fromiter((vocab[t] for t in terms), dtype=np.int64, count=len(terms))] = np.arange(len(terms))
+    lens = np.asarray(doc_lens, dtype=np.int32)
+    flat = np.concatenate(token_ids) if token_ids else np.zeros(0, np.int32)
+    ords = np.repeat(np.arange(len(doc_ids), dtype=np.int64), lens)
+    offsets, p_docs, tfs = postings_from_pairs(rank[flat] if len(flat) else flat.astype(np.int64), ords, len(terms))
+    meta = {"analyzer": analyzer.describe(), "min_seq": min_seq, "max_seq": max_seq}
+    return SegmentData(terms, offsets, p_docs, tfs, lens, list(doc_ids), meta)
+
+
+def read_manifest(index_dir: Path) -> dict | None:
+    path = Path(index_dir) / MANIFEST
+    if not path.exists():
+        return None
+    manifest = json.loads(path.read_text("utf-8"))
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise FunnelError(f"{path}: index format {manifest.get('format_version')}, this Funnel reads "
+                          f"{FORMAT_VERSION}: rebuild with `funnel index --rebuild`")
+    return manifest
+
+
+class IndexWriter:
+    """The single writer of an index folder: adds segments, merges them, publishes manifests."""
+
+    def __init__(self, index_dir: str | Path, analyzer: Analyzer):
+        self.dir = Path(index_dir)
+        self.analyzer = analyzer
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def _locked(self):
+        with open(self.dir / "write.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FunnelError(f"index {self.dir} is being written by another process") from None
+            self._clean_orphans()
+            yield
+
+    def _clean_orphans(self) -> None:
+        """Remove leftovers of crashed builds: temp folders and segments no manifest names."""
+        manifest = read_manifest(self.dir)
+        live = {s["name"] for s in manifest["segments"]} if manifest else set()
+        for p in self.dir.iterdir():
+            if p.is_dir() and (p.name.startswith(".tmp-") or (p.name.startswith("seg-") and p.name not in live)):
+                remove_tree(p)
+
+    def _manifest(self) -> dict:
+        manifest = read_manifest(self.dir)
+        if manifest is None:
+            return {"format_version": FORMAT_VERSION, "generation": 0, "analyzer": self.analyzer.describe(),
+                    "max_seq": 0, "segments": []}
+        check_compatible(manifest["analyzer"], self.analyzer, f"index {self.dir}")
+        return manifest
+
+    def _write_new_segment(self, seg: SegmentData, generation: int) -> str:
+        name = f"seg-{generation:06d}"
+        tmp = self.dir / f".tmp-{uuid.uuid4().hex}"
+        write_segment(tmp, seg)
+        os.rename(tmp, self.dir / name)
+        return name
+
+    def _publish(self, manifest: dict) -> None:
+        tmp = self.dir / f".manifest-{uuid.uuid4().hex}.json"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.dir / MANIFEST)
+        _fsync_dir(self.dir)
+
+    def rebuild(self, seg: SegmentData, max_seq: int) -> dict:
+        """Publish `seg` as the whole index, replacing every segment."""
+        with self._locked():
+            old = read_manifest(self.dir)
+            gen = (old["generation"] if old else 0) + 1
+            name = self._write_new_segment(seg, gen)
+            manifest = {"format_version": FORMAT_VERSION, "generation": gen, "analyzer": self.analyzer.describe(),
+                        "max_seq": max_seq, "segments": [{"name": name, "deletes": None}]}
+            self._publish(manifest)
+            self._clean_orphans()
+            return manifest
+
+    def add(self, seg: SegmentData, max_seq: int) -> dict:
+        """Publish `seg` as a new segment; older copies of its documents are marked deleted."""
+        with self._locked():
+            manifest = self._manifest()
+            gen = manifest["generation"] + 1
+            new_ids = set(seg.doc_ids)
+            entries = []
+            for entry in manifest["segments"]:
+                old = read_segment(self.dir / entry["name"])
+                dels = self._deletes(entry)
+                replaced = [i for i, d in enumerate(old.doc_ids) if d in new_ids]
+                if replaced:
+                    merged = np.union1d(dels if dels is not None else np.zeros(0, np.int32),
+                                        np.asarray(replaced, np.int32)).astype(np.int32)
+                    fname = f"deletes-{gen:06d}.npy"
+                    with open(self.dir / entry["name"] / fname, "wb") as f:
+                        np.save(f, merged)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    entry = {"name": entry["name"], "deletes": fname}
+                entries.append(entry)
+            entries.append({"name": self._write_new_segment(seg, gen), "deletes": None})
+            manifest = {**manifest, "generation": gen, "max_seq": max(manifest["max_seq"], max_seq),
+                        "segments": entries}
+            self._publish(manifest)
+            return manifest
+
+    def _deletes(self, entry: dict) -> np.ndarray | None:
+        return np.load(self.dir / entry["name"] / entry["deletes"]) if entry.get("deletes") else None
+
+    def merge(self) -> dict:
+        """Compact every segment (dropping deleted documents) into one."""
+        with self._locked():
+            manifest = self._manifest()
+            if len(manifest["segments"]) <= 1 and not any(e["deletes"] for e in manifest["segments"]):
+                return manifest
+            segs = [read_segment(self.dir / e["name"]) for e in manifest["segments"]]
+            dels = [self._deletes(e) for e in manifest["segments"]]
+            meta = {"analyzer": self.analyzer.describe(), "min_seq": min(s.meta.get("min_seq", 0) for s in segs),
+                    "max_seq": max(s.meta.get("max_seq", 0) for s in segs)}
+            merged = merge_segments(segs, dels, meta)
+            gen = manifest["generation"] + 1
+            name = self._write_new_segment(merged, gen)
+            manifest = {**manifest, "generation": gen, "segments": [{"name": name, "deletes": None}]}
+            self._publish(manifest)
+            self._clean_orphans()
+            return manifest
+
+
+def build_index(store, index_dir: str | Path, analyzer: Analyzer, *, incremental: bool = True,
+                merge_max_segments: int = 8, progress: bool = True) -> dict:
+    """Index the store: new documents become a new segment (or everything one, with incremental=False).
+
+    Returns the published manifest.
+    """
+    writer = IndexWriter(index_dir, analyzer)
+    manifest = read_manifest(Path(index_dir)) if incremental else None
+    if manifest is not None:
+        check_compatible(manifest["analyzer"], analyzer, f"index {index_dir}")
+    upto = store.max_seq()
+    after = manifest["max_seq"] if manifest else 0
+    if manifest is not None and after >= upto:
+        return manifest  # nothing new
+    total = store.count() if after == 0 else None
+    seg = build_segment(store.iter_docs(after_seq=after, upto_seq=upto), analyzer, total=total, progress=progress)
+    if seg.n_docs == 0 and manifest is None:
+        raise FunnelError(f"the document store {store.path} is empty: nothing to index")
+    if manifest is None:
+        return writer.rebuild(seg, upto)
+    manifest = writer.add(seg, upto)
+    if len(manifest["segments"]) > merge_max_segments:
+        manifest = writer.merge()
+    return manifest

@@ -1,0 +1,81 @@
+"""Evaluation: runs + judgements -> IR metrics (pytrec_eval, the trec_eval implementation), TREC run files.
+
+Metrics are averaged over every judged query; a query the system returned nothing for counts as 0.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytrec_eval
+
+Run = dict[str, dict[str, float]]  # query id -> {doc id: score}
+
+METRICS = ("nDCG@10", "Recall@100", "Recall@1000", "MRR@10", "MAP")
+_TREC = {"nDCG@10": "ndcg_cut_10", "Recall@100": "recall_100", "Recall@1000": "recall_1000", "MAP": "map"}
+
+
+def truncate(run: Run, k: int) -> Run:
+    return {q: dict(sorted(d.items(), key=lambda x: (-x[1], x[0]))[:k]) for q, d in run.items()}
+
+
+def evaluate(run: Run, qrels: dict[str, dict[str, int]], metrics=METRICS) -> dict[str, float]:
+    """Mean of each metric over the judged queries."""
+    qrels = {q: d for q, d in qrels.items() if any(g > 0 for g in d.values())}
+    run = {q: run.get(q, {}) for q in qrels}
+    trec = {"ndcg_cut", "recall", "map", "recip_rank"}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, trec).evaluate(run)
+    at10 = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(truncate(run, 10))
+    out = {}
+    for m in metrics:
+        if m == "MRR@10":
+            vals = [at10.get(q, {}).get("recip_rank", 0.0) for q in qrels]
+        else:
+            vals = [per_query.get(q, {}).get(_TREC[m], 0.0) for q in qrels]
+        out[m] = float(np.mean(vals)) if vals else 0.0
+    return out
+
+
+def write_trec_run(run: Run, path: str | Path, tag: str = "funnel") -> Path:
+    """TREC run format: ``qid Q0 docid rank score tag``, best first per query."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for q in sorted(run):
+            for rank, (d, s) in enumerate(sorted(run[q].items(), key=lambda x: (-x[1], x[0])), 1):
+                f.write(f"{q} Q0 {d} {rank} {s:.6f} {tag}\n")
+    return path
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """Markdown table of dict rows (floats with 4 decimals)."""
+    def fmt(v):
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def evaluate_retriever(index_dir, bm25_config, data_dir, split: str, k: int = 1000, run_file=None,
+                       progress: bool = True) -> dict:
+    """BM25 / TF-IDF over a split's judged queries: metrics (plus ``queries``), and the run as a TREC file."""
+    from tqdm.auto import tqdm
+
+    from crawler.beir import read_qrels, read_queries
+    from funnel.errors import InputError
+    from index.searcher import Bm25Retriever
+
+    qrels = read_qrels(Path(data_dir), split)
+    queries = read_queries(Path(data_dir))
+    missing = [q for q in qrels if q not in queries]
+    if missing:
+        raise InputError(f"{data_dir}/qrels/{split}.tsv: {len(missing)} query ids not in queries.jsonl "
+                         f"(first: {missing[0]!r})")
+    retriever = Bm25Retriever.open(index_dir, bm25_config)
+    run: Run = {}
+    for qid in tqdm(sorted(qrels), desc="queries", disable=not progress):
+        hits = retriever.search(queries[qid], k)
+        run[qid] = dict(zip(hits.doc_ids, hits.scores.tolist()))
+    if run_file is not None:
+        write_trec_run(run, run_file, tag=bm25_config.scorer)
+    return {"queries": len(qrels), **evaluate(run, qrels)}
