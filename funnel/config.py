@@ -107,6 +107,58 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class CoarseConfig:
+    """LightGBM LambdaMART over cheap features (`ranking.coarse`)."""
+    train_depth: int = 100  # recall candidates per training query (the lists LambdaMART learns to order)
+    num_leaves: int = 15
+    learning_rate: float = 0.05
+    n_estimators: int = 500  # upper bound; early stopping on dev picks the number
+    early_stopping: int = 50  # rounds without dev nDCG@10 gain before stopping
+    min_child_samples: int = 20
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FineConfig:
+    """Cross-encoder fine ranking (`ranking.cross_encoder`) and its listwise training."""
+    backbone: str = "minilm"  # starting weights: "minilm", "tiny" (tests) or a model folder
+    max_length: int = 192  # tokens of query + document; longer documents are truncated
+    group_size: int = 4  # 1 positive + (group_size - 1) hard negatives per training query
+    negatives_depth: int = 30  # hard negatives are drawn from the top of this many BM25 results
+    batch_queries: int = 8  # training queries (groups) per optimiser step
+    learning_rate: float = 3e-5
+    epochs: int = 1
+    train_layers: int = 0  # fine-tune only the top N encoder layers (0: all)
+    time_budget_min: float = 0.0  # stop training after this many minutes (0: no limit)
+    seed: int = 0
+    batch_size: int = 32  # pairs per inference batch
+    dtype: str = "auto"  # inference dtype on GPU: auto (bf16/fp16), fp16, bf16, fp32
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """Final re-ranking (`ranking.rerank`): what the user sees."""
+    mmr_lambda: float = 1.0  # MMR relevance weight; 1.0 turns diversity off
+    dedup_threshold: float = 0.97  # dense cosine above which a lower result is a near-duplicate (>1: off)
+    per_host_cap: int = 0  # at most this many results per URL host (0: no cap)
+    freshness_weight: float = 0.0  # added score x 2^(-age/half_life) for documents with a fetch time
+    freshness_half_life_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The funnel's shape: stages and candidate counts, per profile."""
+    recall: str = "auto"  # "bm25", "hybrid", "dense", or "auto" (hybrid when a dense index exists)
+    recall_k: int = 1000
+    coarse_k: int = 100
+    final_k: int = 10
+    cpu_fine_k: int = 20  # cross-encoder depth of the `cpu` profile (fits p95 <= 300 ms on 2 cores)
+    gpu_fine_k: int = 100  # cross-encoder depth of the `gpu` profile (fp16/bf16)
+    fine_weight: float = 1.0  # final fine score = cross-encoder logit + fine_weight x coarse score
+    stages: str = "recall,coarse,fine,rerank"  # drop a name to skip that stage
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
@@ -116,6 +168,10 @@ class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     pagerank: PageRankConfig = field(default_factory=PageRankConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    coarse: CoarseConfig = field(default_factory=CoarseConfig)
+    fine: FineConfig = field(default_factory=FineConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,163 @@
+"""Fine ranking: a transformer cross-encoder reads "[CLS] query [SEP] document [SEP]" and scores the pair.
+Feeds the re-rank stage with the top few candidates of the coarse ranker.
+
+The model is a plain `transformers.BertForSequenceClassification(num_labels=1)`, initialised from a
+backbone of `ranking.backbone` (MiniLM for real use, the tiny random config for tests), saved with
+``save_pretrained`` (safetensors) and loaded only through `load_cross_encoder`, the one loader (the
+pruning stage extends it for models whose layers keep different numbers of heads).
+
+Files of a cross-encoder folder (``HOME/models/cross-encoder/``)
+-----------------------------------------------------------------
+- ``config.json`` + ``model.safetensors``: the Hugging Face model (one logit per pair);
+- tokenizer files (``tokenizer.json``, ``vocab.txt``, ...): MiniLM's WordPiece vocabulary;
+- ``funnel_meta.json``: ``format_version`` (1), ``max_length``, the training config and log summary.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from funnel.errors import InputError
+from ranking.stages import Candidates, Request, StageTrace
+
+log = logging.getLogger(__name__)
+
+META = "funnel_meta.json"
+FORMAT_VERSION = 1
+
+
+def build_cross_encoder(backbone: str | Path = "minilm", *, seed: int = 0):
+    """A new `BertForSequenceClassification(num_labels=1)` whose encoder carries the backbone's weights.
+
+    The classification head (and the pooler, when the backbone has none) starts random.
+    """
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from ranking.backbone import load_backbone
+
+    encoder = load_backbone(backbone, seed=seed)
+    config = encoder.config
+    config.num_labels = 1
+    config.problem_type = "regression"  # one logit; the loss is computed by the trainer anyway
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    missing, unexpected = model.bert.load_state_dict(encoder.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("pooler.") for k in missing):
+        raise InputError(f"backbone {backbone}: weights do not fit a BERT encoder "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model
+
+
+def pair_text(title: str, text: str) -> str:
+    """The document side of a pair: title and body, as the cross-encoder was trained on."""
+    return f"{title}. {text}" if title else text
+
+
+@dataclass
+class CrossEncoder:
+    """A loaded cross-encoder on a device: `score(query, docs)` -> float32 (n,)."""
+    model: object  # BertForSequenceClassification, eval mode, on `device`
+    tokenizer: object
+    device: object  # torch.device
+    dtype: object  # torch.dtype used for inference
+    max_length: int = 256
+
+    def score(self, query: str, docs: list[str], batch_size: int = 32) -> np.ndarray:
+        """Relevance logits of (query, doc) pairs, in the docs' order."""
+        import torch
+
+        out = np.zeros(len(docs), dtype=np.float32)
+        if not docs:
+            return out
+        # Sort by length so a batch pads to similar lengths (less wasted compute), then restore order.
+        order = np.argsort([-len(d) for d in docs], kind="stable")
+        with torch.inference_mode():
+            for start in range(0, len(docs), batch_size):
+                idx = order[start:start + batch_size]
+                enc = self.tokenizer([query] * len(idx), [docs[i] for i in idx], truncation="only_second",
+                                     max_length=self.max_length, padding=True, return_tensors="pt")
+                enc = {k: v.to(self.device) for k, v in enc.items()}
+                with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.device.type == "cuda"):
+                    logits = self.model(**enc).logits  # (batch, 1)
+                out[idx] = logits[:, 0].float().cpu().numpy()
+        return out
+
+
+def read_meta(path: str | Path) -> dict:
+    meta_file = Path(path) / META
+    return json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
+
+
+def load_cross_encoder(path: str | Path, device: str = "auto", *, dtype: str = "auto",
+                       max_length: int | None = None) -> CrossEncoder:
+    """The one loader of a cross-encoder folder (or ``"tiny"``: a random tiny model for tests).
+
+    ``device``/``dtype`` go through `funnel.device.resolve_device` (fp16/bf16 on a GPU, fp32 on CPU).
+    ``max_length`` defaults to the one the model was trained with.
+    """
+    from transformers import BertForSequenceClassification
+
+    from funnel.device import resolve_device
+    from ranking.backbone import load_tokenizer
+
+    dev, dt = resolve_device(device, dtype)
+    if str(path) == "tiny":
+        model, meta = build_cross_encoder("tiny"), {}
+    else:
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise InputError(f"{path}: no cross-encoder here (config.json missing); "
+                             f"train one with `funnel train cross-encoder`")
+        model = BertForSequenceClassification.from_pretrained(str(path))
+        meta = read_meta(path)
+    if dev.type == "cuda":
+        model = model.to(dtype=dt)  # weights in half precision: half the memory traffic
+    model = model.to(dev).eval()
+    tokenizer = load_tokenizer(path)
+    return CrossEncoder(model, tokenizer, dev, dt, max_length or int(meta.get("max_length", 256)))
+
+
+def save_cross_encoder(model, tokenizer, out_dir: str | Path, meta: dict) -> Path:
+    """Save model (safetensors), tokenizer and ``funnel_meta.json`` into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    (out / META).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2), encoding="utf-8")
+    return out
+
+
+class CrossEncoderReranker:
+    """Fine-ranking stage: rescores the top `depth` candidates with the cross-encoder.
+
+    The final score is ``weight * ce + coarse`` when ``fuse_weight`` is set (the cross-encoder's
+    logit interpolated with the previous stage's score), or the cross-encoder logit alone when it
+    is 0. Candidates below `depth` are dropped: the stage returns at most ``min(k, depth)``.
+    """
+    name = "fine"
+
+    def __init__(self, encoder: CrossEncoder, texts, *, depth: int = 20, batch_size: int = 32,
+                 fuse_weight: float = 0.0):
+        self.encoder = encoder
+        self.texts = texts  # callable: list of doc ids -> list of document strings
+        self.depth = depth
+        self.batch_size = batch_size
+        self.fuse_weight = fuse_weight
+
+    def rank(self, request: Request, candidates: Candidates, k: int) -> Candidates:
+        t0 = time.perf_counter()
+        top = candidates.take(np.arange(min(self.depth, len(candidates))))
+        ce = self.encoder.score(request.query or "", self.texts(top.doc_ids), self.batch_size)
+        top.features = {**top.features, "ce": ce}
+        score = ce + self.fuse_weight * top.scores if self.fuse_weight else ce
+        order = np.lexsort((np.arange(len(top)), -score))[:k]
+        out = top.take(order, score[order])
+        out.trace = candidates.trace + [StageTrace(self.name, list(out.doc_ids), out.scores.copy(),
+                                                   (time.perf_counter() - t0) * 1000)]
+        return out
