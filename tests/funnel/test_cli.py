@@ -1,0 +1,46 @@
+"""The `funnel` front door, run as a real subprocess: the main job on the tiny corpus, and errors
+that print one line and exit 2 (never a traceback)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def funnel(*args, home=None):
+    cmd = [sys.executable, "-m", "funnel.cli", "-q"] + (["--home", str(home)] if home else []) + list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_main_job_on_tiny(tiny_dir, tmp_path):
+    home = tmp_path / "home"
+    r = funnel("ingest", "beir", str(tiny_dir), home=home)
+    assert r.returncode == 0, r.stderr
+    assert "docs 50" in r.stdout
+    r = funnel("index", home=home)
+    assert r.returncode == 0, r.stderr
+    r = funnel("search", "美食的攻略", "--json", home=home)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[0])["doc_id"].startswith("zh")  # JSON lines, best first
+    r = funnel("eval", "--data", str(tiny_dir), "--split", "dev", home=home)
+    assert r.returncode == 0, r.stderr
+    assert "nDCG@10" in r.stdout and (home / "runs" / "bm25-dev.trec").exists()
+
+
+def test_errors_are_one_line(tiny_dir, tmp_path):
+    home = tmp_path / "empty"
+    for args in (["search", "anything"], ["eval", "--data", str(tiny_dir), "--split", "dev"],
+                 ["ingest", "beir", str(tmp_path / "missing")], ["--set", "bm25.k1=x", "index"]):
+        r = funnel(*args, home=home)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+
+
+def test_help_lists_the_commands():
+    r = funnel("--help")
+    assert r.returncode == 0
+    for cmd in ("ingest", "index", "search", "eval", "train"):
+        assert cmd in r.stdout
