@@ -1,0 +1,288 @@
+"""PageRank on one machine: the link graph -> an importance score per document. Feeds the coarse
+ranker (a feature) and the optional BM25 prior; the Spark job (`pipelines.pagerank_job`) computes the
+same numbers for graphs past one machine.
+
+Semantics (chosen to match ``networkx.pagerank`` on a ``DiGraph``, and documented because each is a choice)
+-----------------------------------------------------------------------------------------------------
+- **Duplicate edges collapse**: a page linking twice to the same target casts one vote, as in a
+  ``nx.DiGraph`` (``graph_from_edges(..., collapse_duplicates=False)`` counts each link instead, like
+  ``nx.MultiDiGraph``, whose scipy adjacency sums parallel edges).
+- **Self-loops count** as an out-link (a page keeps part of its own rank), as networkx does.
+- **Dangling nodes** (no out-links, or only links leaving the graph) hand their whole rank to every node
+  by the ``dangling`` weights, which default to the personalisation vector, which defaults to uniform.
+- **Links to pages outside the graph are dropped** (they have no node to receive rank), so a page whose
+  links all leave the site is dangling.
+- The iteration is ``x' = d (x M + sum(x[dangling]) w) + (1 - d) p`` from a uniform start, without
+  renormalisation, and stops when ``|x' - x|_1 < tol`` (networkx stops at ``N * tol``: pass its ``tol``
+  times N to reproduce its stopping point, or a tight tol on both to compare fixed points).
+
+Files (written by `save_pagerank`, read by `load_pagerank`)
+-----------------------------------------------------------
+- ``HOME/features/pagerank.parquet``: columns ``doc_id`` (string), ``pagerank`` (float64, sums to 1 over
+  the graph). A Spark job writes the same columns as a folder of part files under the same name.
+- ``HOME/features/doc_features.parquet`` (the Spark features job): ``doc_id``, ``pagerank`` and other
+  per-document columns; `load_pagerank` falls back to it.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from funnel.errors import FunnelError, InputError
+
+log = logging.getLogger(__name__)
+
+PAGERANK_FILE = "pagerank.parquet"
+FEATURES_FILE = "doc_features.parquet"
+
+
+@dataclass
+class LinkGraph:
+    """A directed graph over documents: ``adj[i, j]`` = weight of the link i -> j (CSR, float64)."""
+    nodes: list[str]
+    adj: sp.csr_array  # (n, n)
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.adj.nnz)
+
+
+@dataclass
+class PageRankResult:
+    scores: np.ndarray  # float64 (n,), sums to 1
+    iterations: int
+    converged: bool
+    backend: str  # "scipy", "torch-cpu" or "torch-cuda"
+
+
+def graph_from_edges(edges: Iterable[tuple[str, str]], nodes: Sequence[str] | None = None, *,
+                     collapse_duplicates: bool = True) -> LinkGraph:
+    """(src, dst) id pairs -> `LinkGraph`.
+
+    With `nodes` given, only those are nodes (links from or to anything else are dropped, see the
+    module docstring); without, every endpoint is a node, in order of first appearance.
+    """
+    src_ids, dst_ids = [], []
+    if nodes is None:
+        index: dict[str, int] = {}
+        for s, d in edges:
+            src_ids.append(index.setdefault(s, len(index)))
+            dst_ids.append(index.setdefault(d, len(index)))
+        node_list = list(index)
+    else:
+        node_list = list(nodes)
+        index = {n: i for i, n in enumerate(node_list)}
+        if len(index) != len(node_list):
+            raise InputError("graph_from_edges: the node list holds duplicate ids")
+        for s, d in edges:
+            i, j = index.get(s), index.get(d)
+            if i is not None and j is not None:
+                src_ids.append(i)
+                dst_ids.append(j)
+    adj = adjacency(np.asarray(src_ids, np.int64), np.asarray(dst_ids, np.int64), len(node_list),
+                    collapse_duplicates=collapse_duplicates)
+    return LinkGraph(node_list, adj)
+
+
+def adjacency(src: np.ndarray, dst: np.ndarray, n: int, *, collapse_duplicates: bool = True) -> sp.csr_array:
+    """Integer edge arrays -> (n, n) CSR adjacency; duplicates become weight 1 or their count."""
+    src = np.asarray(src, np.int64)
+    dst = np.asarray(dst, np.int64)
+    if len(src) != len(dst):
+        raise InputError(f"adjacency: {len(src)} sources but {len(dst)} targets")
+    if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
+        raise InputError(f"adjacency: node ids must lie in [0, {n})")
+    adj = sp.csr_array((np.ones(len(src), np.float64), (src, dst)), shape=(n, n))  # sums duplicates
+    adj.sum_duplicates()
+    if collapse_duplicates:
+        adj.data[:] = 1.0
+    return adj
+
+
+def _distribution(vec: np.ndarray | None, n: int, name: str) -> np.ndarray | None:
+    if vec is None:
+        return None
+    vec = np.asarray(vec, np.float64)
+    if vec.shape != (n,):
+        raise InputError(f"pagerank: {name} must have one weight per node ({n}), got shape {vec.shape}")
+    if (vec < 0).any() or not np.isfinite(vec).all() or vec.sum() <= 0:
+        raise InputError(f"pagerank: {name} weights must be finite, non-negative and not all zero")
+    return vec / vec.sum()
+
+
+def pagerank(adj: sp.csr_array | sp.csr_matrix, damping: float = 0.85, tol: float = 1e-10, max_iter: int = 200, *,
+             personalization: np.ndarray | None = None, dangling: np.ndarray | None = None,
+             backend: str = "auto", strict: bool = False) -> PageRankResult:
+    """Power iteration for PageRank on a weighted adjacency matrix (``adj[i, j]``: link i -> j).
+
+    `personalization` (teleport) and `dangling` are per-node weights (normalised here); `backend` is
+    "scipy", "torch" (torch sparse on CUDA when present, else CPU) or "auto" (torch on a GPU, scipy
+    otherwise). With `strict`, not converging within `max_iter` raises instead of logging a warning.
+    """
+    if not 0.0 <= damping < 1.0:
+        raise InputError(f"pagerank: damping must lie in [0, 1), got {damping}")
+    adj = sp.csr_array(adj, dtype=np.float64)
+    n = adj.shape[0]
+    if adj.shape != (n, n):
+        raise InputError(f"pagerank: adjacency must be square, got {adj.shape}")
+    if n == 0:
+        return PageRankResult(np.zeros(0), 0, True, "scipy")
+    p = _distribution(personalization, n, "personalization")
+    p = np.full(n, 1.0 / n) if p is None else p
+    w = _distribution(dangling, n, "dangling")
+    w = p if w is None else w
+    out = np.asarray(adj.sum(axis=1)).ravel()  # (n,) out-weight of each node
+    is_dangling = out == 0
+    inv = np.divide(1.0, out, out=np.zeros(n), where=~is_dangling)
+    # transition matrix transposed, so one step is a CSR mat-vec: x' = M @ x, M[j, i] = adj[i, j] / out[i]
+    m = sp.csr_array((adj.T @ sp.diags_array(inv)).tocsr())  # (n, n)
+    if backend == "auto":
+        backend = "torch" if _cuda_available() else "scipy"
+    if backend == "torch":
+        x, it, ok, name = _iterate_torch(m, p, w, is_dangling, damping, tol, max_iter)
+    elif backend == "scipy":
+        x, it, ok, name = _iterate_scipy(m, p, w, is_dangling, damping, tol, max_iter)
+    else:
+        raise InputError(f"pagerank: backend must be auto, scipy or torch, got {backend!r}")
+    if not ok:
+        msg = f"PageRank did not converge to tol {tol:g} in {max_iter} iterations"
+        if strict:
+            raise FunnelError(msg + ": raise pagerank.max_iter or loosen pagerank.tol")
+        log.warning(msg)
+    return PageRankResult(x, it, ok, name)
+
+
+def _iterate_scipy(m, p, w, is_dangling, damping, tol, max_iter):
+    n = len(p)
+    x = np.full(n, 1.0 / n)
+    teleport = (1.0 - damping) * p  # (n,)
+    dangling_idx = np.flatnonzero(is_dangling)
+    for it in range(1, max_iter + 1):
+        x_new = m @ x
+        x_new *= damping
+        x_new += (damping * x[dangling_idx].sum()) * w + teleport
+        err = np.abs(x_new - x).sum()
+        x = x_new
+        if err < tol:
+            return x, it, True, "scipy"
+    return x, max_iter, False, "scipy"
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _iterate_torch(m, p, w, is_dangling, damping, tol, max_iter):
+    """The same iteration with a torch sparse CSR mat-vec: on the GPU when there is one (float64)."""
+    import torch
+
+    from funnel.device import resolve_device
+
+    device, _ = resolve_device("auto")
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the mat-vec is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        mt = torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
+                                     torch.from_numpy(m.indices.astype(np.int64)),
+                                     torch.from_numpy(m.data), size=m.shape, dtype=torch.float64, device=device,
+                                     check_invariants=False)
+    pt = torch.from_numpy(p).to(device)
+    wt = torch.from_numpy(w).to(device)
+    dmask = torch.from_numpy(is_dangling).to(device)
+    n = len(p)
+    x = torch.full((n,), 1.0 / n, dtype=torch.float64, device=device)
+    teleport = (1.0 - damping) * pt
+    name = f"torch-{device.type}"
+    for it in range(1, max_iter + 1):
+        x_new = damping * (mt @ x) + (damping * x[dmask].sum()) * wt + teleport  # (n,)
+        err = float((x_new - x).abs().sum())  # one device sync per iteration
+        x = x_new
+        if err < tol:
+            return x.cpu().numpy(), it, True, name
+    return x.cpu().numpy(), max_iter, False, name
+
+
+def pagerank_graph(graph: LinkGraph, damping: float = 0.85, tol: float = 1e-10, max_iter: int = 200,
+                   **kwargs) -> dict[str, float]:
+    """PageRank of a `LinkGraph` as ``{node id: score}``."""
+    res = pagerank(graph.adj, damping, tol, max_iter, **kwargs)
+    return dict(zip(graph.nodes, res.scores.tolist()))
+
+
+# -- storage --------------------------------------------------------------------------------------
+def save_pagerank(path: str | Path, doc_ids: Sequence[str], scores: np.ndarray) -> Path:
+    """Write ``doc_id, pagerank`` Parquet atomically (temp file, then rename)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table({"doc_id": pa.array(list(doc_ids), pa.string()),
+                      "pagerank": pa.array(np.asarray(scores, np.float64), pa.float64())})
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    if path.is_dir():  # a Spark job's folder of part files from an earlier run
+        import shutil
+        shutil.rmtree(path)
+    tmp.replace(path)
+    return path
+
+
+def load_pagerank(paths_or_home: str | Path | Sequence[str | Path]) -> dict[str, float]:
+    """``{doc_id: pagerank}`` from a Parquet file/folder, a list of them, or a Funnel home; ``{}`` when absent.
+
+    Given a home, reads ``HOME/features/pagerank.parquet``, else the ``pagerank`` column of
+    ``HOME/features/doc_features.parquet``.
+    """
+    import pyarrow.parquet as pq
+
+    if isinstance(paths_or_home, (str, Path)):
+        p = Path(paths_or_home)
+        if p.is_dir() and not p.suffix == ".parquet":
+            cands = [p / "features" / PAGERANK_FILE, p / "features" / FEATURES_FILE]
+        else:
+            cands = [p]
+    else:
+        cands = [Path(x) for x in paths_or_home]
+    for cand in cands:
+        if not cand.exists():
+            continue
+        try:
+            table = pq.read_table(cand, columns=["doc_id", "pagerank"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"{cand}: not a PageRank Parquet file with columns doc_id, pagerank ({exc})") from None
+        ids = table.column("doc_id").to_pylist()
+        vals = table.column("pagerank").to_numpy(zero_copy_only=False)
+        return {d: float(v) for d, v in zip(ids, vals) if v == v}  # drop nulls/NaN
+    return {}
+
+
+def pagerank_prior(bm25_scores: np.ndarray, pagerank: np.ndarray, weight: float, n_nodes: int) -> np.ndarray:
+    """BM25 plus a PageRank prior: ``score + weight * log(pagerank * n_nodes)``.
+
+    ``pagerank * n_nodes`` is 1 for a page of average importance, so the prior is 0 there, positive for
+    hubs and negative for pages few link to. A missing PageRank (0 or NaN, e.g. a page outside the graph)
+    counts as average. `pagerank` is aligned with `bm25_scores`; `n_nodes` is the graph's size
+    (``len(load_pagerank(home))``).
+    """
+    scores = np.asarray(bm25_scores, np.float64)
+    pr = np.asarray(pagerank, np.float64)
+    if pr.shape != scores.shape:
+        raise InputError(f"pagerank_prior: {pr.shape} PageRank values for {scores.shape} scores")
+    if weight == 0 or n_nodes <= 0:
+        return scores.copy()
+    rel = np.where(np.isfinite(pr) & (pr > 0), pr * n_nodes, 1.0)
+    return scores + weight * np.log(rel)
