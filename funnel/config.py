@@ -85,6 +85,10 @@ class SparkConfig:
     master: str = "local[*]"
     driver_memory: str = "4g"
     shuffle_partitions: int = 8
+    max_result_size: str = "2g"  # index shards travel to the driver, which merges them
+    ui: bool = False  # the Spark web UI (port 4040)
+    log_level: str = "WARN"
+    index_shards: int = 0  # documents per index job are cut into this many shards; 0 = shuffle_partitions
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class PageRankConfig:
     damping: float = 0.85
     tol: float = 1e-10  # L1 change between iterations
     max_iter: int = 200
+    collapse_duplicates: bool = True  # a page linking twice to a target votes once (networkx DiGraph)
 
 
 @dataclass(frozen=True)
