@@ -164,6 +164,31 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class PruneConfig:
+    """Attention-head / FFN pruning of a cross-encoder with distillation recovery (`ranking.prune`)."""
+    target: float = 0.5  # fraction of all attention heads to remove
+    ffn_target: float = 0.0  # fraction of FFN neurons to remove in every layer
+    latency_budget: float = 0.0  # keep removing heads until latency <= this x the original (0: off)
+    max_target: float = 0.75  # never remove more heads than this fraction, whatever the budget
+    steps: int = 3  # pruning rounds; importance is recomputed on the pruned model each round
+    depth: int = 20  # BM25 candidates per query, for importance and evaluation
+    max_length: int = 0  # tokens per pair; 0: the length the model was trained with
+    importance_split: str = "dev"
+    importance_queries: int = 40  # seeded sample of judged queries for importance (0: all)
+    eval_split: str = "dev"
+    eval_queries: int = 0  # seeded sample for the nDCG@10 check (0: all)
+    recover_split: str = "train"
+    recover_steps: int = 60  # distillation steps (0: no recovery)
+    recover_group_size: int = 8  # 1 positive + BM25 negatives per group
+    recover_batch_queries: int = 2  # groups per step
+    recover_lr: float = 3e-5
+    recover_time_budget_min: float = 0.0  # stop recovery after this many minutes (0: no limit)
+    distill_alpha: float = 0.5  # weight of the label loss; 1 - alpha goes to matching the teacher
+    distill_temperature: float = 2.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
@@ -177,6 +202,7 @@ class Config:
     fine: FineConfig = field(default_factory=FineConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
