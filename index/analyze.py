@@ -67,21 +67,40 @@ class Analyzer:
             self._stemmer = None
         self._stop_en = load_stopwords("en") if c.stopwords else frozenset()
         self._stop_zh = load_stopwords("zh") if c.stopwords else frozenset()
+        # word -> term ("" for a dropped word): a corpus has far fewer distinct words than tokens,
+        # so each word is filtered and stemmed once (the trick that makes bm25s' tokenizer fast).
+        self._terms: dict[str, str] = {}
+        # runs of at least min_token_len word characters: shorter words never become terms
+        self._word_re = re.compile(rf"\w{{{max(c.min_token_len, 1)},}}")
 
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, **asdict(self.config)}
 
     def __call__(self, text: str) -> list[str]:
         c = self.config
-        if c.unicode_form:
+        if c.unicode_form and not text.isascii():  # normalising ASCII changes nothing
             text = unicodedata.normalize(c.unicode_form, text)
         if c.lowercase:
             text = text.lower()
         if c.chinese and _HAS_CJK.search(text):
             return self._mixed(text)
-        min_len, stop = c.min_token_len, self._stop_en
-        words = [w for w in _TOKEN_RE.findall(text) if len(w) >= min_len and w not in stop]
-        return self._stemmer.stemWords(words) if self._stemmer else words
+        words = self._word_re.findall(text)  # no CJK here, so the words are the runs of \w
+        get = self._terms.get
+        out = [get(w) for w in words]
+        if None in out:
+            self._learn([w for w, t in zip(words, out) if t is None])
+            out = [get(w) for w in words]
+        return [t for t in out if t]
+
+    def _learn(self, words: list[str]) -> None:
+        """Add unseen Latin words to the word -> term cache (bounded, so a long-lived server stays small)."""
+        terms = self._terms
+        if len(terms) > 1_000_000:
+            terms.clear()
+        new = set(words)
+        keep = [w for w in new if w not in self._stop_en]
+        terms.update(dict.fromkeys(new, ""))
+        terms.update(zip(keep, self._stem(keep)))
 
     def _mixed(self, text: str) -> list[str]:
         c = self.config

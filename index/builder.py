@@ -53,7 +53,13 @@ def build_segment(docs: Iterable[Document], analyzer: Analyzer, *, total: int | 
     seqs: list[int] = []
     for doc in tqdm(docs, total=total, desc="indexing", unit="doc", disable=not progress, mininterval=0.5):
         terms = analyzer(doc_text(doc))
-        ids = [vocab.setdefault(t, len(vocab)) for t in terms]
+        try:
+            ids = [vocab[t] for t in terms]
+        except KeyError:  # first sight of some term: give new terms the next ids
+            for t in terms:
+                if t not in vocab:
+                    vocab[t] = len(vocab)
+            ids = [vocab[t] for t in terms]
         token_ids.append(np.asarray(ids, dtype=np.int32))
         doc_lens.append(len(ids))
         doc_ids.append(doc.doc_id)
