@@ -159,6 +159,8 @@ class PipelineConfig:
     final_k: int = 10
     cpu_fine_k: int = 20  # cross-encoder depth of the `cpu` profile (fits p95 <= 300 ms on 2 cores)
     gpu_fine_k: int = 100  # cross-encoder depth of the `gpu` profile (fp16/bf16)
+    cpu_fine_max_length: int = 128  # cross-encoder tokens per pair in the `cpu` profile
+    gpu_fine_max_length: int = 256  # ... and in the `gpu` profile
     fine_weight: float = 1.0  # final fine score = cross-encoder logit + fine_weight x coarse score
     stages: str = "recall,coarse,fine,rerank"  # drop a name to skip that stage
 
@@ -187,6 +189,51 @@ class PruneConfig:
     distill_temperature: float = 2.0
     seed: int = 0
 
+@dataclass(frozen=True)
+class RecallConfig:
+    """First-stage recall (`ranking.recall`): candidates per route and how routes are fused."""
+    bm25_k: int = 1000  # candidates from the BM25 route
+    dense_k: int = 1000  # candidates from the dense route
+    fusion: str = "rrf"  # "rrf" (reciprocal rank fusion) or "weighted" (min-max normalised scores)
+    rrf_k: int = 60  # RRF constant: score = sum over routes of 1 / (rrf_k + rank)
+    dense_weight: float = 0.5  # weighted fusion: dense x w + bm25 x (1 - w), after normalising each route
+    ann: str = "auto"  # vector search: "exact", "ivf", "hnsw", or "auto" (exact below 50k vectors or on GPU)
+    nlist: int = 0  # IVF cells (0: 4 x sqrt(n))
+    nprobe: int = 32  # IVF cells visited per query
+    hnsw_m: int = 32  # HNSW links per node
+    ef_search: int = 256  # HNSW candidate list at query time (raised to k when smaller)
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """The dual encoder used to embed documents and queries (`ranking.dual_encoder`, `funnel embed`)."""
+    model: str = ""  # model folder, "minilm" (zero-shot) or "" (HOME/models/dual-encoder if trained, else minilm)
+    query_max_len: int = 64  # tokens per query
+    doc_max_len: int = 256  # tokens per document (title + text)
+    batch_size: int = 64  # texts per encoding batch
+    device: str = "auto"
+    dtype: str = "auto"  # encoding dtype on GPU (bf16/fp16); fp32 on CPU
+
+
+@dataclass(frozen=True)
+class TrainDenseConfig:
+    """Dual-encoder training (`ranking.train_dense`): InfoNCE with in-batch and BM25 hard negatives."""
+    backbone: str = "minilm"  # starting weights: "minilm", "tiny" (tests) or a backbone folder
+    towers: str = "shared"  # "shared": one tower fine-tuned for both sides; "query": documents frozen
+    temperature: float = 0.05  # softmax temperature of InfoNCE (scale = 1 / temperature)
+    hard_negatives: int = 1  # BM25-mined negatives per query (never a judged document)
+    negatives_depth: int = 30  # hard negatives are drawn from the top of this many BM25 results
+    batch_size: int = 32  # queries per step; every other query's documents are in-batch negatives
+    learning_rate: float = 2e-5
+    epochs: int = 2
+    query_max_len: int = 64
+    doc_max_len: int = 256
+    unsupervised: bool = False  # no judgements: random-crop pairs from the store's documents
+    unsupervised_pairs: int = 2000  # crop pairs per epoch in unsupervised mode
+    time_budget_min: float = 0.0  # stop after this many minutes (0: no limit); the best checkpoint is kept
+    amp: bool = True  # mixed precision on GPU (ignored on CPU)
+    seed: int = 0
+
 
 @dataclass(frozen=True)
 class Config:
@@ -203,6 +250,9 @@ class Config:
     rerank: RerankConfig = field(default_factory=RerankConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    recall: RecallConfig = field(default_factory=RecallConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
+    train_dense: TrainDenseConfig = field(default_factory=TrainDenseConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

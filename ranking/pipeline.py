@@ -1,0 +1,181 @@
+"""The ranking funnel: recall -> coarse -> fine -> rerank, a loop over stages of one shape
+(`rank(request, candidates, k) -> candidates`). Built from `funnel.config.PipelineConfig`; feeds the
+CLI (`funnel search`, `funnel eval --profile`), the API and the dashboard.
+
+Profiles set the expensive stage's depth and device: ``cpu`` cross-encodes the top
+``pipeline.cpu_fine_k`` candidates in fp32 on the CPU (sized for p95 <= 300 ms on 2 cores);
+``gpu`` cross-encodes the top ``pipeline.gpu_fine_k`` in bf16/fp16 on CUDA (CPU fallback with a
+warning). A stage whose model has not been trained is skipped with a log line, so a fresh index
+already answers with BM25 and each `funnel train ...` adds its stage.
+
+Every stage appends a `StageTrace` (its ranked ids, scores, milliseconds) to the candidates;
+`explain` turns the traces into per-result rank and score at each stage.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from funnel.config import Config
+from funnel.errors import FunnelError
+from ranking.stages import Candidates, Request, StageTrace
+
+log = logging.getLogger(__name__)
+
+PROFILES = ("cpu", "gpu")
+STAGE_NAMES = ("recall", "coarse", "fine", "rerank")
+
+
+class Bm25Recall:
+    """BM25 recall: the top k of the inverted index (the route every index has)."""
+    name = "recall"
+
+    def __init__(self, retriever):
+        self.retriever = retriever
+
+    def rank(self, request: Request, candidates: Candidates, k: int) -> Candidates:
+        t0 = time.perf_counter()
+        hits = self.retriever.search(request.query or "", k)
+        scores = hits.scores.astype(np.float32)
+        out = Candidates(np.asarray(hits.ords, np.int64), list(hits.doc_ids), scores, {"recall_bm25": scores.copy()})
+        out.trace = [StageTrace(self.name, list(out.doc_ids), scores.copy(), (time.perf_counter() - t0) * 1000)]
+        return out
+
+
+@dataclass
+class Pipeline:
+    """Stages with their output sizes; `run` passes a request through all of them."""
+    stages: list[tuple[object, int]]  # (stage, k it keeps)
+    profile: str = "cpu"
+    resources: dict = field(default_factory=dict)  # what from_config opened (retriever, docs, store, ...)
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s.name for s, _ in self.stages]
+
+    def run(self, request: Request) -> Candidates:
+        cands = Candidates.empty()
+        last = len(self.stages) - 1
+        for i, (stage, k) in enumerate(self.stages):
+            cands = stage.rank(request, cands, request.k if i == last else max(k, request.k))
+        if self.stages and self.stages[-1][0].name != "rerank":
+            cands = cands.take(np.arange(min(request.k, len(cands))))
+        return cands
+
+    def search(self, query: str, k: int = 10, **kwargs) -> Candidates:
+        return self.run(Request(query=query, k=k, profile=self.profile, **kwargs))
+
+    def close(self) -> None:
+        store = self.resources.get("store")
+        if store is not None:
+            store.close()
+
+    @classmethod
+    def from_config(cls, config: Config, profile: str = "cpu", *, stages: list[str] | None = None,
+                    device: str | None = None) -> "Pipeline":
+        """Open the index, store and trained models under ``config.paths.home`` for `profile`."""
+        from funnel.store import DocumentStore
+        from index.analyze import Analyzer
+        from index.pagerank import load_pagerank
+        from index.searcher import Bm25Retriever
+        from ranking.features import DocCache, FeatureContext
+
+        if profile not in PROFILES:
+            raise FunnelError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        pc = config.pipeline
+        wanted = stages if stages is not None else [s.strip() for s in pc.stages.split(",") if s.strip()]
+        bad = [s for s in wanted if s not in STAGE_NAMES]
+        if bad:
+            raise FunnelError(f"pipeline.stages: unknown stage(s) {bad}; known: {', '.join(STAGE_NAMES)}")
+        retriever = Bm25Retriever.open(config.paths.index, config.bm25)
+        store = DocumentStore(config.paths.store, readonly=True)
+        docs = DocCache(store, retriever.analyzer)
+        res = {"retriever": retriever, "store": store, "docs": docs}
+        models = config.paths.models
+        plan: list[tuple[object, int]] = [(make_recall(config, retriever, res), pc.recall_k)]
+        if "coarse" in wanted:
+            if (models / "coarse" / "model.txt").exists():
+                from ranking.coarse import CoarseModel, CoarseRanker
+
+                ctx = FeatureContext(retriever, docs, load_pagerank(config.paths.home))
+                plan.append((CoarseRanker(CoarseModel.load(models / "coarse"), ctx), pc.coarse_k))
+            else:
+                log.info("no coarse model in %s: coarse stage skipped (`funnel train coarse`)", models / "coarse")
+        if "fine" in wanted:
+            if (models / "cross-encoder" / "config.json").exists():
+                from ranking.cross_encoder import CrossEncoderReranker, load_cross_encoder
+
+                gpu = profile == "gpu"
+                encoder = load_cross_encoder(models / "cross-encoder", device or ("auto" if gpu else "cpu"),
+                                             dtype=config.fine.dtype,
+                                             max_length=pc.gpu_fine_max_length if gpu else pc.cpu_fine_max_length)
+                depth = pc.gpu_fine_k if gpu else pc.cpu_fine_k
+                fuse = pc.fine_weight if len(plan) > 1 else 0.0  # the coarse score is what gets fused
+                plan.append((CrossEncoderReranker(encoder, docs.texts, depth=depth,
+                                                  batch_size=config.fine.batch_size, fuse_weight=fuse), depth))
+            else:
+                log.info("no cross-encoder in %s: fine stage skipped (`funnel train cross-encoder`)",
+                         models / "cross-encoder")
+        if "rerank" in wanted:
+            from ranking.rerank import Reranker
+
+            plan.append((Reranker(config.rerank, docs, embed=res.get("embed"),
+                                  lookup_ord=retriever.reader.ord_of), pc.final_k))
+        return cls(plan, profile, res)
+
+
+def make_recall(config: Config, retriever, resources: dict):
+    """The recall stage the config asks for; BM25 unless a dense route is configured and built."""
+    mode = config.pipeline.recall
+    if mode not in ("auto", "bm25", "hybrid", "dense"):
+        raise FunnelError(f"pipeline.recall: expected auto, bm25, hybrid or dense, got {mode!r}")
+    if mode != "bm25":
+        stage = _dense_recall(config, retriever, resources, mode)
+        if stage is not None:
+            return stage
+    return Bm25Recall(retriever)
+
+
+def _dense_recall(config: Config, retriever, resources: dict, mode: str):
+    """Hybrid/dense recall from `ranking.recall` when it and a dense index exist, else None (or an error)."""
+    try:
+        from ranking import recall as recall_mod
+    except ImportError:
+        recall_mod = None
+    builder = getattr(recall_mod, "build_recall", None) if recall_mod else None
+    if builder is None:
+        if mode != "auto":
+            raise FunnelError(f"pipeline.recall={mode!r} needs ranking.recall (dense recall), which is not installed")
+        return None
+    try:
+        stage = builder(config, retriever=retriever, mode=mode, resources=resources)
+    except FunnelError:
+        if mode != "auto":
+            raise
+        log.info("no dense index: recall is BM25 only (`funnel train dual-encoder`)")
+        return None
+    return stage
+
+
+def explain(result: Candidates) -> list[dict]:
+    """Per final result: its rank (1-based, None when it was not in that stage's list) and score at each stage."""
+    stage_pos = [(t.stage, {d: i for i, d in enumerate(t.doc_ids)}, t.scores) for t in result.trace]
+    rows = []
+    for rank, doc_id in enumerate(result.doc_ids, 1):
+        stages = {}
+        for name, pos, scores in stage_pos:
+            i = pos.get(doc_id)
+            stages[name] = {"rank": None if i is None else i + 1,
+                            "score": None if i is None else round(float(scores[i]), 4)}
+        rows.append({"rank": rank, "doc_id": doc_id, "stages": stages})
+    return rows
+
+
+def timings(result: Candidates) -> dict[str, float]:
+    """Milliseconds per stage of one run."""
+    return {t.stage: t.ms for t in result.trace}
+
