@@ -48,6 +48,20 @@ def _jieba():
     return jieba
 
 
+class _TermCache(dict):
+    """word -> term ("" when the word is dropped), computed on first sight of the word."""
+
+    def __init__(self, analyzer: "Analyzer"):
+        super().__init__()
+        self._stop = analyzer._stop_en
+        self._stemmer = analyzer._stemmer
+
+    def __missing__(self, word: str) -> str:
+        term = "" if word in self._stop else (self._stemmer.stemWord(word) if self._stemmer else word)
+        self[word] = term
+        return term
+
+
 class Analyzer:
     """Callable text -> list of terms. Cheap to build; stemmer and jieba load once per process."""
 
@@ -69,7 +83,7 @@ class Analyzer:
         self._stop_zh = load_stopwords("zh") if c.stopwords else frozenset()
         # word -> term ("" for a dropped word): a corpus has far fewer distinct words than tokens,
         # so each word is filtered and stemmed once (the trick that makes bm25s' tokenizer fast).
-        self._terms: dict[str, str] = {}
+        self._terms = _TermCache(self)
         # runs of at least min_token_len word characters: shorter words never become terms
         self._word_re = re.compile(rf"\w{{{max(c.min_token_len, 1)},}}")
 
@@ -85,22 +99,10 @@ class Analyzer:
         if c.chinese and _HAS_CJK.search(text):
             return self._mixed(text)
         words = self._word_re.findall(text)  # no CJK here, so the words are the runs of \w
-        get = self._terms.get
-        out = [get(w) for w in words]
-        if None in out:
-            self._learn([w for w, t in zip(words, out) if t is None])
-            out = [get(w) for w in words]
-        return [t for t in out if t]
-
-    def _learn(self, words: list[str]) -> None:
-        """Add unseen Latin words to the word -> term cache (bounded, so a long-lived server stays small)."""
         terms = self._terms
-        if len(terms) > 1_000_000:
+        if len(terms) > 1_000_000:  # bounded, so a long-lived server stays small
             terms.clear()
-        new = set(words)
-        keep = [w for w in new if w not in self._stop_en]
-        terms.update(dict.fromkeys(new, ""))
-        terms.update(zip(keep, self._stem(keep)))
+        return list(filter(None, map(terms.__getitem__, words)))
 
     def _mixed(self, text: str) -> list[str]:
         c = self.config

@@ -43,25 +43,26 @@ def doc_text(doc: Document) -> str:
     return f"{doc.title}\n{doc.text}" if doc.title else doc.text
 
 
+class _Vocab(dict):
+    """term -> term id, a new term getting the next id on first sight."""
+
+    def __missing__(self, term: str) -> int:
+        self[term] = n = len(self)
+        return n
+
+
 def build_segment(docs: Iterable[Document], analyzer: Analyzer, *, total: int | None = None,
                   progress: bool = True) -> SegmentData:
     """Analyse documents and invert them into one in-memory segment."""
-    vocab: dict[str, int] = {}
+    vocab = _Vocab()
     token_ids: list[np.ndarray] = []
     doc_lens: list[int] = []
     doc_ids: list[str] = []
     seqs: list[int] = []
     for doc in tqdm(docs, total=total, desc="indexing", unit="doc", disable=not progress, mininterval=0.5):
         terms = analyzer(doc_text(doc))
-        try:
-            ids = [vocab[t] for t in terms]
-        except KeyError:  # first sight of some term: give new terms the next ids
-            for t in terms:
-                if t not in vocab:
-                    vocab[t] = len(vocab)
-            ids = [vocab[t] for t in terms]
-        token_ids.append(np.asarray(ids, dtype=np.int32))
-        doc_lens.append(len(ids))
+        token_ids.append(np.fromiter(map(vocab.__getitem__, terms), dtype=np.int32, count=len(terms)))
+        doc_lens.append(len(terms))
         doc_ids.append(doc.doc_id)
         if doc.seq is not None:
             seqs.append(doc.seq)
