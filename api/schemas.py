@@ -16,8 +16,10 @@ from funnel.config import ServeConfig
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("query is empty (only whitespace); send at least one word")
-    if "\x00" in value:
-        raise ValueError("query contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("query is not valid Unicode (a lone surrogate code point)") from None
     return value
 
 
@@ -26,7 +28,10 @@ def search_request_model(serve: ServeConfig, profiles: tuple[str, ...], default_
     profile_type = Literal[profiles]  # type: ignore[valid-type]
     fields: dict[str, Any] = {
         "q": (str, Field(min_length=1, max_length=serve.max_query_chars,
-                         description=f"the query text, 1 to {serve.max_query_chars} characters")),
+                         # documented for clients and fuzzers; the validator below gives the message
+                         json_schema_extra={"pattern": r"\S"},
+                         description=f"the query text, 1 to {serve.max_query_chars} characters, "
+                                     "not only whitespace")),
         "k": (int, Field(default=serve.default_k, ge=1, le=serve.max_k,
                          description=f"results wanted, 1 to {serve.max_k}")),
         "profile": (profile_type, Field(default=default_profile,
@@ -71,8 +76,9 @@ class SearchResponse(BaseModel):
     took_ms: float
     hits: list[Hit]
     stages: list[StageTable] | None = Field(default=None, description="per-stage rankings (explain=true)")
-    features: dict[str, list[float]] | None = Field(
-        default=None, description="feature name -> value for each hit, in hit order (explain=true)")
+    features: dict[str, list[float | None]] | None = Field(
+        default=None, description="feature name -> value for each hit, in hit order; null where undefined "
+                                  "(explain=true)")
 
 
 class Link(BaseModel):
@@ -96,7 +102,8 @@ class HealthResponse(BaseModel):
     docs: int
     index_generation: int | None
     profiles: list[str]
-    pipeline: bool = Field(description="true when the multi-stage ranking funnel is loaded, false for BM25 only")
+    stages: list[str] = Field(description="the stages of the default profile, in order")
+    pipeline: bool = Field(description="true when a trained stage beyond BM25 recall is loaded")
     uptime_s: float
 
 

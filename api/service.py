@@ -1,17 +1,23 @@
-"""Serving core: the index, store and ranking models loaded once and shared by every request.
+"""Serving core: the index, store and ranking funnel loaded once and shared by every request.
 
-Feeds the HTTP API (`api.app`) and the dashboard. `SearchService.open(config)` loads everything
-up front, so the first request is as fast as the rest and a missing artifact fails at start-up
-with a message instead of on a user's query.
+Feeds the HTTP API (`api.app`) and the dashboard. `SearchService.open(config)` loads everything up
+front, so the first request is as fast as the rest and a missing artifact fails at start-up with a
+message instead of on a user's query.
 
-Thread safety: FastAPI runs each request in a worker thread. The BM25 index is read-only
-(memory-mapped arrays, a fresh score accumulator per query); the document store gives each
-thread its own SQLite connection; the analyzer's Snowball stemmer is not safe to share between
-threads, so each thread gets its own analyzer. The ranking pipeline (when present) is guarded by
-a lock unless it declares itself thread-safe (``Pipeline.thread_safe = True``).
+Ranking: one `ranking.pipeline.Pipeline` per offered profile (``cpu`` always, ``gpu`` when CUDA is
+present). Each pipeline skips the stages whose models are not trained yet, so a freshly indexed home
+already serves BM25. If `ranking.pipeline` is absent the service serves a one-stage BM25 pipeline of
+the same shape (`rank(request, candidates, k) -> candidates`), so nothing here depends on which
+stages exist.
+
+Thread safety: FastAPI runs each request in a worker thread. The index is read-only (memory-mapped
+arrays, a fresh accumulator per query) and the store gives each thread its own SQLite connection,
+but a pipeline holds a Snowball stemmer, caches and torch models that are not safe to share, so
+each pipeline runs under its own lock (the heavy parts, numpy and torch, release the GIL inside).
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import threading
@@ -22,10 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from funnel.config import Config
-from funnel.errors import FunnelError
+from funnel.errors import FunnelError, InputError
 from funnel.store import Document, DocumentStore
-from index.analyze import Analyzer
-from index.searcher import Bm25Retriever
 from ranking.stages import Candidates, Request, StageTrace
 
 log = logging.getLogger(__name__)
@@ -95,86 +99,139 @@ def stage_tables(trace: list[StageTrace], depth: int) -> list[StageTable]:
     tables = []
     prev: dict[str, int] | None = None
     for t in trace:
-        ranks = {d: i + 1 for i, d in enumerate(t.doc_ids)}
         scores = np.asarray(t.scores, dtype=np.float64)
         rows = [StageRow(i + 1, d, float(scores[i]), prev.get(d) if prev is not None else None)
                 for i, d in enumerate(t.doc_ids[:depth])]
         tables.append(StageTable(t.stage, float(t.ms), len(t.doc_ids), rows))
-        prev = ranks
+        prev = {d: i + 1 for i, d in enumerate(t.doc_ids)}
     return tables
 
 
-def _load_pipeline(config: Config):
-    """The ranking funnel (ranking/pipeline.py) if this build has it, else None (BM25-only serving)."""
-    import importlib
-    import importlib.util
+class Bm25Stage:
+    """Recall by BM25 alone: the stage every index can serve (used when `ranking.pipeline` is absent)."""
+    name = "recall"
 
-    if importlib.util.find_spec("ranking.pipeline") is None:
-        return None
-    return importlib.import_module("ranking.pipeline").Pipeline.open(config)
+    def __init__(self, retriever):
+        self.retriever = retriever
+
+    def rank(self, request: Request, candidates: Candidates, k: int) -> Candidates:
+        t0 = time.perf_counter()
+        hits = self.retriever.search(request.query or "", k)
+        scores = np.asarray(hits.scores, np.float32)  # (n,)
+        return Candidates(np.asarray(hits.ords, np.int64), list(hits.doc_ids), scores, {"bm25": scores.copy()},
+                          [StageTrace(self.name, list(hits.doc_ids), scores.copy(),
+                                      (time.perf_counter() - t0) * 1000)])
+
+
+@dataclass
+class StageLoop:
+    """The smallest pipeline: stages in order, each keeping `k`; same `run`/`resources` as `Pipeline`."""
+    stages: list[tuple[object, int]]
+    profile: str = "cpu"
+    resources: dict = field(default_factory=dict)
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s.name for s, _ in self.stages]
+
+    def run(self, request: Request) -> Candidates:
+        cands = Candidates.empty()
+        for i, (stage, k) in enumerate(self.stages):
+            cands = stage.rank(request, cands, request.k if i == len(self.stages) - 1 else max(k, request.k))
+        return cands
+
+    def close(self) -> None:
+        store = self.resources.get("store")
+        if store is not None:
+            store.close()
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def offered_profiles(config: Config) -> tuple[str, ...]:
+    """``cpu`` always; ``gpu`` only on a machine with CUDA (asking for it elsewhere is a 422, not a slow CPU run)."""
+    return ("cpu", "gpu") if cuda_available() else ("cpu",)
+
+
+def open_pipeline(config: Config, profile: str, use_funnel: bool = True):
+    """The ranking funnel for `profile` (`ranking.pipeline.Pipeline`), or BM25 alone when it is not built."""
+    if use_funnel:
+        try:
+            module = importlib.import_module("ranking.pipeline")
+        except ImportError as exc:
+            log.info("ranking.pipeline not importable (%s): serving BM25 only", exc)
+        else:
+            return module.Pipeline.from_config(config, profile)
+    from index.searcher import Bm25Retriever
+
+    retriever = Bm25Retriever.open(config.paths.index, config.bm25)
+    store = DocumentStore(config.paths.store, readonly=True)
+    return StageLoop([(Bm25Stage(retriever), config.pipeline.recall_k)], profile,
+                     {"retriever": retriever, "store": store})
 
 
 class SearchService:
     """Everything a query needs, loaded once. Safe to call from many threads."""
 
-    def __init__(self, config: Config, retriever: Bm25Retriever, store: DocumentStore, pipeline=None):
+    def __init__(self, config: Config, pipelines: dict[str, object]):
+        if not pipelines:
+            raise FunnelError("no ranking profile could be loaded")
         self.config = config
-        self.retriever = retriever
-        self.store = store
-        self.pipeline = pipeline
-        self._pipeline_lock = threading.Lock()
-        self._local = threading.local()
-        self._analyzer_config = retriever.analyzer.config
-        if pipeline is not None:
-            self.profiles: tuple[str, ...] = tuple(pipeline.profiles)
-        else:
-            self.profiles = ("cpu",)  # BM25 only: one profile, served on the CPU
+        self.pipelines = pipelines
+        self._locks = {p: threading.Lock() for p in pipelines}
+        self.profiles: tuple[str, ...] = tuple(pipelines)
+        first = next(iter(pipelines.values()))
+        self.retriever = first.resources["retriever"]
+        self.store: DocumentStore = first.resources["store"]
         self.default_profile = (config.serve.default_profile if config.serve.default_profile in self.profiles
                                 else self.profiles[0])
         self.loaded_at = time.time()
 
     @classmethod
-    def open(cls, config: Config, use_pipeline: bool = True) -> "SearchService":
+    def open(cls, config: Config, *, use_funnel: bool = True, profiles: tuple[str, ...] | None = None,
+             warm: bool = True) -> "SearchService":
         t0 = time.perf_counter()
-        retriever = Bm25Retriever.open(config.paths.index, config.bm25)
-        store = DocumentStore(config.paths.store, readonly=True)
-        pipeline = _load_pipeline(config) if use_pipeline else None
-        service = cls(config, retriever, store, pipeline)
-        service.search("warm up 预热", k=1)  # loads the stemmer, jieba's dictionary and the models now
-        log.info("search service ready: %d docs, profiles %s, %.1fs", service.n_docs, service.profiles,
-                 time.perf_counter() - t0)
+        if not Path(config.paths.index, "manifest.json").exists():
+            raise InputError(f"no index in {config.paths.index}: build one first (`funnel index` or "
+                             "`funnel pipeline index`)")
+        wanted = profiles or offered_profiles(config)
+        service = cls(config, {p: open_pipeline(config, p, use_funnel) for p in wanted})
+        if warm:  # load the stemmer, jieba's dictionary and lazy model parts now, not on a user's query
+            for p in service.profiles:
+                service.search("warm up 预热", k=1, profile=p)
+        log.info("search service ready: %d docs, profiles %s, stages %s, %.1fs", service.n_docs,
+                 ", ".join(service.profiles), service.stage_names(), time.perf_counter() - t0)
         return service
 
     @property
     def n_docs(self) -> int:
-        return self.retriever.reader.n_docs
+        return int(self.retriever.reader.n_docs)
 
-    def _analyzer(self) -> Analyzer:
-        analyzer = getattr(self._local, "analyzer", None)
-        if analyzer is None:
-            analyzer = self._local.analyzer = Analyzer(self._analyzer_config)
-        return analyzer
+    @property
+    def funnel_loaded(self) -> bool:
+        """True when a trained ranking stage (coarse or fine) is loaded, not only recall and re-ranking."""
+        return any(n in ("coarse", "fine") for p in self.pipelines.values() for n in p.stage_names)
+
+    def stage_names(self, profile: str | None = None) -> list[str]:
+        return list(self.pipelines[profile or self.default_profile].stage_names)
+
+    def pipeline(self, profile: str | None = None):
+        return self.pipelines[profile or self.default_profile]
 
     # -- queries ---------------------------------------------------------
-    def _bm25(self, query: str, k: int) -> Candidates:
-        t0 = time.perf_counter()
-        hits = self.retriever.search_terms(self._analyzer()(query), k)
-        ms = (time.perf_counter() - t0) * 1000
-        scores = np.asarray(hits.scores, np.float32)
-        return Candidates(np.asarray(hits.ords, np.int64), list(hits.doc_ids), scores,
-                          {"bm25": scores.copy()}, [StageTrace("bm25", list(hits.doc_ids), scores, ms)])
-
-    def rank(self, query: str, k: int, profile: str) -> Candidates:
+    def rank(self, query: str, k: int, profile: str | None = None) -> Candidates:
         """Final candidates (best first) with their per-stage trace."""
-        if profile not in self.profiles:
-            raise FunnelError(f"unknown profile {profile!r}; this server offers: {', '.join(self.profiles)}")
-        if self.pipeline is None:
-            return self._bm25(query, k)
-        request = Request(query=query, k=k, profile=profile)
-        if getattr(self.pipeline, "thread_safe", False):
-            return self.pipeline.run(request)
-        with self._pipeline_lock:
-            return self.pipeline.run(request)
+        profile = profile or self.default_profile
+        if profile not in self.pipelines:
+            raise InputError(f"profile {profile!r} is not offered by this server; offered: {', '.join(self.profiles)}")
+        with self._locks[profile]:
+            return self.pipelines[profile].run(Request(query=query, k=k, profile=profile))
 
     def search(self, query: str, k: int = 10, profile: str | None = None, explain: bool = False,
                explain_depth: int | None = None) -> SearchResult:
@@ -189,24 +246,42 @@ class SearchService:
             doc = docs.get(doc_id)
             hits.append(Hit(i + 1, doc_id, float(cands.scores[i]), doc.title if doc else "",
                             doc.url if doc else None, snippet(doc.text, query) if doc else ""))
-        took = (time.perf_counter() - t0) * 1000
-        result = SearchResult(query, k, profile, took, hits, candidates=cands)
+        result = SearchResult(query, k, profile, (time.perf_counter() - t0) * 1000, hits, candidates=cands)
         if explain:
             result.stages = stage_tables(cands.trace, explain_depth or k)
-            result.features = {name: [float(v) for v in np.asarray(vals)[:n]]
-                               for name, vals in cands.features.items()}
+            result.features = hit_features(cands, n)
         return result
 
     # -- documents -------------------------------------------------------
     def document(self, doc_id: str) -> Document | None:
         return self.store.get(doc_id)
 
+    def index_generation(self) -> int | None:
+        return index_generation(self.config.paths.index)
+
     def close(self) -> None:
-        self.store.close()
+        for p in self.pipelines.values():
+            close = getattr(p, "close", None)
+            if close is not None:
+                close()
+
+
+def hit_features(cands: Candidates, n: int) -> dict[str, list[float | None]]:
+    """One-dimensional numeric features of the first `n` candidates; NaN/inf become None (valid JSON)."""
+    out = {}
+    for name, vals in cands.features.items():
+        arr = np.asarray(vals)
+        if arr.ndim != 1 or arr.dtype.kind not in "fiub":
+            continue
+        out[name] = [float(v) if np.isfinite(v) else None for v in arr[:n].astype(np.float64)]
+    return out
 
 
 def index_generation(index_dir: str | Path) -> int | None:
-    from index.builder import read_manifest
+    import json
 
-    manifest = read_manifest(Path(index_dir))
-    return None if manifest is None else int(manifest["generation"])
+    path = Path(index_dir) / "manifest.json"
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8"))["generation"])
+    except (OSError, ValueError, KeyError):
+        return None

@@ -1,0 +1,225 @@
+"""HTTP boundary of the query API (FastAPI): `create_app(service)` wires the loaded `SearchService`
+to GET/POST /search, GET /doc/{id}, /health and /metrics (Prometheus). Fed by `funnel serve`.
+
+Validation happens here, once, with pydantic: an empty or oversized query, k out of bounds, an
+unknown profile, an unknown parameter (body field or query-string key) or a body that is not JSON
+gets a 4xx whose JSON names the field and what was expected; a 500 only ever means a bug.
+"""
+# No `from __future__ import annotations`: FastAPI must see the per-app request model, not a string.
+import json
+import logging
+import os
+import time
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api import schemas
+from api.service import SearchResult, SearchService
+from funnel.errors import FunnelError, InputError
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """Prometheus metrics of one app, in their own registry (several apps can live in one process)."""
+
+    def __init__(self, service: SearchService):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("funnel_http_requests_total", "HTTP requests by route and status",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("funnel_http_request_seconds", "HTTP request latency by route", ["route"],
+                                 buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.stage = Histogram("funnel_stage_seconds", "time spent in each ranking stage",
+                               ["profile", "stage"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.results = Histogram("funnel_search_results", "results returned per search",
+                                 buckets=(0, 1, 5, 10, 20, 50, 100), registry=self.registry)
+        docs = Gauge("funnel_index_docs", "documents in the loaded index", registry=self.registry)
+        docs.set(service.n_docs)
+
+    def observe_search(self, result: SearchResult) -> None:
+        self.results.observe(len(result.hits))
+        if result.candidates is not None:
+            for t in result.candidates.trace:
+                self.stage.labels(result.profile, t.stage).observe(t.ms / 1000)
+
+
+class _MetricsMiddleware:
+    """Counts every request by its route template (not the raw path: unknown paths share one label)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            self.metrics.requests.labels(scope["method"], route, str(status["code"])).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+
+
+def _field(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _validation_error(errors: list[dict[str, Any]]) -> JSONResponse:
+    detail, msgs = [], []
+    for e in errors:
+        where = _field(e.get("loc", ()))
+        if e.get("type") == "json_invalid":
+            where = "body"
+            msg = f"request body is not valid JSON ({e.get('ctx', {}).get('error', 'decode error')})"
+        elif e.get("type") == "extra_forbidden":
+            msg = f"unknown parameter {where!r}; accepted: q, k, profile, explain"
+        elif e.get("type") == "no_parameters":
+            msg = str(e.get("msg"))
+        elif e.get("type") == "missing":
+            msg = f"{where}: required parameter is missing"
+        else:
+            msg = f"{where}: {e.get('msg', 'invalid value')}"
+        msgs.append(msg)
+        detail.append({"field": where, "type": str(e.get("type", "")), "message": msg})
+    return JSONResponse(status_code=422, content={"error": "; ".join(msgs), "detail": detail})
+
+
+def _json_hits(result: SearchResult, explain: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "query": result.query, "k": result.k, "profile": result.profile, "took_ms": round(result.took_ms, 3),
+        "hits": [h.__dict__ for h in result.hits], "stages": None, "features": None,
+    }
+    if explain:
+        out["stages"] = [{"stage": t.stage, "ms": round(t.ms, 3), "n_candidates": t.n_candidates,
+                          "rows": [r.__dict__ for r in t.rows]} for t in result.stages]
+        out["features"] = result.features
+    return out
+
+
+def create_app(service: SearchService) -> FastAPI:
+    """The FastAPI app over an opened service (loaded once, shared by every request thread)."""
+    serve = service.config.serve
+    SearchRequest = schemas.search_request_model(serve, service.profiles, service.default_profile)
+    metrics = Metrics(service)
+    errors = {422: {"model": schemas.ErrorResponse, "description": "invalid parameters"}}
+
+    app = FastAPI(title="Funnel search API", version="1",
+                  description="Search a Funnel index through its ranking funnel "
+                              f"(profiles: {', '.join(service.profiles)}; stages: "
+                              f"{' -> '.join(service.stage_names())}).")
+    app.state.service = service
+    app.state.metrics = metrics
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation(request: Request, exc: RequestValidationError):
+        return _validation_error(list(exc.errors()))
+
+    @app.exception_handler(InputError)
+    async def _on_input(request: Request, exc: InputError):
+        return JSONResponse(status_code=422, content={"error": str(exc), "detail": None})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            return _validation_error([{"type": "json_invalid", "loc": ("body",),
+                                       "ctx": {"error": "not UTF-8 JSON text"}}])  # bytes FastAPI cannot decode
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return JSONResponse(status_code=exc.status_code, content={"error": message, "detail": None},
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(FunnelError)
+    async def _on_funnel(request: Request, exc: FunnelError):
+        log.exception("request failed: %s", exc)
+        return JSONResponse(status_code=500, content={"error": str(exc), "detail": None})
+
+    def run_search(req) -> dict[str, Any]:
+        result = service.search(req.q, k=req.k, profile=req.profile, explain=req.explain)
+        metrics.observe_search(result)
+        return _json_hits(result, req.explain)
+
+    def no_query_params(request: Request) -> None:
+        if request.query_params:
+            names = ", ".join(sorted(set(request.query_params.keys())))
+            raise RequestValidationError([{"type": "no_parameters", "loc": ("query", names),
+                                           "msg": f"unknown parameter(s) {names}: this endpoint takes none"}])
+
+    @app.get("/search", response_model=schemas.SearchResponse, responses=errors,
+             summary="Search (parameters in the query string)")
+    def search_get(req: Annotated[SearchRequest, Query()]):  # type: ignore[valid-type]
+        return run_search(req)
+
+    @app.post("/search", response_model=schemas.SearchResponse, responses=errors,
+              summary="Search (parameters as a JSON body)")
+    def search_post(req: SearchRequest):  # type: ignore[valid-type]
+        return run_search(req)
+
+    @app.get("/doc/{doc_id:path}", response_model=schemas.DocResponse,
+             responses={404: {"model": schemas.ErrorResponse}, **errors}, summary="One stored document")
+    def get_doc(doc_id: str, request: Request):
+        no_query_params(request)
+        doc = service.document(doc_id)
+        if doc is None:
+            raise StarletteHTTPException(404, f"no document with id {doc_id!r}")
+        return {"doc_id": doc.doc_id, "url": doc.url, "title": doc.title, "text": doc.text,
+                "source": doc.source, "fetched_at": doc.fetched_at,
+                "outlinks": [{"url": link.url, "anchor": link.anchor} for link in service.store.outlinks(doc_id)],
+                "meta": doc.meta}
+
+    @app.get("/health", response_model=schemas.HealthResponse, responses=errors, summary="Liveness and what is loaded")
+    def health(request: Request):
+        no_query_params(request)
+        return {"status": "ok", "docs": service.n_docs, "index_generation": service.index_generation(),
+                "profiles": list(service.profiles), "stages": service.stage_names(),
+                "pipeline": service.funnel_loaded, "uptime_s": round(time.time() - service.loaded_at, 3)}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    def prometheus_metrics():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn workers (``--workers N``): each process loads its own service from the
+    config that `funnel serve` put in ``FUNNEL_CONFIG_JSON``."""
+    from funnel.config import apply_overrides, Config
+
+    data = json.loads(os.environ["FUNNEL_CONFIG_JSON"])
+    config = apply_overrides(Config(), data, "FUNNEL_CONFIG_JSON")
+    return create_app(SearchService.open(config, use_funnel=os.environ.get("FUNNEL_USE_FUNNEL", "1") == "1"))
+
+
+def serve(config, *, use_funnel: bool = True, log_level: str = "info") -> None:
+    """Load the service once and run uvicorn on ``serve.host:serve.port`` until interrupted."""
+    import uvicorn
+
+    s = config.serve
+    print(f"API: http://{s.host}:{s.port}/search?q=...  (OpenAPI docs: http://{s.host}:{s.port}/docs)", flush=True)
+    if s.workers > 1:
+        os.environ["FUNNEL_CONFIG_JSON"] = json.dumps(config.to_dict())
+        os.environ["FUNNEL_USE_FUNNEL"] = "1" if use_funnel else "0"
+        uvicorn.run("api.app:app_from_env", factory=True, host=s.host, port=s.port, workers=s.workers,
+                    log_level=log_level)
+        return
+    app = create_app(SearchService.open(config, use_funnel=use_funnel))
+    uvicorn.run(app, host=s.host, port=s.port, log_level=log_level)

@@ -1,0 +1,73 @@
+"""Fixtures for the API tests: a service over the tiny index, the app through TestClient, and a live
+`funnel serve` process on 127.0.0.1."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from funnel.config import load_config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_home):
+    return load_config(None, [f'paths.home="{tiny_home}"'])
+
+
+@pytest.fixture(scope="session")
+def service(tiny_config):
+    from api.service import SearchService
+
+    svc = SearchService.open(tiny_config)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="session")
+def client(service):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(service)) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_home):
+    """`funnel serve` in its own process, as a user starts it; yields its base URL."""
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "funnel.cli", "-q", "--home", str(tiny_home), "serve",
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"funnel serve exited early:\n{proc.stdout.read().decode(errors='replace')}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("funnel serve did not answer /health within 60 s")
+        time.sleep(0.2)
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
