@@ -15,7 +15,7 @@ from funnel.config import load_config
 from funnel.errors import FunnelError
 
 # Packages whose cli.py adds subcommands, in help order.
-_PACKAGES = ("crawler", "index", "pipelines", "ranking", "api", "dashboard", "funnel.main_job")
+_PACKAGES = ("crawler", "index", "pipelines", "ranking", "ranking.cli_prune", "api", "dashboard", "funnel.main_job")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for pkg in _PACKAGES:
-        module = importlib.import_module(pkg if pkg.startswith("funnel.") else f"{pkg}.cli")
+        module = importlib.import_module(pkg if "." in pkg else f"{pkg}.cli")  # dotted: a cli module itself
         module.register(sub)
     return parser
 

@@ -105,6 +105,7 @@ def load_cross_encoder(path: str | Path, device: str = "auto", *, dtype: str = "
 
     from funnel.device import resolve_device
     from ranking.backbone import load_tokenizer
+    from ranking.heads import load_pruned
 
     dev, dt = resolve_device(device, dtype)
     if str(path) == "tiny":
@@ -114,7 +115,9 @@ def load_cross_encoder(path: str | Path, device: str = "auto", *, dtype: str = "
         if not (path / "config.json").exists():
             raise InputError(f"{path}: no cross-encoder here (config.json missing); "
                              f"train one with `funnel train cross-encoder`")
-        model = BertForSequenceClassification.from_pretrained(str(path))
+        # load_pruned rebuilds models whose layers keep different numbers of heads (funnel prune);
+        # unpruned folders go through from_pretrained as usual.
+        model = load_pruned(path, BertForSequenceClassification)
         meta = read_meta(path)
     if dev.type == "cuda":
         model = model.to(dtype=dt)  # weights in half precision: half the memory traffic

@@ -1,0 +1,42 @@
+"""`funnel prune`: remove a cross-encoder's least important attention heads (and FFN neurons), recover by
+distillation, save the smaller model. The logic lives in `ranking.prune`."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prune", help="prune attention heads / FFN neurons of a cross-encoder, then recover")
+    p.add_argument("--model", required=True, help="cross-encoder folder to prune (e.g. HOME/models/cross-encoder)")
+    p.add_argument("--data", required=True, help="BEIR folder: importance and evaluation on prune.importance_split "
+                                                 "(dev), recovery on prune.recover_split (train)")
+    p.add_argument("--out", help="output folder (default: MODEL-pruned next to the model)")
+    p.add_argument("--target", type=float, help="fraction of attention heads to remove (prune.target, default 0.5)")
+    p.add_argument("--ffn", type=float, dest="ffn_target",
+                   help="fraction of FFN neurons to remove per layer (prune.ffn_target, default 0)")
+    p.add_argument("--latency-budget", type=float, dest="latency_budget",
+                   help="keep pruning heads until latency <= this fraction of the original (prune.latency_budget)")
+    p.add_argument("--steps", type=int, help="pruning rounds (prune.steps)")
+    p.add_argument("--recover-steps", type=int, dest="recover_steps",
+                   help="distillation steps after pruning, 0 for none (prune.recover_steps)")
+    p.set_defaults(handler=_prune)
+
+
+def _prune(args, config) -> int:
+    from dataclasses import replace
+
+    from ranking.prune import prune_model
+
+    given = {k: getattr(args, k) for k in ("target", "ffn_target", "latency_budget", "steps", "recover_steps")
+             if getattr(args, k) is not None}
+    config = replace(config, prune=replace(config.prune, **given))
+    out = prune_model(config, args.model, args.data, args.out, progress=not args.quiet)
+    import json
+
+    from ranking.cross_encoder import read_meta
+
+    s = read_meta(out)["pruning"]
+    print(f"heads {s['heads_before']} -> {s['heads_after']}, parameters {s['parameters_before']:,} -> "
+          f"{s['parameters_after']:,}, FFN {s['ffn_sizes']}")
+    print(f"nDCG@10 on {s['eval']['split']} ({s['eval']['queries']} queries, BM25 top {s['eval']['depth']}): "
+          f"{json.dumps(s['ndcg_at_10'])}")
+    print(f"pruned model written to {out}")
+    return 0

@@ -1,0 +1,374 @@
+"""Pruning of the cross-encoder: remove the attention heads (and FFN neurons) that matter least, then
+recover with a short distillation fine-tune. Feeds the fine-ranking stage a smaller, faster model.
+
+1. Importance (Michel et al., 2019, "Are Sixteen Heads Really Better than One?"): attach a mask of
+   ones to every head (`ranking.heads.UnitMask`), backpropagate the ranking loss on judged queries,
+   and average ``|dL/dmask|`` over the queries: the expected sensitivity of the loss to removing the
+   head. Scores are normalised per layer (L2), as in the paper, so layers compare on one scale.
+   The loss is the listwise softmax cross-entropy of a query's BM25 candidates against its judgements.
+2. Iterative pruning: in ``steps`` rounds, recompute importance on the current model and physically
+   slice out the least important heads (`ranking.heads.prune_heads`) until ``target`` of the
+   original heads are gone; with a ``latency_budget``, keep going (up to ``max_target``) until the
+   measured CPU latency is within that fraction of the original. Each layer keeps at least one head.
+   FFN neurons (``ffn_target``, a fraction per layer) are scored and cut the same way in the same rounds.
+3. Recovery: fine-tune the pruned student on the training judgements with the unpruned model as
+   teacher: ``alpha * listwise CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)`` over
+   groups of (positive, BM25 negatives), where ``_T`` is a softmax at temperature T.
+
+Files written into the output folder (a cross-encoder folder, see `ranking.cross_encoder`)
+------------------------------------------------------------------------------------------
+- ``config.json`` + ``model.safetensors`` + tokenizer files: the pruned model; the config records
+  the heads kept per layer (``funnel_heads_kept``) and FFN widths (``funnel_intermediate_sizes``);
+- ``funnel_meta.json``: the teacher's meta plus ``pruning``: the prune config, per-round log
+  (importance per layer, heads removed, latency), parameter counts, nDCG@10 before/after recovery.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from funnel.config import Config, PruneConfig
+from funnel.errors import InputError
+from ranking import heads as H
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RerankSet:
+    """One query's BM25 candidates with their judgements (what importance and evaluation use)."""
+    qid: str
+    query: str
+    doc_ids: list[str]
+    texts: list[str]
+    labels: np.ndarray  # float32 (n,) relevance grade of each candidate (0 when unjudged)
+
+
+def load_rerank_sets(config: Config, data_dir: str | Path, split: str, depth: int,
+                     max_queries: int = 0, seed: int = 0) -> list[RerankSet]:
+    """BM25 top-`depth` of every judged query of ``DATA/qrels/SPLIT.tsv`` (optionally a seeded sample)."""
+    from crawler.beir import read_qrels, read_queries
+    from funnel.store import DocumentStore
+    from index.searcher import Bm25Retriever
+    from ranking.cross_encoder import pair_text
+
+    data_dir = Path(data_dir)
+    qrels = read_qrels(data_dir, split)
+    queries = read_queries(data_dir)
+    qids = sorted(q for q in qrels if q in queries)
+    if not qids:
+        raise InputError(f"{data_dir}/qrels/{split}.tsv: no judged query found in queries.jsonl")
+    if max_queries and len(qids) > max_queries:
+        qids = sorted(random.Random(seed).sample(qids, max_queries))
+    retriever = Bm25Retriever.open(config.paths.index, config.bm25)
+    hits = {q: retriever.search(queries[q], depth).doc_ids for q in qids}
+    with DocumentStore(config.paths.store, readonly=True) as store:
+        docs = store.get_many({d for ds in hits.values() for d in ds})
+    sets = []
+    for q in qids:
+        ids = [d for d in hits[q] if d in docs]
+        sets.append(RerankSet(q, queries[q], ids, [pair_text(docs[d].title, docs[d].text) for d in ids],
+                              np.array([qrels[q].get(d, 0) for d in ids], dtype=np.float32)))
+    return sets
+
+
+def score_pairs(model, tokenizer, query: str, texts: list[str], max_length: int, batch_size: int = 32):
+    """Cross-encoder logits (n,) for one query and its documents; keeps the autograd graph."""
+    import torch
+
+    out = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start:start + batch_size]
+        enc = tokenizer([query] * len(chunk), chunk, truncation="only_second", max_length=max_length,
+                        padding=True, return_tensors="pt")
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        out.append(model(**enc).logits[:, 0])  # (chunk,)
+    return torch.cat(out)
+
+
+def label_loss(logits, labels):
+    """Listwise softmax cross-entropy against the judgements normalised to a distribution.
+
+    logits, labels: (n,) -> scalar. Queries without a relevant candidate give no signal: skip them.
+    """
+    import torch
+
+    target = labels / labels.sum()
+    return -(target * torch.log_softmax(logits, dim=0)).sum()
+
+
+def unit_importance(model, tokenizer, sets: list[RerankSet], max_length: int, *, ffn: bool = True,
+                    normalise: bool = True, progress: bool = False):
+    """Expected |dL/dmask| of every head (and FFN neuron), normalised per layer unless ``normalise`` is False.
+
+    Returns (heads, ffn_scores): lists per layer of float64 arrays (n_heads_l,) / (intermediate_l,);
+    ffn_scores is None when ``ffn`` is False.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    dtype = next(model.parameters()).dtype
+    head_masks = [torch.ones(n, dtype=dtype, requires_grad=True) for n in H.heads_per_layer(model)]
+    ffn_masks = [torch.ones(n, dtype=dtype, requires_grad=True) for n in H.ffn_sizes(model)] if ffn else None
+    head_acc = [np.zeros(n) for n in H.heads_per_layer(model)]
+    ffn_acc = [np.zeros(n) for n in H.ffn_sizes(model)] if ffn else None
+    used = [s for s in sets if s.labels.sum() > 0]
+    if not used:
+        raise InputError("importance: no query has a judged relevant document among its candidates")
+    model.eval()  # no dropout: the gradient is that of the model as served
+    params = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)  # only the masks need gradients: cheaper backward
+    try:
+        with H.UnitMask(model, head_masks, ffn_masks):
+            for s in tqdm(used, desc="importance", unit="query", disable=not progress):
+                logits = score_pairs(model, tokenizer, s.query, s.texts, max_length)
+                loss = label_loss(logits, torch.from_numpy(s.labels).to(logits.dtype))
+                grads = torch.autograd.grad(loss, head_masks + (ffn_masks or []))
+                for i in range(len(head_masks)):
+                    head_acc[i] += grads[i].abs().double().numpy()
+                    if ffn:
+                        ffn_acc[i] += grads[len(head_masks) + i].abs().double().numpy()
+    finally:
+        for p, flag in zip(model.parameters(), params):
+            p.requires_grad_(flag)
+
+    def finish(acc):  # the mean; then per layer L2 (Michel et al.): every layer's scores on one scale
+        mean = [a / len(used) for a in acc]
+        return [m / (np.linalg.norm(m) + 1e-20) for m in mean] if normalise else mean
+
+    return finish(head_acc), (finish(ffn_acc) if ffn else None)
+
+
+def choose_heads(importance: list[np.ndarray], n_remove: int) -> dict[int, list[int]]:
+    """The `n_remove` least important heads over all layers, never the last head of a layer.
+
+    Ties break by (layer, head) so the choice is deterministic.
+    """
+    order = sorted((float(s), li, h) for li, layer in enumerate(importance) for h, s in enumerate(layer))
+    left = [len(layer) for layer in importance]
+    remove: dict[int, list[int]] = {}
+    for _, li, h in order:
+        if n_remove <= 0:
+            break
+        if left[li] <= 1:
+            continue
+        remove.setdefault(li, []).append(h)
+        left[li] -= 1
+        n_remove -= 1
+    return remove
+
+
+def choose_ffn(importance: list[np.ndarray], keep_sizes: list[int]) -> dict[int, list[int]]:
+    """Per layer, the neurons to cut so that `keep_sizes[l]` of the most important remain."""
+    return {li: np.argsort(scores, kind="stable")[: max(len(scores) - keep, 0)].tolist()
+            for li, (scores, keep) in enumerate(zip(importance, keep_sizes))}
+
+
+def measure_latency(model, tokenizer, query: str, texts: list[str], max_length: int, reps: int = 3) -> float:
+    """Best-of-`reps` seconds to score one query's candidates (one batch), under inference mode."""
+    import torch
+
+    enc = tokenizer([query] * len(texts), texts, truncation="only_second", max_length=max_length,
+                    padding=True, return_tensors="pt")
+    best = float("inf")
+    with torch.inference_mode():
+        model(**enc)
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            model(**enc)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def prune_iteratively(model, tokenizer, sets: list[RerankSet], pc: PruneConfig, max_length: int, *,
+                      progress: bool = False) -> list[dict]:
+    """Prune `model` in place per `pc` (see the module docstring); returns the per-round log."""
+    from tqdm.auto import tqdm
+
+    n_heads0 = sum(H.heads_per_layer(model))
+    ffn0 = H.ffn_sizes(model)
+    probe = max(sets, key=lambda s: len(s.texts))
+    lat0 = measure_latency(model, tokenizer, probe.query, probe.texts, max_length)
+    rounds, steps = [], max(1, pc.steps)
+    bar = tqdm(total=steps, desc="prune", unit="round", disable=not progress)
+    step = 0
+    while True:
+        step += 1
+        if step <= steps:
+            head_goal = round(n_heads0 * pc.target * step / steps)
+        else:  # latency budget not met yet: one more round of 1/steps of the target each
+            head_goal = round(n_heads0 * min(pc.max_target, pc.target * step / steps))
+        ffn_goal = [int(round(n * (1 - pc.ffn_target * min(step, steps) / steps))) for n in ffn0]
+        n_remove = head_goal - (n_heads0 - sum(H.heads_per_layer(model)))
+        need_ffn = any(k < n for k, n in zip(ffn_goal, H.ffn_sizes(model)))
+        if n_remove <= 0 and not need_ffn:
+            break
+        head_imp, ffn_imp = unit_importance(model, tokenizer, sets, max_length, ffn=need_ffn, progress=False)
+        remove = choose_heads(head_imp, max(n_remove, 0))
+        H.prune_heads(model, remove)
+        if need_ffn:
+            H.prune_ffn(model, choose_ffn(ffn_imp, ffn_goal))
+        lat = measure_latency(model, tokenizer, probe.query, probe.texts, max_length)
+        rounds.append({"round": step, "removed": {str(k): v for k, v in remove.items()},
+                       "importance": [np.round(x, 4).tolist() for x in head_imp],
+                       "heads_left": sum(H.heads_per_layer(model)), "ffn_sizes": H.ffn_sizes(model),
+                       "latency_ratio": round(lat / lat0, 3)})
+        log.info("prune round %d: %d/%d heads left, FFN %s, latency x%.2f of the original", step,
+                 rounds[-1]["heads_left"], n_heads0, H.ffn_sizes(model), lat / lat0)
+        bar.update(1)
+        if step >= steps and (not pc.latency_budget or lat / lat0 <= pc.latency_budget
+                              or head_goal >= round(n_heads0 * pc.max_target)):
+            break
+    bar.close()
+    return rounds
+
+
+def evaluate_rerank(model, tokenizer, sets: list[RerankSet], max_length: int, qrels, *,
+                    progress: bool = False) -> dict[str, float]:
+    """nDCG@10 (and the other standard metrics) of re-ranking each set's candidates."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ranking.evaluate import evaluate
+
+    model.eval()
+    run = {}
+    with torch.inference_mode():
+        for s in tqdm(sets, desc="evaluate", unit="query", disable=not progress):
+            scores = score_pairs(model, tokenizer, s.query, s.texts, max_length).float().numpy()
+            run[s.qid] = {d: float(x) for d, x in zip(s.doc_ids, scores)}
+    return evaluate(run, {q: qrels[q] for q in run})
+
+
+def recover(student, teacher, tokenizer, config: Config, data_dir: str | Path, max_length: int, *,
+            progress: bool = False) -> dict:
+    """Distillation fine-tune of the pruned `student` from `teacher` on the training judgements."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from crawler.beir import read_qrels, read_queries
+    from funnel.store import DocumentStore
+    from index.searcher import Bm25Retriever
+    from ranking.cross_encoder import pair_text
+    from ranking.train_cross import make_groups, mine_negatives
+
+    pc = config.prune
+    if pc.recover_steps <= 0:
+        return {"steps": 0}
+    rng = random.Random(pc.seed)
+    torch.manual_seed(pc.seed)
+    qrels = read_qrels(Path(data_dir), pc.recover_split)
+    queries = read_queries(Path(data_dir))
+    qrels = {q: d for q, d in qrels.items() if q in queries and any(g > 0 for g in d.values())}
+    retriever = Bm25Retriever.open(config.paths.index, config.bm25)
+    negatives = mine_negatives(retriever, queries, qrels, config.fine.negatives_depth)
+    groups = make_groups(qrels, negatives, pc.recover_group_size, rng)
+    with DocumentStore(config.paths.store, readonly=True) as store:
+        docs = store.get_many({d for _, ds in groups for d in ds})
+    groups = [(q, ds) for q, ds in groups if all(d in docs for d in ds)]
+    if not groups:
+        raise InputError(f"{data_dir}/qrels/{pc.recover_split}.tsv: no recovery group could be built")
+    texts = {d: pair_text(doc.title, doc.text) for d, doc in docs.items()}
+
+    teacher.eval()
+    student.train()
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=pc.recover_lr, weight_decay=0.01)
+    total = pc.recover_steps
+    warmup = max(1, total // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(total - warmup, 1))))
+    g, temp, alpha = pc.recover_group_size, pc.distill_temperature, pc.distill_alpha
+    t0, losses, step = time.perf_counter(), [], 0
+    bar = tqdm(total=total, desc="recover", unit="step", disable=not progress)
+    while step < total:
+        batch = [groups[(step * pc.recover_batch_queries + i) % len(groups)] for i in range(pc.recover_batch_queries)]
+        qs = [queries[q] for q, ds in batch for _ in ds]
+        ds = [texts[d] for _, dd in batch for d in dd]
+        enc = tokenizer(qs, ds, truncation="only_second", max_length=max_length, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            t_logits = teacher(**enc).logits[:, 0].view(-1, g).float()  # (batch_queries, group)
+        s_logits = student(**enc).logits[:, 0].view(-1, g).float()  # (batch_queries, group)
+        target = torch.zeros(s_logits.shape[0], dtype=torch.long)  # positive first in every group
+        hard = F.cross_entropy(s_logits, target)
+        soft = F.kl_div(F.log_softmax(s_logits / temp, -1), F.log_softmax(t_logits / temp, -1),
+                        log_target=True, reduction="batchmean") * temp ** 2
+        loss = alpha * hard + (1 - alpha) * soft
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+        if pc.recover_time_budget_min and time.perf_counter() - t0 > pc.recover_time_budget_min * 60:
+            log.warning("recovery: time budget of %.1f min reached after %d/%d steps",
+                        pc.recover_time_budget_min, step, total)
+            break
+    bar.close()
+    student.eval()
+    return {"steps": step, "planned_steps": total, "groups": len(groups), "seconds": round(time.perf_counter() - t0, 1),
+            "first_loss": round(float(np.mean(losses[:10])), 4), "last_loss": round(float(np.mean(losses[-10:])), 4)}
+
+
+def prune_model(config: Config, model_path: str | Path, data_dir: str | Path, out_dir: str | Path | None = None,
+                *, progress: bool = True) -> Path:
+    """`funnel prune`: importance, iterative pruning, recovery, evaluation; saves the pruned cross-encoder."""
+    import torch
+
+    from ranking.backbone import load_tokenizer
+    from ranking.cross_encoder import read_meta, save_cross_encoder
+    from crawler.beir import read_qrels
+
+    pc = config.prune
+    if not 0 <= pc.target < 1 or not 0 <= pc.ffn_target < 1:
+        raise InputError(f"prune.target and prune.ffn_target must be in [0, 1), got {pc.target}, {pc.ffn_target}")
+    model_path = Path(model_path)
+    out_dir = Path(out_dir) if out_dir else model_path.parent / f"{model_path.name}-pruned"
+    if out_dir.resolve() == model_path.resolve():
+        raise InputError(f"--out {out_dir}: would overwrite the model being pruned")
+    torch.manual_seed(pc.seed)
+    teacher = H.load_pruned(model_path).eval()
+    if not hasattr(teacher, "classifier"):
+        raise InputError(f"{model_path}: not a cross-encoder (expected BertForSequenceClassification)")
+    tokenizer = load_tokenizer(model_path)
+    meta = read_meta(model_path)
+    max_length = pc.max_length or int(meta.get("max_length", 256))
+    imp_sets = load_rerank_sets(config, data_dir, pc.importance_split, pc.depth, pc.importance_queries, pc.seed)
+    eval_sets = load_rerank_sets(config, data_dir, pc.eval_split, pc.depth, pc.eval_queries, pc.seed)
+    qrels = read_qrels(Path(data_dir), pc.eval_split)
+
+    student = copy.deepcopy(teacher)
+    before = H.describe(teacher)
+    rounds = prune_iteratively(student, tokenizer, imp_sets, pc, max_length, progress=progress)
+    ndcg = {"teacher": evaluate_rerank(teacher, tokenizer, eval_sets, max_length, qrels, progress=progress)["nDCG@10"],
+            "pruned": evaluate_rerank(student, tokenizer, eval_sets, max_length, qrels, progress=progress)["nDCG@10"]}
+    recovery = recover(student, teacher, tokenizer, config, data_dir, max_length, progress=progress)
+    if recovery["steps"]:
+        ndcg["recovered"] = evaluate_rerank(student, tokenizer, eval_sets, max_length, qrels,
+                                            progress=progress)["nDCG@10"]
+    after = H.describe(student)
+    summary = {"heads_before": before["heads_total"], "heads_after": after["heads_total"],
+               "parameters_before": before["parameters"], "parameters_after": after["parameters"],
+               "ffn_sizes": after["ffn_sizes"], "heads_kept": after["heads_kept"],
+               "ndcg_at_10": {k: round(v, 4) for k, v in ndcg.items()},
+               "eval": {"split": pc.eval_split, "queries": len(eval_sets), "depth": pc.depth},
+               "importance": {"split": pc.importance_split, "queries": len(imp_sets)},
+               "rounds": rounds, "recovery": recovery, "prune_config": asdict(pc), "teacher": str(model_path)}
+    save_cross_encoder(student, tokenizer, out_dir, {**{k: v for k, v in meta.items() if k != "format_version"},
+                                                     "max_length": max_length, "pruning": summary})
+    log.info("pruned model saved to %s: %d -> %d heads, %d -> %d parameters, nDCG@10 %s", out_dir,
+             before["heads_total"], after["heads_total"], before["parameters"], after["parameters"],
+             json.dumps(summary["ndcg_at_10"]))
+    return out_dir

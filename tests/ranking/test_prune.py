@@ -1,0 +1,194 @@
+"""ranking.prune: head importance, iterative pruning, distillation recovery, `funnel prune` end to end
+(tiny random cross-encoder on the 50-document corpus)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from funnel.config import Config, PathsConfig  # noqa: E402
+from funnel.errors import InputError  # noqa: E402
+from ranking import heads as H  # noqa: E402
+from ranking import prune as P  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_ce(tmp_path_factory):
+    """A tiny random cross-encoder saved as a model folder, with its tokenizer.
+
+    Initialised with a wide weight range: at BERT's default (0.02) a random model's logit hardly
+    depends on the input, which leaves importance and distillation nothing to measure. No dropout,
+    so a few recovery steps show their effect without noise.
+    """
+    from transformers import BertForSequenceClassification
+
+    from ranking.backbone import load_tokenizer, tiny_config
+    from ranking.cross_encoder import save_cross_encoder
+
+    torch.manual_seed(3)
+    model = BertForSequenceClassification(tiny_config(num_labels=1, initializer_range=0.2,
+                                                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    out = tmp_path_factory.mktemp("ce")
+    save_cross_encoder(model, load_tokenizer("tiny"), out, {"max_length": 64})
+    return out
+
+
+@pytest.fixture(scope="module")
+def sets(tiny_home, tiny_dir):
+    config = Config(paths=PathsConfig(home=str(tiny_home)))
+    return P.load_rerank_sets(config, tiny_dir, "dev", depth=8)
+
+
+def _model(path):
+    from ranking.backbone import load_tokenizer
+
+    return H.load_pruned(path).eval(), load_tokenizer(path)
+
+
+def test_rerank_sets_hold_bm25_candidates_and_labels(sets, tiny_dir):
+    from crawler.beir import read_qrels
+
+    qrels = read_qrels(tiny_dir, "dev")
+    assert [s.qid for s in sets] == sorted(qrels)
+    for s in sets:
+        assert 0 < len(s.doc_ids) <= 8 and len(s.texts) == len(s.doc_ids)
+        assert s.labels.tolist() == [qrels[s.qid].get(d, 0) for d in s.doc_ids]
+    assert any(s.labels.sum() > 0 for s in sets)
+
+
+def test_importance_is_the_mask_gradient(tiny_ce, sets):
+    """Unnormalised importance equals |dL/dmask| measured by central finite differences (float64)."""
+    model, tok = _model(tiny_ce)
+    model.double()
+    s = next(s for s in sets if s.labels.sum() > 0)
+    raw, _ = P.unit_importance(model, tok, [s], 64, ffn=False, normalise=False)
+
+    def loss(masks):
+        with H.UnitMask(model, masks), torch.no_grad():
+            logits = P.score_pairs(model, tok, s.query, s.texts, 64)
+        return float(P.label_loss(logits, torch.from_numpy(s.labels).double()))
+
+    eps = 1e-4
+    for layer, n in enumerate(H.heads_per_layer(model)):
+        for h in range(n):
+            plus = [torch.ones(k, dtype=torch.float64) for k in H.heads_per_layer(model)]
+            minus = [m.clone() for m in plus]
+            plus[layer][h] += eps
+            minus[layer][h] -= eps
+            fd = abs(loss(plus) - loss(minus)) / (2 * eps)
+            assert raw[layer][h] == pytest.approx(fd, rel=1e-3, abs=1e-7)
+
+
+def test_importance_is_normalised_per_layer(tiny_ce, sets):
+    model, tok = _model(tiny_ce)
+    heads, ffn = P.unit_importance(model, tok, sets, 64)
+    assert [len(x) for x in heads] == H.heads_per_layer(model)
+    assert [len(x) for x in ffn] == H.ffn_sizes(model)
+    for x in heads + ffn:
+        assert np.all(x >= 0) and np.linalg.norm(x) == pytest.approx(1.0)
+    assert all(p.requires_grad for p in model.parameters())  # restored after scoring
+
+
+def test_choose_heads_takes_least_important_but_keeps_one_per_layer():
+    imp = [np.array([0.9, 0.1, 0.5]), np.array([0.01, 0.02]), np.array([0.3, 0.8])]
+    assert P.choose_heads(imp, 2) == {1: [0], 0: [1]}  # 0.01, then 0.02 is layer 1's last head: 0.1
+    removed = P.choose_heads(imp, 10)
+    assert sorted((k, sorted(v)) for k, v in removed.items()) == [(0, [1, 2]), (1, [0]), (2, [0])]
+    ffn = P.choose_ffn([np.array([0.5, 0.1, 0.3, 0.2])], [2])
+    assert sorted(ffn[0]) == [1, 3]
+
+
+def test_prune_iteratively_reaches_the_target(tiny_ce, sets):
+    model, tok = _model(tiny_ce)
+    pc = replace(Config().prune, target=0.5, ffn_target=0.25, steps=2)
+    rounds = P.prune_iteratively(model, tok, sets, pc, 64)
+    assert sum(H.heads_per_layer(model)) == 4 and H.ffn_sizes(model) == [48, 48]
+    assert [r["heads_left"] for r in rounds] == [6, 4]
+    kept = H.heads_kept(model)
+    assert all(1 <= len(k) <= 4 and k == sorted(set(k)) for k in kept)
+
+
+def test_recovery_moves_the_student_towards_the_teacher(tiny_ce, tiny_home, tiny_dir):
+    import torch.nn.functional as F
+
+    from ranking.train_cross import make_groups, mine_negatives
+
+    import copy
+
+    teacher, tok = _model(tiny_ce)
+    student = copy.deepcopy(teacher)
+    H.prune_heads(student, {0: [0, 1, 2], 1: [1, 2, 3]})
+    config = Config(paths=PathsConfig(home=str(tiny_home)))
+    config = replace(config, prune=replace(config.prune, recover_steps=30, recover_lr=3e-3, distill_temperature=1.0,
+                                           recover_group_size=4, distill_alpha=0.0))
+    # Check on the training groups: KL(teacher || student) over each group's logits.
+    import random
+
+    from crawler.beir import read_qrels, read_queries
+    from funnel.store import DocumentStore
+    from index.searcher import Bm25Retriever
+    from ranking.cross_encoder import pair_text
+
+    queries, qrels = read_queries(tiny_dir), read_qrels(tiny_dir, "train")
+    negs = mine_negatives(Bm25Retriever.open(config.paths.index), queries, qrels, 30)
+    groups = make_groups(qrels, negs, 4, random.Random(config.prune.seed))  # the groups recovery trains on
+    with DocumentStore(config.paths.store, readonly=True) as store:
+        docs = store.get_many({d for _, ds in groups for d in ds})
+
+    def kl():
+        total = 0.0
+        with torch.no_grad():
+            for q, ds in groups:
+                texts = [pair_text(docs[d].title, docs[d].text) for d in ds]
+                t = P.score_pairs(teacher, tok, queries[q], texts, 64)
+                s = P.score_pairs(student, tok, queries[q], texts, 64)
+                total += float(F.kl_div(F.log_softmax(s, 0), F.log_softmax(t, 0), log_target=True, reduction="sum"))
+        return total
+
+    before = kl()
+    summary = P.recover(student, teacher, tok, config, tiny_dir, 64)
+    assert summary["steps"] == 30
+    assert kl() < 0.5 * before
+
+
+def test_funnel_prune_end_to_end(tiny_ce, tiny_home, tiny_dir, tmp_path, capsys):
+    from funnel.cli import main
+    from ranking.cross_encoder import load_cross_encoder, read_meta
+
+    out = tmp_path / "pruned"
+    rc = main(["-q", "--home", str(tiny_home), "--set", "prune.depth=8", "--set", "prune.recover_group_size=4",
+               "prune", "--model", str(tiny_ce), "--data", str(tiny_dir), "--out", str(out),
+               "--target", "0.5", "--ffn", "0.5", "--steps", "2", "--recover-steps", "2"])
+    assert rc == 0
+    assert "heads 8 -> 4" in capsys.readouterr().out
+    meta = read_meta(out)["pruning"]
+    assert meta["heads_after"] == 4 and meta["parameters_after"] < meta["parameters_before"]
+    assert set(meta["ndcg_at_10"]) == {"teacher", "pruned", "recovered"}
+    assert meta["recovery"]["steps"] == 2
+    assert H.read_structure(out) == {"heads_kept": meta["heads_kept"], "ffn_sizes": [32, 32]}
+    # The serving loader takes the pruned folder as it is, and scores like the saved model.
+    ce = load_cross_encoder(out, device="cpu")
+    assert H.heads_per_layer(ce.model) == [len(k) for k in meta["heads_kept"]]
+    direct, tok = _model(out)
+    with torch.no_grad():
+        ref = P.score_pairs(direct, tok, "vitamin d", ["vitamin d levels", "a cat"], 64).numpy()
+    np.testing.assert_allclose(ce.score("vitamin d", ["vitamin d levels", "a cat"]), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_requests_are_refused(tiny_ce, tiny_home, tiny_dir, tmp_path, capsys):
+    from funnel.cli import main
+    from ranking.backbone import load_backbone, save_backbone
+
+    args = ["-q", "--home", str(tiny_home), "prune", "--data", str(tiny_dir), "--recover-steps", "0"]
+    assert main(args + ["--model", str(tiny_ce), "--target", "1.0"]) == 2
+    assert "prune.target" in capsys.readouterr().err
+    assert main(args + ["--model", str(tmp_path / "nothing")]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    save_backbone(load_backbone("tiny"), None, tmp_path / "bare")
+    assert main(args + ["--model", str(tmp_path / "bare")]) == 2
+    assert "not a cross-encoder" in capsys.readouterr().err
+    with pytest.raises(InputError, match="overwrite"):
+        P.prune_model(Config(paths=PathsConfig(home=str(tiny_home))), tiny_ce, tiny_dir, tiny_ce)
