@@ -78,6 +78,12 @@ class CrawlConfig:
     retries: int = 3
     max_redirects: int = 5
     allow_private: bool = False  # allow loopback / private targets (tests and local sites)
+    retry_backoff: float = 0.5  # seconds before the first retry, doubled for each further one
+    obey_robots: bool = True
+    sitemaps: bool = False  # also seed from the sitemaps robots.txt lists
+    max_url_length: int = 2048  # longer URLs are not followed (spider traps grow URLs)
+    near_dup_distance: int = 3  # SimHash bits within which pages are marked near-duplicates
+    flush_every: int = 64  # pages per store transaction
 
 
 @dataclass(frozen=True)

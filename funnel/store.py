@@ -265,6 +265,26 @@ class DocumentStore:
             out.setdefault(q, {})[d] = s
         return out
 
+    def crawl_fingerprints(self) -> Iterator[tuple[str, str, dict]]:
+        """``(doc_id, content_hash, meta)`` of crawled documents, in seq order (the crawler's dedup state)."""
+        for doc_id, chash, meta in self._con.execute(
+                "SELECT doc_id, content_hash, meta FROM docs WHERE source = 'crawl' ORDER BY seq"):
+            yield doc_id, chash, json.loads(meta)
+
+    def rewrite_link_targets(self, mapping: dict[str, str]) -> int:
+        """Point links whose ``dst`` is a key of `mapping` at its value (crawled aliases); one transaction."""
+        if not mapping:
+            return 0
+        with self._tx() as con:
+            # one pass over links through a keyed temp table (there is no index on dst)
+            con.execute("CREATE TEMP TABLE IF NOT EXISTS _alias (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
+            con.execute("DELETE FROM _alias")
+            con.executemany("INSERT OR REPLACE INTO _alias VALUES (?, ?)", mapping.items())
+            n = con.execute("UPDATE links SET dst = (SELECT v FROM _alias WHERE k = links.dst)"
+                            " WHERE dst IN (SELECT k FROM _alias)").rowcount
+            con.execute("DELETE FROM _alias")
+            return n
+
     # -- export ----------------------------------------------------------
     def export_parquet(self, out_dir: str | Path) -> tuple[Path, Path]:
         """Write docs.parquet and links.parquet (the Spark pipelines' input); returns their paths."""
