@@ -1,0 +1,1 @@
+"""Inspection dashboard (Streamlit app `dashboard/app.py`, `funnel dashboard`) over `api.service`."""

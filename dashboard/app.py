@@ -1,0 +1,215 @@
+"""Funnel's ranking-inspection dashboard (Streamlit), started by `funnel dashboard`.
+
+Reads the same home as the API (index, store, trained models) through `api.service.SearchService`,
+loaded once per process. Pages: Search (each stage's ranking with rank movement, the chosen result's
+features, LightGBM contributions, cross-encoder attention, link neighbourhood), Links & PageRank,
+Evaluation (per-stage metrics on the store's judgements, committed benchmark tables, the pruning curve).
+Anything not built yet is named with the command that builds it.
+
+The config comes from ``FUNNEL_CONFIG_JSON`` (set by `funnel dashboard`) or ``FUNNEL_HOME``.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard import inspect_funnel as fi
+from funnel.config import Config, apply_overrides
+
+
+def _config_json() -> str:
+    if os.environ.get("FUNNEL_CONFIG_JSON"):
+        return os.environ["FUNNEL_CONFIG_JSON"]
+    return json.dumps({"paths": {"home": os.environ.get("FUNNEL_HOME", ".funnel")}})
+
+
+@st.cache_resource(show_spinner="Loading index and models…")
+def load_service(config_json: str):
+    from api.service import SearchService
+
+    config = apply_overrides(Config(), json.loads(config_json), "FUNNEL_CONFIG_JSON")
+    return SearchService.open(config)
+
+
+@st.cache_resource(show_spinner="Reading the link graph…")
+def load_links(config_json: str):
+    return fi.LinkGraph(load_service(config_json).store)
+
+
+def search_page(service, profile: str) -> None:
+    st.header("Search")
+    query = st.text_input("Query", key="query", placeholder="e.g. list comprehension")
+    k = int(st.number_input("Results", min_value=1, max_value=service.config.serve.max_k,
+                            value=service.config.serve.default_k, key="k"))
+    if not query.strip():
+        st.caption("Type a query to see how every stage ranks it.")
+        return
+    result = service.search(query, k=k, profile=profile, explain=True, explain_depth=max(k, 20))
+    st.subheader(f"Final results ({len(result.hits)}) in {result.took_ms:.1f} ms")
+    if not result.hits:
+        st.warning("No document matches this query.")
+        return
+    for h in result.hits:
+        link = f"[{h.title or h.doc_id}]({h.url})" if h.url else f"**{h.title or h.doc_id}**"
+        st.markdown(f"{h.rank}. {link} · `{h.doc_id}` · score {h.score:.3f}  \n{h.snippet}")
+
+    frames = fi.stage_frames(service, result)
+    timing = pd.DataFrame([{"stage": f"{i + 1}. {s}", "ms": ms, "candidates": n}
+                           for i, (s, ms, n, _) in enumerate(frames)])
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Time per stage**")
+        st.altair_chart(alt.Chart(timing).mark_bar().encode(
+            x=alt.X("ms:Q", title="milliseconds"), y=alt.Y("stage:N", sort=None),
+            tooltip=["stage", "ms", "candidates"]), width="stretch")
+    with c2:
+        st.markdown("**Rank of the final results through the stages**")
+        paths = fi.rank_paths(result)
+        st.altair_chart(alt.Chart(paths).mark_line(point=True).encode(
+            x=alt.X("stage:N", sort=None), y=alt.Y("rank:Q", scale=alt.Scale(reverse=True)),
+            color=alt.Color("doc_id:N", legend=None), tooltip=["doc_id", "stage", "rank"]),
+            width="stretch")
+
+    st.subheader("Each stage's ranking")
+    for i, (stage, ms, n, frame) in enumerate(frames):
+        with st.expander(f"{i + 1}. {stage}: {n} candidates, {ms:.1f} ms", expanded=i == len(frames) - 1):
+            st.dataframe(frame, hide_index=True, width="stretch")
+
+    st.subheader("Inspect a result")
+    labels = {h.doc_id: f"{h.rank}. {h.title or h.doc_id}" for h in result.hits}
+    doc_id = st.selectbox("Result", list(labels), format_func=labels.get, key="inspect")
+    inspect_result(service, result, doc_id)
+
+
+def inspect_result(service, result, doc_id: str) -> None:
+    doc = service.document(doc_id)
+    feats = fi.hit_features(result)
+    if not feats.empty:
+        st.markdown("**Features**")
+        st.dataframe(feats[feats["doc_id"] == doc_id], hide_index=True, width="stretch")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**LightGBM feature contributions (coarse stage)**")
+        contrib = fi.coarse_contributions(service, result, doc_id)
+        if contrib is None:
+            st.info("No coarse model in this profile yet: train one with `funnel train coarse`.")
+        else:
+            st.altair_chart(alt.Chart(contrib).mark_bar().encode(
+                x=alt.X("contribution:Q"), y=alt.Y("feature:N", sort=None),
+                color=alt.condition("datum.contribution > 0", alt.value("#2a9d8f"), alt.value("#e76f51")),
+                tooltip=["feature", "value", "contribution"]), width="stretch")
+    with c2:
+        st.markdown("**Cross-encoder attention (fine stage, last layer)**")
+        att = fi.cross_encoder_attention(service, result.profile, result.query, doc_id)
+        if att is None:
+            st.info("No cross-encoder in this profile yet: train one with `funnel train cross-encoder`.")
+        else:
+            grid = pd.DataFrame([{"query token": q, "doc token": f"{j:02d} {d}", "attention": float(att.query_to_doc[i, j])}
+                                 for i, q in enumerate(att.query_tokens) for j, d in enumerate(att.doc_tokens)])
+            st.caption(f"logit {att.logit:.3f}; mean over heads; first {len(att.doc_tokens)} document tokens")
+            st.altair_chart(alt.Chart(grid).mark_rect().encode(
+                x=alt.X("doc token:N", sort=None), y=alt.Y("query token:N", sort=None),
+                color=alt.Color("attention:Q", scale=alt.Scale(scheme="blues")),
+                tooltip=["query token", "doc token", "attention"]), width="stretch")
+    if doc is not None:
+        st.markdown(f"**Document** `{doc.doc_id}`" + (f" · {doc.url}" if doc.url else ""))
+        st.text(doc.text[:1500] + ("…" if len(doc.text) > 1500 else ""))
+        neighbourhood(service, doc_id)
+
+
+def neighbourhood(service, doc_id: str) -> None:
+    links = load_links(_config_json())
+    frame = links.neighbourhood(service.store, doc_id)
+    st.markdown(f"**Link neighbourhood** ({(frame['direction'] == 'in').sum()} in, "
+                f"{(frame['direction'] == 'out').sum()} out)")
+    if frame.empty:
+        st.caption("No links recorded for this document (BEIR corpora have none; crawled sites do).")
+    else:
+        st.dataframe(frame, hide_index=True, width="stretch")
+
+
+def links_page(service) -> None:
+    st.header("Links & PageRank")
+    top = fi.pagerank_top(service)
+    if top is None:
+        st.info("PageRank not computed yet: run `funnel pipeline pagerank` (or `funnel demo`).")
+    else:
+        st.subheader("Top pages by PageRank")
+        st.altair_chart(alt.Chart(top).mark_bar().encode(
+            x=alt.X("pagerank:Q"), y=alt.Y("title:N", sort=None), tooltip=["doc_id", "url", "pagerank"]),
+            width="stretch")
+        st.dataframe(top, hide_index=True, width="stretch")
+    links = load_links(_config_json())
+    st.caption(f"{links.n_links} links in the store.")
+    default = str(top["doc_id"].iloc[0]) if top is not None else ""
+    doc_id = st.text_input("Document id for its neighbourhood", value=default, key="nb_doc")
+    if doc_id:
+        if service.document(doc_id) is None:
+            st.warning(f"No document with id {doc_id!r}.")
+        else:
+            neighbourhood(service, doc_id)
+
+
+def eval_page(service, profile: str) -> None:
+    st.header("Evaluation")
+    sets = fi.judged_sets(service.config.paths.store)
+    if not sets:
+        st.info("The store has no relevance judgements (ingest a BEIR folder with qrels to evaluate here).")
+    else:
+        choice = st.selectbox("Judgements", [f"{d} / {s}" for d, s in sets], key="eval_set")
+        n = int(st.number_input("Queries (first N by id)", 1, 2000, 50, key="eval_n"))
+        if st.button("Evaluate every stage", key="eval_run"):
+            dataset, split = choice.split(" / ", 1)
+            with st.spinner("Ranking the judged queries…"):
+                metrics, lat = fi.stage_metrics(service, dataset, split, profile, n)
+            st.markdown(f"**Metrics after each stage** ({metrics.attrs['queries']} queries, profile {profile})")
+            st.dataframe(metrics, hide_index=True, width="stretch")
+            long = metrics.melt("stage", var_name="metric", value_name="value")
+            st.altair_chart(alt.Chart(long).mark_bar().encode(
+                x=alt.X("stage:N", sort=None), y="value:Q", color="stage:N", column="metric:N",
+                tooltip=["stage", "metric", "value"]))
+            st.markdown("**Latency per stage**")
+            st.dataframe(lat, hide_index=True, width="stretch")
+    st.subheader("Pruning curve")
+    files = fi.result_files()
+    if "pruning_curve.png" in files:
+        st.image(str(files["pruning_curve.png"]), caption="heads kept vs nDCG@10 vs latency (benchmarks/pruning.py)")
+    else:
+        st.info("Pruning curve not built yet: run `funnel prune` / `benchmarks/pruning.py`.")
+    if "pruning.md" in files:
+        st.markdown(files["pruning.md"].read_text(encoding="utf-8"))
+    st.subheader("Committed benchmark results")
+    tables = [n for n in files if n.endswith(".md") and n != "pruning.md"]
+    if not tables:
+        st.caption("No benchmark results under benchmarks/results/ yet.")
+    for name in tables:
+        with st.expander(name):
+            st.markdown(files[name].read_text(encoding="utf-8"))
+
+
+def main() -> None:
+    st.set_page_config(page_title="Funnel", layout="wide")
+    st.title("Funnel: inside the ranking")
+    try:
+        service = load_service(_config_json())
+    except Exception as exc:  # noqa: BLE001 - show the user what is missing instead of a traceback
+        st.error(f"Cannot open the Funnel home: {exc}")
+        st.stop()
+    with st.sidebar:
+        page = st.radio("Page", ["Search", "Links & PageRank", "Evaluation"], key="page")
+        profile = st.selectbox("Profile", list(service.profiles), key="profile")
+        st.caption(f"{service.n_docs} documents · home `{service.config.paths.home}`")
+        st.caption("Stages: " + " → ".join(service.stage_names(profile)))
+    if page == "Search":
+        search_page(service, profile)
+    elif page == "Links & PageRank":
+        links_page(service)
+    else:
+        eval_page(service, profile)
+
+
+main()

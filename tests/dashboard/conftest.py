@@ -1,0 +1,65 @@
+"""A Funnel home with every stage the dashboard can show: the tiny index, a coarse LightGBM model
+trained on the tiny judgements, a tiny (untrained) cross-encoder, a link graph and PageRank."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from funnel.config import load_config
+
+
+def _home_config(home):
+    return load_config(None, [f'paths.home="{home}"', 'pipeline.recall="bm25"', "coarse.n_estimators=20",
+                              "coarse.min_child_samples=2", "coarse.early_stopping=5", "coarse.train_depth=30"])
+
+
+@pytest.fixture(scope="session")
+def full_home(tiny_home, tiny_dir, tmp_path_factory):
+    from funnel.store import Document, Link, DocumentStore
+    from index.pagerank import save_pagerank
+    from ranking.backbone import load_tokenizer
+    from ranking.cross_encoder import build_cross_encoder, save_cross_encoder
+    from ranking.train_coarse import train_coarse
+
+    home = tmp_path_factory.mktemp("dash") / "home"
+    shutil.copytree(tiny_home, home)
+    config = _home_config(home)
+    train_coarse(config, tiny_dir, progress=False)
+    save_cross_encoder(build_cross_encoder("tiny"), load_tokenizer("tiny"), config.paths.models / "cross-encoder",
+                       {"max_length": 64})
+    with DocumentStore(config.paths.store) as store:  # a small link graph over three corpus documents
+        ids = sorted(_doc_ids(store))[:3]
+        docs = store.get_many(ids)
+        hub = docs[ids[0]]
+        hub.outlinks = [Link(ids[1], "first"), Link(ids[2], "second")]
+        back = docs[ids[1]]
+        back.outlinks = [Link(ids[0], "home")]
+        store.put_docs([hub, back])
+    save_pagerank(home / "features" / "pagerank.parquet", ids, [0.5, 0.3, 0.2])
+    return home
+
+
+def _doc_ids(store):
+    return [d.doc_id for d in store.iter_docs()]
+
+
+@pytest.fixture(scope="session")
+def full_config(full_home):
+    return _home_config(full_home)
+
+
+@pytest.fixture(scope="session")
+def full_service(full_config):
+    from api.service import SearchService
+
+    svc = SearchService.open(full_config)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def config_env(full_config, monkeypatch):
+    monkeypatch.setenv("FUNNEL_CONFIG_JSON", json.dumps(full_config.to_dict()))
+    return full_config
