@@ -111,6 +111,15 @@ def test_prune_iteratively_reaches_the_target(tiny_ce, sets):
     assert all(1 <= len(k) <= 4 and k == sorted(set(k)) for k in kept)
 
 
+def test_latency_budget_keeps_pruning_up_to_max_target(tiny_ce, sets):
+    model, tok = _model(tiny_ce)
+    # An unreachable budget: rounds continue past `target` until `max_target` of the heads are gone.
+    pc = replace(Config().prune, target=0.25, max_target=0.75, steps=1, latency_budget=1e-6)
+    rounds = P.prune_iteratively(model, tok, sets, pc, 64)
+    assert [r["heads_left"] for r in rounds] == [6, 4, 2]
+    assert sum(H.heads_per_layer(model)) == 2 and all(r["latency_ratio"] > 0 for r in rounds)
+
+
 def test_recovery_moves_the_student_towards_the_teacher(tiny_ce, tiny_home, tiny_dir):
     import torch.nn.functional as F
 
