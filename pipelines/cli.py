@@ -1,5 +1,77 @@
-"""Subcommands of pipelines: registered by its cli.py."""
+"""Subcommands of the Spark pipelines: `funnel pipeline index|pagerank|features [--master URL]`.
+
+Each one exports the document store to ``HOME/parquet/`` (docs.parquet, links.parquet) unless
+``--input DIR`` names an export already made (for instance on a cluster filesystem), starts a
+SparkSession (``spark.master`` in the config, ``--master`` or spark-submit's own) and runs one job.
+"""
+from __future__ import annotations
+
+from pathlib import Path
 
 
 def register(sub) -> None:
-    """Adds this package's subcommands (none yet)."""
+    p = sub.add_parser("pipeline", help="Spark batch jobs over the store's Parquet export")
+    jobs = p.add_subparsers(dest="job", metavar="JOB", required=True)
+    for name, help_text in (("index", "build the inverted index with Spark (same format as `funnel index`)"),
+                            ("pagerank", "PageRank of the link graph -> HOME/features/pagerank.parquet"),
+                            ("features", "per-document features -> HOME/features/doc_features.parquet")):
+        j = jobs.add_parser(name, help=help_text)
+        j.add_argument("--master", help="Spark master URL (default: config spark.master, e.g. local[*])")
+        j.add_argument("--input", metavar="DIR", help="an existing Parquet export to read instead of exporting")
+        if name == "index":
+            j.add_argument("--rebuild", action="store_true", help="index every document as one new index")
+            j.add_argument("--shards", type=int, default=0, help="document shards (default spark.index_shards)")
+        j.set_defaults(handler=_run)
+
+
+def _export(args, config) -> Path:
+    from funnel.store import DocumentStore
+
+    if args.input:
+        return Path(args.input)
+    out = Path(config.paths.home) / "parquet"
+    with DocumentStore(config.paths.store, readonly=True) as store:
+        store.export_parquet(out)
+    return out
+
+
+def _run(args, config) -> int:
+    import time
+
+    from index.analyze import Analyzer
+    from pipelines.session import spark_session
+
+    t0 = time.perf_counter()
+    parquet = _export(args, config)
+    features = Path(config.paths.home) / "features"
+    spark = spark_session(config.spark, args.master, app_name=f"funnel-{args.job}")
+    master = spark.sparkContext.master
+    try:
+        if args.job == "index":
+            from pipelines.index_job import run_index_job
+
+            shards = args.shards or config.spark.index_shards or config.spark.shuffle_partitions
+            res = run_index_job(spark, parquet, config.paths.index, Analyzer(config.analyzer),
+                                incremental=not args.rebuild, n_shards=shards)
+            m = res.manifest
+            print(f"index {config.paths.index}: {res.n_docs} new documents in {shards} shards, generation "
+                  f"{m['generation']}, {len(m['segments'])} segment(s) [{master}]")
+        elif args.job == "pagerank":
+            from pipelines.pagerank_job import run_pagerank_job
+
+            c = config.pagerank
+            res = run_pagerank_job(spark, parquet, features / "pagerank.parquet", c.damping, c.tol, c.max_iter,
+                                   collapse_duplicates=c.collapse_duplicates)
+            state = "converged" if res.converged else "NOT converged (raise pagerank.max_iter)"
+            print(f"pagerank {features / 'pagerank.parquet'}: {res.iterations} iterations, {state} [{master}]")
+        else:
+            from pipelines.features_job import run_features_job
+
+            pr = features / "pagerank.parquet"
+            run_features_job(spark, parquet, features / "doc_features.parquet", Analyzer(config.analyzer),
+                             pagerank_path=pr, pagerank=config.pagerank)
+            print(f"features {features / 'doc_features.parquet'} (pagerank {pr}) [{master}]")
+    finally:
+        spark.stop()
+    print(f"{time.perf_counter() - t0:.1f}s")
+    return 0
