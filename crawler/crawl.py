@@ -146,8 +146,7 @@ class _Crawler:
         self.wake = asyncio.Condition()
         self.flush_lock = asyncio.Lock()
         self._load_dedup_state()
-        counts = self.frontier.counts()
-        self.taken = counts["stored"] + counts["alias"] + counts["failed"]
+        self.taken = self.frontier.requested()
         self.frontier.add((s, 0) for s in self.seeds)
         t0 = time.monotonic()
         async with Fetcher(user_agent=self.cfg.user_agent, concurrency=self.cfg.concurrency,
@@ -221,7 +220,21 @@ class _Crawler:
         """Why `url` may not be fetched (robots.txt), or None."""
         parts = urlsplit(url)
         rules = await self.robots.rules(f"{parts.scheme}://{parts.netloc}")
-        return None if rules.allowed(url, self.cfg.user_agent) else "disallowed by robots.txt"
+        if rules.allowed(url, self.cfg.user_agent):
+            return None
+        return f"robots.txt unreachable ({rules.unreachable})" if rules.unreachable else "disallowed by robots.txt"
+
+    async def _pace(self, url: str) -> None:
+        """Wait for this host's next request slot (per-host delay or robots.txt Crawl-delay, the larger)."""
+        parts = urlsplit(url)
+        rules = self.robots.cached(f"{parts.scheme}://{parts.netloc}")
+        delay = max(self.cfg.per_host_delay, rules.crawl_delay if rules else 0.0)
+        if delay > 0:
+            host = parts.netloc
+            slot = self.hosts.get(host)
+            if slot is None:
+                slot = self.hosts[host] = _HostSlot(self.cfg.per_host_concurrency)
+            await slot.wait_turn(delay)
 
     async def _redirect_check(self, url: str) -> str | None:
         if not self.scope.allows(url, 0):
@@ -231,19 +244,15 @@ class _Crawler:
     async def _process(self, url: str, depth: int) -> None:
         why = await self._allowed(url)
         if why:
-            self._outcome(url, depth, State.SKIPPED, None, None, why)
+            self._outcome(url, depth, State.SKIPPED, None, None, why, requested=False)
             return
         self.taken += 1
         host = host_key(url)
         slot = self.hosts.get(host)
         if slot is None:
             slot = self.hosts[host] = _HostSlot(self.cfg.per_host_concurrency)
-        parts = urlsplit(url)
-        rules = self.robots.cached(f"{parts.scheme}://{parts.netloc}")
-        delay = max(self.cfg.per_host_delay, rules.crawl_delay if rules else 0.0)
         async with slot.sem:
-            await slot.wait_turn(delay)
-            result = await self.fetcher.fetch(url, self._redirect_check)
+            result = await self.fetcher.fetch(url, self._redirect_check, self._pace)
         self.stats.fetched += 1
         self.stats.bytes += len(result.body)
         if self.bar is not None:
@@ -280,7 +289,8 @@ class _Crawler:
             self.alias_of[url] = owner
             self._outcome(url, depth, State.ALIAS, result.status, owner, f"exact duplicate of {owner}")
             if doc_id != url:
-                self._outcome(doc_id, depth, State.ALIAS, result.status, owner, f"exact duplicate of {owner}")
+                self._outcome(doc_id, depth, State.ALIAS, result.status, owner, f"exact duplicate of {owner}",
+                              requested=False)
             return
         if page.text:
             self.hash_owner[chash] = doc_id
@@ -302,7 +312,7 @@ class _Crawler:
         self.stats.stored += 1
         if doc_id != url:
             self._outcome(url, depth, State.ALIAS, result.status, doc_id, f"resolves to {doc_id}")
-        self._outcome(doc_id, depth, State.STORED, result.status, doc_id, None, count=doc_id == url)
+        self._outcome(doc_id, depth, State.STORED, result.status, doc_id, None, requested=doc_id == url)
 
     def _follow(self, page: ParsedPage, depth: int) -> None:
         if page.nofollow or depth + 1 > self.scope.max_depth:
@@ -314,11 +324,11 @@ class _Crawler:
             self.bar.set_postfix(frontier=len(self.frontier), errors=self.stats.failed, refresh=False)
 
     def _outcome(self, url: str, depth: int, state: int, status: int | None, doc_id: str | None,
-                 error: str | None, count: bool = True) -> None:
-        self.outcomes.append((url, depth, state, status, doc_id, error, time.time()))
+                 error: str | None, requested: bool = True) -> None:
+        self.outcomes.append((url, depth, state, status, doc_id, error, time.time(), int(requested)))
         self.frontier.mark_seen(url)
-        if not count:
-            return
+        if not requested and state != State.SKIPPED:
+            return  # a target recorded in passing: its URL's own outcome was counted
         if state == State.FAILED:
             self.stats.failed += 1
             self.stats.errors[(error or "error").split(":")[0][:60]] += 1

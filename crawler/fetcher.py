@@ -124,15 +124,19 @@ class Fetcher:
             if why:
                 raise RefusedError(f"{why} (set crawl.allow_private to allow)")
 
-    async def fetch(self, url: str, check: Callable[[str], Awaitable[str | None]] | None = None) -> FetchResult:
-        """GET `url`, following redirects (each hop passed to `check`, which returns a refusal or None)."""
+    async def fetch(self, url: str, check: Callable[[str], Awaitable[str | None]] | None = None,
+                    pace: Callable[[str], Awaitable[None]] | None = None) -> FetchResult:
+        """GET `url`, following redirects (each hop passed to `check`, which returns a refusal or None).
+
+        `pace(url)` is awaited before every request, retries and redirect hops included (politeness).
+        """
         result = FetchResult(url=url, final_url=url)
         current = url
         chain = {url}
         try:
             for _ in range(self.max_redirects + 1):
                 self._check_address(current)
-                status, headers, body = await self._get_with_retries(current, result)
+                status, headers, body = await self._get_with_retries(current, result, pace=pace)
                 result.status = status
                 if status in REDIRECT_STATUSES and headers.get("Location"):
                     target = canonicalize(urljoin(current, headers["Location"]))
@@ -180,11 +184,13 @@ class Fetcher:
                 result.error = f"{type(exc).__name__}: {exc}"[:300]
         return result
 
-    async def _get_with_retries(self, url: str, result: FetchResult, max_bytes: int | None = None):
+    async def _get_with_retries(self, url: str, result: FetchResult, max_bytes: int | None = None, pace=None):
         attempt = 0
         while True:
             attempt += 1
             result.attempts += 1
+            if pace is not None:
+                await pace(url)
             try:
                 status, headers, body = await self._get(url, max_bytes or self.max_bytes)
                 if status not in RETRY_STATUSES or attempt > self.retries:
@@ -213,8 +219,8 @@ class Fetcher:
                 chunks.append(chunk)
             return resp.status, headers, b"".join(chunks)
 
-    async def get_text(self, url: str, max_bytes: int = 512_000) -> tuple[int | None, str]:
-        """A small auxiliary resource (robots.txt, sitemap): status and text; (None, '') when unreachable."""
+    async def get_text(self, url: str, max_bytes: int = 512_000) -> tuple[int | None, str, str | None]:
+        """A small auxiliary resource (robots.txt, sitemap): (status, text, None), or (None, '', why not)."""
         try:
             self._check_address(url)
             result = FetchResult(url=url, final_url=url)
@@ -225,7 +231,12 @@ class Fetcher:
                     current = canonicalize(urljoin(current, headers["Location"])) or ""
                     self._check_address(current)
                     continue
-                return status, body.decode("utf-8", "replace")
-            return None, ""
-        except (RefusedError, TooLarge, asyncio.TimeoutError, aiohttp.ClientError, OSError, ValueError):
-            return None, ""
+                return status, body.decode("utf-8", "replace"), None
+            return None, "", "too many redirects"
+        except RefusedError as exc:
+            return None, "", f"refused: {exc}"
+        except (TooLarge, asyncio.TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, RefusedError):
+                return None, "", f"refused: {cause}"
+            return None, "", f"{type(exc).__name__}: {exc}"[:200]

@@ -12,7 +12,8 @@ Files
 - ``urls``: ``url`` (canonical, unique), ``depth`` (links from a seed), ``state`` (see `State`),
   ``status`` (last HTTP status), ``doc_id`` (the document this URL ended up as: itself, the target
   of a redirect or ``rel=canonical``, or the page it duplicates), ``error`` (why it failed or was
-  skipped), ``fetched_at`` (unix seconds). Rows are taken in insertion order (breadth first).
+  skipped), ``fetched_at`` (unix seconds), ``requested`` (1 if this URL itself was fetched: what
+  ``max_pages`` counts; 0 for a robots.txt skip or a redirect/canonical target recorded in passing). Rows are taken in insertion order (breadth first).
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS urls (
     status INTEGER,
     doc_id TEXT,
     error TEXT,
-    fetched_at REAL
+    fetched_at REAL,
+    requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS urls_state ON urls(state);
 """
@@ -95,9 +97,9 @@ class Frontier:
         return pending
 
     def commit(self, new_urls: list[tuple[str, int]],
-               outcomes: Iterable[tuple[str, int, int, int | None, str | None, str | None, float]] = ()) -> None:
+               outcomes: Iterable[tuple[str, int, int, int | None, str | None, str | None, float, int]] = ()) -> None:
         """One transaction: `new_urls` from `take_pending`, then ``(url, depth, state, status, doc_id, error,
-        fetched_at)`` outcomes. An outcome for a URL never queued (a redirect target) is inserted directly.
+        fetched_at, requested)`` outcomes. An outcome for a URL never queued (a redirect target) is inserted directly.
         """
         rows = list(outcomes)
         with self._con:
@@ -106,9 +108,10 @@ class Frontier:
                 self._con.executemany("INSERT OR IGNORE INTO urls (url, depth) VALUES (?, ?)", new_urls)
             if rows:
                 self._con.executemany(
-                    "INSERT INTO urls (url, depth, state, status, doc_id, error, fetched_at) VALUES (?,?,?,?,?,?,?)"
-                    " ON CONFLICT(url) DO UPDATE SET state=excluded.state, status=excluded.status,"
-                    " doc_id=excluded.doc_id, error=excluded.error, fetched_at=excluded.fetched_at", rows)
+                    "INSERT INTO urls (url, depth, state, status, doc_id, error, fetched_at, requested)"
+                    " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(url) DO UPDATE SET state=excluded.state,"
+                    " status=excluded.status, doc_id=excluded.doc_id, error=excluded.error,"
+                    " fetched_at=excluded.fetched_at, requested=MAX(requested, excluded.requested)", rows)
 
     def counts(self) -> dict[str, int]:
         names = {State.QUEUED: "queued", State.STORED: "stored", State.ALIAS: "alias",
@@ -117,6 +120,10 @@ class Frontier:
         for state, n in self._con.execute("SELECT state, COUNT(*) FROM urls GROUP BY state"):
             out[names[state]] = n
         return out
+
+    def requested(self) -> int:
+        """How many URLs were fetched over all runs (what ``max_pages`` limits)."""
+        return self._con.execute("SELECT COUNT(*) FROM urls WHERE requested = 1").fetchone()[0]
 
     def aliases(self) -> dict[str, str]:
         """url -> doc_id for every URL stored under another document (for rewriting link targets)."""

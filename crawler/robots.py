@@ -22,6 +22,7 @@ class HostRules:
     disallow_all: bool = False
     crawl_delay: float = 0.0
     sitemaps: tuple[str, ...] = ()
+    unreachable: str | None = None  # why robots.txt could not be read (then everything is disallowed)
 
     def allowed(self, url: str, user_agent: str) -> bool:
         if self.disallow_all:
@@ -56,13 +57,13 @@ class RobotsCache:
         pending = self._pending.get(scheme_host)
         if pending is None:
             pending = self._pending[scheme_host] = asyncio.get_running_loop().create_future()
-            status, text = await self._fetcher.get_text(scheme_host + "/robots.txt")
+            status, text, why = await self._fetcher.get_text(scheme_host + "/robots.txt")
             if status is not None and 200 <= status < 300:
                 rules = parse_robots(text, self._ua)
             elif status is not None and 400 <= status < 500:
                 rules = HostRules(parser=None)
             else:
-                rules = HostRules(parser=None, disallow_all=True)
+                rules = HostRules(parser=None, disallow_all=True, unreachable=why or f"HTTP {status}")
             self._rules[scheme_host] = rules
             pending.set_result(rules)
             del self._pending[scheme_host]
@@ -78,7 +79,7 @@ _LOC = re.compile(rb"<loc>\s*([^<\s]+)\s*</loc>", re.I)
 
 async def sitemap_urls(fetcher: Fetcher, sitemap_url: str, limit: int = 50_000, depth: int = 0) -> list[str]:
     """Canonical page URLs listed in a sitemap (or sitemap index, one level deep). Plain XML only."""
-    status, text = await fetcher.get_text(sitemap_url, max_bytes=10_000_000)
+    status, text, _ = await fetcher.get_text(sitemap_url, max_bytes=10_000_000)
     if status is None or not 200 <= status < 300:
         return []
     locs = [m.decode("utf-8", "replace") for m in _LOC.findall(text.encode("utf-8"))][:limit]
