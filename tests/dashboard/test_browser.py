@@ -1,0 +1,122 @@
+"""The dashboard rendered by a real headless Chromium (selenium + Debian's chromium/chromedriver):
+type a query, wait for the results and the per-stage tables, take screenshots.
+
+Screenshots go to the test's tmp folder, or to ``$FUNNEL_SCREENSHOT_DIR`` when set (that is how
+docs/screenshots/ is refreshed). Skipped only when chromium or chromedriver is absent; CI installs both.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not (Path(CHROMEDRIVER).exists() and Path(CHROMIUM).exists()),
+                                reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium "
+                                       "chromium-driver); CI installs them")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(full_config):
+    from dataclasses import replace
+
+    from dashboard.launch import run_dashboard
+
+    config = replace(full_config, serve=replace(full_config.serve, dashboard_port=_free_port()))
+    proc = run_dashboard(config, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{config.serve.dashboard_port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the dashboard did not come up within 90 s")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1400,1800",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def _shot_dir(tmp_path: Path) -> Path:
+    out = Path(os.environ.get("FUNNEL_SCREENSHOT_DIR") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _wait_text(driver, text: str, timeout: float = 90):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(
+        ec.presence_of_element_located((By.XPATH, f"//*[contains(normalize-space(.), {text!r})]")))
+
+
+def test_dashboard_renders_a_query_in_chromium(dashboard_url, browser, full_service, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    query = "cancer cells"
+    want = full_service.search(query, k=10)
+    browser.get(dashboard_url)
+    box = WebDriverWait(browser, 90).until(
+        ec.element_to_be_clickable((By.CSS_SELECTOR, "input[aria-label='Query']")))
+    box.send_keys(query, Keys.ENTER)
+    _wait_text(browser, "Final results (10)")
+    _wait_text(browser, want.hits[0].title[:40])
+    for i, stage in enumerate(full_service.stage_names()):
+        _wait_text(browser, f"{i + 1}. {stage}:")
+    WebDriverWait(browser, 60).until(  # the charts (altair/vega) have drawn
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "canvas, svg.marks")) >= 2)
+    time.sleep(1.0)
+    out = _shot_dir(tmp_path)
+    assert browser.save_screenshot(str(out / "dashboard_search.png"))
+    inspect = browser.find_element(By.XPATH, "//*[contains(normalize-space(.), 'Inspect a result')]")
+    browser.execute_script("arguments[0].scrollIntoView();", inspect)
+    _wait_text(browser, "LightGBM feature contributions")
+    time.sleep(1.0)
+    assert browser.save_screenshot(str(out / "dashboard_inspect.png"))
+    for name in ("dashboard_search.png", "dashboard_inspect.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a rendered page, not a blank one

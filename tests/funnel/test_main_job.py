@@ -1,0 +1,107 @@
+"""`funnel demo` end to end on a small generated site served on loopback: crawl, index, PageRank,
+then the API and dashboard answering until Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+PAGES = {  # name -> (title, body, links)
+    "index.html": ("Python documentation index", "Welcome. Tutorial, library reference and glossary.",
+                   ["tutorial.html", "library.html", "glossary.html"]),
+    "tutorial.html": ("The Python tutorial", "Lists and list comprehensions make new lists from old ones.",
+                      ["index.html", "library.html"]),
+    "library.html": ("The Python standard library", "The asyncio event loop runs coroutines.",
+                     ["index.html", "glossary.html"]),
+    "glossary.html": ("Glossary", "Iterator: an object representing a stream of data.", ["index.html"]),
+    "orphan.html": ("Reading files", "open a file and read its lines with readlines.", ["index.html"]),
+}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("site")
+    for name, (title, body, links) in PAGES.items():
+        anchors = "".join(f'<a href="{href}">{href}</a> ' for href in links)
+        (root / name).write_text(f"<html><head><title>{title}</title></head><body><p>{body}</p>{anchors}"
+                                 "</body></html>", encoding="utf-8")
+    return root
+
+
+def test_demo_builds_a_searchable_home(site, tmp_path, capsys):
+    from funnel.config import load_config
+    from funnel.main_job import run_demo
+    from index.pagerank import load_pagerank
+    from index.searcher import Bm25Retriever
+
+    config = load_config(None, [f'paths.home="{tmp_path}"'])
+    report = run_demo(config, site_dir=site, use_spark=False, dense=False, serve=False, progress=False)
+    home = tmp_path / "demo"
+    assert report.home == home
+    steps = [s[0] for s in report.steps]
+    assert steps[:4] == ["site", "crawl", "index (local)", "PageRank (local)"] and "search service" in steps
+    # orphan.html has no inlink: the crawler never reaches it
+    assert "4 pages" in dict((s[0], s[1]) for s in report.steps)["crawl"]
+    pr = load_pagerank(home)
+    assert len(pr) == 4 and max(pr, key=pr.get).endswith("/index.html")  # the hub
+    hits = Bm25Retriever.open(home / "index").search("list comprehensions", 2)
+    assert hits.doc_ids[0].endswith("/tutorial.html")
+    out = capsys.readouterr().out
+    assert "SKIPPED dense index" in out and "top pages by PageRank" in out
+
+
+@pytest.mark.spark
+def test_demo_with_spark(site, tmp_path):
+    from funnel.config import load_config
+    from funnel.main_job import run_demo
+
+    config = load_config(None, [f'paths.home="{tmp_path}"', "spark.shuffle_partitions=2"])
+    report = run_demo(config, site_dir=site, use_spark=True, dense=False, serve=False, progress=False)
+    steps = [s[0] for s in report.steps]
+    try:
+        import pipelines.index_job  # noqa: F401
+    except ImportError:
+        assert "index (local)" in steps
+    else:
+        assert "index (Spark)" in steps and "PageRank (Spark)" in steps
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_demo_serves_api_and_dashboard_until_interrupted(site, tmp_path):
+    api, dash = _free_port(), _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "funnel.cli", "-q", "--home", str(tmp_path), "--set", f"serve.port={api}",
+         "--set", f"serve.dashboard_port={dash}", "demo", "--site-dir", str(site), "--no-spark", "--no-dense"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                ok_api = httpx.get(f"http://127.0.0.1:{api}/health", timeout=1).status_code == 200
+                ok_dash = httpx.get(f"http://127.0.0.1:{dash}/_stcore/health", timeout=1).status_code == 200
+                if ok_api and ok_dash:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "demo did not start the API and dashboard within 120 s"
+            time.sleep(0.5)
+        hits = httpx.get(f"http://127.0.0.1:{api}/search", params={"q": "asyncio event loop"}).json()["hits"]
+        assert hits[0]["doc_id"].endswith("/library.html") and hits[0]["title"] == "The Python standard library"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert f"API:        http://127.0.0.1:{api}" in out and f"Dashboard:  http://127.0.0.1:{dash}" in out
