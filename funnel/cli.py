@@ -15,7 +15,7 @@ from funnel.config import load_config
 from funnel.errors import FunnelError
 
 # Packages whose cli.py adds subcommands, in help order.
-_PACKAGES = ("crawler", "index", "pipelines", "ranking", "ranking.cli_prune", "api", "dashboard", "funnel.main_job")
+_PACKAGES = ("crawler", "index", "pipelines", "ranking", "ranking.cli_prune", "ranking.cli_dense", "api", "dashboard", "funnel.main_job")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,3 +36,5 @@ def _eval(args, config) -> int:
 
 # One function per trainable model, each adding `funnel train NAME` to the given subparsers.
 TRAINERS: list = []
+from ranking.cli_dense import add_trainer as add_dual_encoder  # noqa: E402  (funnel train dual-encoder)
+TRAINERS.append(add_dual_encoder)
