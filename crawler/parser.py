@@ -19,7 +19,6 @@ from crawler.urls import absolutize
 
 _DROP = "script, style, noscript, template, svg, iframe, object, embed"
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
-_WS = re.compile(r"\s+")
 
 
 @dataclass
@@ -65,7 +64,7 @@ def decode(body: bytes, declared: str | None = None, html: bool = True) -> str:
 
 
 def clean_text(text: str) -> str:
-    return _WS.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 def parse_html(html: str, url: str) -> ParsedPage:
@@ -97,7 +96,7 @@ def parse_html(html: str, url: str) -> ParsedPage:
     if not page.nofollow:
         seen: set[str] = set()
         for a in tree.css("a[href], area[href]"):
-            attrs = a.attributes
+            attrs = a.attrs
             rel = attrs.get("rel")
             if rel and "nofollow" in rel.lower():
                 continue

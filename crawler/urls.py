@@ -8,6 +8,7 @@ removed, and an empty path written as ``/``.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -72,15 +73,46 @@ def _canonicalize(url: str) -> str | None:
         return None
 
 
+_SKIP_PREFIXES = ("javascript:", "mailto:", "data:", "tel:")
+_JOIN_CACHE: dict[tuple[str, str], str | None] = {}
+# Already canonical: lower-case ASCII host, optional port, a path of unreserved characters, no query.
+_SIMPLE = re.compile(r"https?://[a-z0-9-]+(?:\.[a-z0-9-]+)*(?::(\d+))?(?:/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?")
+
+
 def absolutize(href: str, base: str) -> str | None:
-    """`href` (as written in a page) made absolute against `base` and canonicalised."""
+    """`href` (as written in a page at canonical URL `base`) made absolute and canonical; None if not a page link.
+
+    Memoised on (base folder, href): a relative link means the same from every page of one folder,
+    and sites repeat their navigation links on every page.
+    """
     href = href.strip()
-    if not href or href.startswith(("#", "javascript:", "mailto:", "data:", "tel:")):
+    if not href or href[0] == "#" or href[:11].lower().startswith(_SKIP_PREFIXES):
         return None
+    href = href.split("#", 1)[0]
+    base_path = base.split("?", 1)[0]
+    key = (base if href[0] == "?" else base_path[:base_path.rfind("/") + 1], href)
+    hit = _JOIN_CACHE.get(key, False)
+    if hit is not False:
+        return hit
     try:
-        return canonicalize(urljoin(base, href))
+        joined = urljoin(base, href)
     except ValueError:
-        return None
+        joined = None
+    out = None
+    if joined is not None:
+        m = _SIMPLE.fullmatch(joined)
+        if m and "/./" not in joined and "/../" not in joined and not _default_port(joined, m.group(1)):
+            out = joined if joined.count("/") > 2 else joined + "/"
+        else:
+            out = canonicalize(joined)
+    if len(_JOIN_CACHE) >= _CACHE_MAX:
+        _JOIN_CACHE.clear()
+    _JOIN_CACHE[key] = out
+    return out
+
+
+def _default_port(url: str, port: str | None) -> bool:
+    return port is not None and int(port) == _DEFAULT_PORTS[url[:url.index(":")]]
 
 
 def host_key(url: str) -> str:

@@ -41,3 +41,17 @@ def test_scope():
     assert not scope.allows("http://ex.com:8080/" + "x" * 60, 0)  # too long
     prefixed = Scope.for_seeds(["http://ex.com/docs/index.html"], prefixes=["http://EX.com/docs/"])
     assert prefixed.allows("http://ex.com/docs/a.html") and not prefixed.allows("http://ex.com/blog/a.html")
+
+
+def test_absolutize_fast_path_agrees_with_full_canonicalisation():
+    from urllib.parse import urljoin
+
+    bases = ["http://ex.com/dir/page.html", "http://ex.com:80/dir/", "https://ex.com:8443/a/b/c.html?x=1",
+             "http://127.0.0.1:8080/api/java.base/java/lang/String.html"]
+    hrefs = ["other.html", "../up.html", "./same.html", "/root.html", "Sub/Dir/X.html#frag", "?q=2&a=1",
+             "a%7eb.html", "a b.html", "über.html", "//EX.com:80/x", "http://ex.com:443/", "https://ex.com:443/p",
+             "../../../../too/far.html", "x.html?utm_source=y", "module-summary.html#nav", "A.B$C.html", "."]
+    for base in bases:
+        for href in hrefs:
+            assert absolutize(href, base) == canonicalize(urljoin(base, href.split("#")[0])), (base, href)
+            assert absolutize(href, base) == absolutize(href, base)  # memoised answer is the same
