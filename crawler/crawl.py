@@ -72,6 +72,21 @@ class CrawlStats:
                 + (f"\n  problems: {top}" if top else ""))
 
 
+def _problem_kind(error: str | None) -> str:
+    """A short label to count problems by in the summary ("HTTP 404", "timeout", "robots.txt", ...)."""
+    error = error or "unknown"
+    for label in ("HTTP", "content type"):
+        if error.startswith(label):
+            return error[:40]
+    for needle, label in (("robots.txt", "robots.txt"), ("redirect loop", "redirect loop"),
+                          ("redirect to", "redirect refused"), ("redirects", "too many redirects"),
+                          ("refused", "refused address"), ("too large", "too large"), ("timeout", "timeout"),
+                          ("noindex", "noindex")):
+        if needle in error:
+            return label
+    return error.split(":")[0][:40]
+
+
 def frontier_path(home: str | Path) -> Path:
     return Path(home) / "crawl" / "frontier.sqlite"
 
@@ -136,7 +151,7 @@ class _Crawler:
     # -- set-up ----------------------------------------------------------
     def _load_dedup_state(self) -> None:
         for doc_id, chash, meta in self.store.crawl_fingerprints():
-            if chash and doc_id not in self.hash_owner.values():
+            if chash:
                 self.hash_owner.setdefault(chash, doc_id)
             fp = meta.get("simhash")
             if fp:
@@ -164,11 +179,14 @@ class _Crawler:
 
                 self.bar = tqdm(total=max(0, min(self.cfg.max_pages - self.taken,
                                                  len(self.frontier) or self.cfg.max_pages)),
-                                unit="page", desc="crawl", dynamic_ncols=True)
+                                unit="page", desc="crawl", dynamic_ncols=True, mininterval=0.5)
             try:
                 await asyncio.gather(*(self._worker() for _ in range(self.cfg.concurrency)))
             finally:
-                self._flush_now()  # pages already parsed are never thrown away (also on Ctrl-C)
+                # Pages already parsed are written (also on Ctrl-C), unless a flush was cut off mid-way:
+                # then they stay queued in the frontier and the next run fetches them again.
+                if not self.flush_lock.locked():
+                    self._flush_now()
                 if self.bar is not None:
                     self.bar.close()
         n = self.store.rewrite_link_targets(self.frontier.aliases())
@@ -331,11 +349,10 @@ class _Crawler:
             return  # a target recorded in passing: its URL's own outcome was counted
         if state == State.FAILED:
             self.stats.failed += 1
-            self.stats.errors[(error or "error").split(":")[0][:60]] += 1
+            self.stats.errors[_problem_kind(error)] += 1
         elif state == State.SKIPPED:
             self.stats.skipped += 1
-            self.stats.errors[(error or "skipped").split(" ")[0] if error and error.startswith("content") else
-                              (error or "skipped")[:60]] += 1
+            self.stats.errors[_problem_kind(error)] += 1
         elif state == State.ALIAS:
             self.stats.aliases += 1
 
@@ -353,6 +370,8 @@ class _Crawler:
 
     async def _flush(self) -> None:
         async with self.flush_lock:
+            if not self.docs and not self.outcomes:
+                return
             batch = self._take_batch()
             await asyncio.to_thread(self._write, self.store, self.frontier, *batch)
 
