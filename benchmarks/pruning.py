@@ -159,6 +159,10 @@ def main() -> int:
         rows.append(row)
         curve.append((row["heads"], ndcg, float(np.percentile(ms, 50)), name))
 
+    bm25_run = {s.qid: {d: float(len(s.doc_ids) - i) for i, d in enumerate(s.doc_ids)} for s in sets}
+    bm25_ndcg = evaluate(bm25_run, {q: qrels[q] for q in bm25_run})["nDCG@10"]
+    rows.append({**{c: "" for c in rows[0]}, "model": "BM25 order (no re-ranking)", "nDCG@10": round(bm25_ndcg, 4),
+                 "ΔnDCG@10": round(bm25_ndcg - base_ndcg, 4), "notes": "context"})
     cols = list(rows[0])
     command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
     text = "\n".join([
