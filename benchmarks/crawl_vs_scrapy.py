@@ -191,10 +191,11 @@ def main() -> None:
                              "-"))
             if "funnel" in only:
                 home = tmp / "funnel-home"
-                cmd = [py, "-m", "funnel.cli", "-q", "--home", str(home), "crawl", start, "--prefix", prefix,
+                cmd = [py, "-m", "funnel.cli", "-q", "--home", str(home),
+                       "--set", "crawl.max_bytes=64000000",  # javadoc has 5-6 MB pages; Scrapy's cap is 1 GB
+                       "crawl", start, "--prefix", prefix,
                        "--allow-private", "--concurrency", str(args.concurrency), "--per-host", str(args.concurrency),
-                       "--max-pages", str(max_pages), "--max-depth", "1000",
-                       "--set", "crawl.max_bytes=64000000"]  # javadoc has 5-6 MB pages; Scrapy's cap is 1 GB
+                       "--max-pages", str(max_pages), "--max-depth", "1000"]
                 wall, cpu, rss, rc = run_measured(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
                 con = sqlite3.connect(home / "store.sqlite")
                 stored = con.execute("SELECT COUNT(*) FROM docs").fetchone()[0]

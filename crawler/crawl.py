@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from crawler.dedup import NearDupIndex, simhash
 from crawler.fetcher import Fetcher, FetchResult
@@ -200,8 +200,12 @@ class _Crawler:
     async def _add_sitemaps(self) -> None:
         for seed in self.seeds:
             parts = urlsplit(seed)
-            rules = await self.robots.rules(f"{parts.scheme}://{parts.netloc}")
+            origin = f"{parts.scheme}://{parts.netloc}"
+            rules = await self.robots.rules(origin)
             for sm in rules.sitemaps:
+                sm = canonicalize(urljoin(origin + "/robots.txt", sm))
+                if sm is None:
+                    continue
                 urls = await sitemap_urls(self.fetcher, sm)
                 self.frontier.add((u, 0) for u in urls if self.scope.allows(u, 0))
 

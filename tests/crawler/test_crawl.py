@@ -158,3 +158,51 @@ def test_max_pages_and_resume(tmp_path):
             assert second.fetched == 5  # the limit counts fetches over all runs of one frontier
             ids = [d.doc_id for d in store.iter_docs()]
             assert len(ids) == len(set(ids)) == first.stored + second.stored
+
+
+def test_sitemaps_per_host_limit_user_agent_and_noindex(tmp_path):
+    import asyncio
+
+    from aiohttp import web
+
+    from tests.crawler.hostile_site import page
+
+    state = {"now": 0, "max": 0, "agents": set()}
+
+    async def slow_page(request):
+        state["agents"].add(request.headers.get("User-Agent"))
+        state["now"] += 1
+        state["max"] = max(state["max"], state["now"])
+        await asyncio.sleep(0.05)
+        state["now"] -= 1
+        i = int(request.match_info["i"])
+        links = "".join(f'<a href="/p/{j}.html">{j}</a>' for j in range(12))
+        head = '<meta name="robots" content="noindex">' if i == 3 else ""
+        return web.Response(text=page(f"P{i}", f"<p>page {i} " + "lorem ipsum " * i + f"</p>{links}", head),
+                            content_type="text/html")
+
+    async def robots(request):
+        return web.Response(text="User-agent: *\nAllow: /\nSitemap: /sitemap.xml\n")
+
+    async def sitemap(request):
+        return web.Response(text='<?xml version="1.0"?><urlset><url><loc>/orphan.html</loc></url>'
+                                 f'<url><loc>{request.url.origin()}/orphan.html</loc></url></urlset>',
+                            content_type="application/xml")
+
+    async def orphan(request):
+        return web.Response(text=page("Orphan", "<p>only the sitemap links here</p>"), content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/robots.txt", robots)
+    app.router.add_get("/sitemap.xml", sitemap)
+    app.router.add_get("/orphan.html", orphan)
+    app.router.add_get("/p/{i}.html", slow_page)
+    cfg = replace(CFG, concurrency=8, per_host_concurrency=2, sitemaps=True, user_agent="FunnelTest/1.0")
+    with serve_app(app) as base:
+        with DocumentStore(tmp_path / "store.sqlite") as store:
+            crawl([base + "/p/0.html"], store, cfg, tmp_path / "f.sqlite", progress=False)
+            ids = {d.doc_id for d in store.iter_docs()}
+    assert ids == {f"{base}/p/{i}.html" for i in range(12) if i != 3} | {base + "/orphan.html"}
+    assert state["max"] == 2 and state["agents"] == {"FunnelTest/1.0"}
+    rows = {r[0]: r for r in Frontier(tmp_path / "f.sqlite").rows()}
+    assert rows[base + "/p/3.html"][2] == State.SKIPPED and rows[base + "/p/3.html"][5] == "noindex"
