@@ -1,20 +1,92 @@
-"""Subcommands of ranking: `funnel eval` (and train, prune)."""
+"""Subcommands of ranking: `funnel search`, `funnel eval`, `funnel train MODEL`, `funnel build`."""
 from __future__ import annotations
+
+import json
 
 
 def register(sub) -> None:
-    e = sub.add_parser("eval", help="evaluate retrieval on a BEIR folder's judgements")
+    s = sub.add_parser("search", help="query the funnel (or the bare index) from the command line")
+    s.add_argument("query")
+    s.add_argument("-k", type=int, default=10, help="results to show (default 10)")
+    s.add_argument("--mode", choices=["funnel", "bm25", "and"], default="funnel",
+                   help="every trained stage of the funnel (default), BM25 only, or boolean AND of every term")
+    s.add_argument("--profile", choices=["cpu", "gpu"], default="cpu", help="funnel profile (default cpu)")
+    s.add_argument("--explain", action="store_true", help="per result: its rank and score at each stage, "
+                                                          "and each stage's milliseconds")
+    s.add_argument("--json", action="store_true", help="print JSON lines")
+    s.set_defaults(handler=_search)
+
+    e = sub.add_parser("eval", help="evaluate retrieval, or the whole funnel, on a BEIR folder's judgements")
     e.add_argument("--data", required=True, help="BEIR folder holding queries.jsonl and qrels/")
     e.add_argument("--split", default="dev", help="judgements to use: qrels/SPLIT.tsv (default dev)")
     e.add_argument("--retriever", choices=["bm25", "tfidf"], default="bm25")
-    e.add_argument("-k", type=int, default=1000, help="results per query (default 1000)")
-    e.add_argument("--run-file", help="TREC run output (default HOME/runs/RETRIEVER-SPLIT.trec)")
+    e.add_argument("--profile", choices=["cpu", "gpu"],
+                   help="evaluate the funnel with this profile: metrics after each stage, latency per stage")
+    e.add_argument("-k", type=int, default=1000, help="results per query (default 1000; 100 with --profile)")
+    e.add_argument("--run-file", help="TREC run output (default HOME/runs/RETRIEVER-SPLIT.trec, "
+                                      "or HOME/runs/funnel-PROFILE-SPLIT.trec)")
     e.set_defaults(handler=_eval)
 
     train = sub.add_parser("train", help="train a model of the funnel")
     models = train.add_subparsers(dest="model", metavar="MODEL", required=True)
     for add_trainer in TRAINERS:
         add_trainer(models)
+
+    b = sub.add_parser("build", help="ingest a BEIR folder, index it, train every model and publish them")
+    b.add_argument("--data", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/{train,dev}.tsv")
+    b.add_argument("--train-split", default="train")
+    b.add_argument("--dev-split", default="dev")
+    b.add_argument("--skip", action="append", default=[], choices=["ingest", "dense", "coarse", "cross-encoder"],
+                   help="skip a step (repeatable)")
+    b.add_argument("--device", default="auto", help="training device: auto, cpu, cuda")
+    b.set_defaults(handler=_build)
+
+
+def _search(args, config) -> int:
+    from funnel.errors import FunnelError
+    from funnel.store import DocumentStore
+
+    if args.k < 1:
+        raise FunnelError("-k must be at least 1")
+    if args.mode in ("bm25", "and"):
+        from index.searcher import Bm25Retriever
+
+        retriever = Bm25Retriever.open(config.paths.index, config.bm25)
+        hits = retriever.search(args.query, args.k) if args.mode == "bm25" else retriever.boolean_and(args.query, args.k)
+        results = [(d, s, None) for d, s in zip(hits.doc_ids, hits.scores.tolist())]
+        stage_ms = {}
+    else:
+        from ranking.pipeline import Pipeline, explain, timings
+
+        pipe = Pipeline.from_config(config, args.profile)
+        try:
+            res = pipe.search(args.query, args.k)
+        finally:
+            pipe.close()
+        rows = explain(res)
+        results = [(d, s, r["stages"]) for d, s, r in zip(res.doc_ids, res.scores.tolist(), rows)]
+        stage_ms = timings(res)
+    with DocumentStore(config.paths.store, readonly=True) as store:
+        docs = store.get_many([d for d, _, _ in results])
+    if not results:
+        print("no results")
+    for rank, (doc_id, score, stages) in enumerate(results, 1):
+        doc = docs.get(doc_id)
+        title = doc.title if doc else ""
+        if args.json:
+            row = {"rank": rank, "doc_id": doc_id, "score": round(score, 4), "title": title,
+                   "url": doc.url if doc else None}
+            if args.explain and stages is not None:
+                row["stages"] = stages
+            print(json.dumps(row, ensure_ascii=False))
+            continue
+        print(f"{rank:3d}. {score:8.3f}  {doc_id}  {title[:90]}")
+        if args.explain and stages is not None:
+            print("      " + "  ".join(f"{name}: " + ("-" if v["rank"] is None else f"#{v['rank']} {v['score']:.3f}")
+                                      for name, v in stages.items()))
+    if args.explain and stage_ms and not args.json:
+        print("stage ms: " + ", ".join(f"{name} {ms:.1f}" for name, ms in stage_ms.items()))
+    return 0
 
 
 def _eval(args, config) -> int:
@@ -23,6 +95,8 @@ def _eval(args, config) -> int:
 
     from ranking.evaluate import evaluate_retriever
 
+    if args.profile:
+        return _eval_funnel(args, config)
     bm25 = replace(config.bm25, scorer="tfidf" if args.retriever == "tfidf" else "bm25")
     run_file = Path(args.run_file) if args.run_file else Path(config.paths.home) / "runs" / f"{args.retriever}-{args.split}.trec"
     metrics = evaluate_retriever(config.paths.index, bm25, args.data, args.split, k=args.k, run_file=run_file,
@@ -34,7 +108,93 @@ def _eval(args, config) -> int:
     return 0
 
 
+def _eval_funnel(args, config) -> int:
+    from pathlib import Path
+
+    from crawler.beir import read_qrels, read_queries
+    from ranking.evaluate import format_table, write_trec_run
+    from ranking.pipeline import Pipeline, evaluate_pipeline
+
+    k = args.k if args.k != 1000 else 100
+    qrels = read_qrels(Path(args.data), args.split)
+    queries = read_queries(Path(args.data))
+    pipe = Pipeline.from_config(config, args.profile)
+    try:
+        out = evaluate_pipeline(pipe, queries, qrels, k=k, progress=not args.quiet)
+    finally:
+        pipe.close()
+    print(f"funnel ({args.profile} profile: {' -> '.join(pipe.stage_names)}) on {args.data} [{args.split}], "
+          f"{out['queries']} queries")
+    print(format_table(out["stages"] + [{"stage": "total", **out["total"]}],
+                       ["stage", "nDCG@10", "Recall@100", "p50_ms", "p95_ms"]))
+    run_file = Path(args.run_file) if args.run_file else Path(config.paths.home) / "runs" / f"funnel-{args.profile}-{args.split}.trec"
+    last = out["stages"][-1]["stage"] if out["stages"] else None
+    if last:
+        write_trec_run(out["runs"][last], run_file, tag=f"funnel-{args.profile}")
+        print(f"run written to {run_file}")
+    return 0
+
+
+def _build(args, config) -> int:
+    from ranking.build import build
+
+    report = build(config, args.data, train_split=args.train_split, dev_split=args.dev_split, skip=tuple(args.skip),
+                   device=args.device, progress=not args.quiet)
+    for step, info in report.items():
+        print(f"{step:14s} {info}")
+    return 0
+
+
+def _add_coarse_trainer(models) -> None:
+    t = models.add_parser("coarse", help="coarse ranking: LightGBM LambdaMART on recall candidates")
+    t.add_argument("--data", required=True, help="BEIR folder with qrels/TRAIN.tsv and qrels/DEV.tsv")
+    t.add_argument("--split", default="train", help="training judgements (default train)")
+    t.add_argument("--dev-split", default="dev", help="early-stopping judgements (default dev)")
+    t.add_argument("--out", help="model folder (default HOME/models/coarse)")
+    t.add_argument("--log", help="JSONL training log (default OUT/train_log.jsonl)")
+    t.set_defaults(handler=_train_coarse)
+
+
+def _train_coarse(args, config) -> int:
+    import json as _json
+    from pathlib import Path
+
+    from ranking.train_coarse import train_coarse
+
+    out = Path(args.out) if args.out else config.paths.models / "coarse"
+    out.mkdir(parents=True, exist_ok=True)
+    path = train_coarse(config, args.data, out, train_split=args.split, dev_split=args.dev_split,
+                        log_file=args.log or out / "train_log.jsonl", progress=not args.quiet)
+    meta = _json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    print(f"coarse model saved to {path}: best iteration {meta['best_iteration']}, "
+          f"dev nDCG@10 {meta['dev']['recall']['nDCG@10']:.4f} (recall) -> {meta['dev']['coarse']['nDCG@10']:.4f}")
+    return 0
+
+
+def _add_cross_trainer(models) -> None:
+    t = models.add_parser("cross-encoder", help="fine ranking: MiniLM cross-encoder, listwise, BM25 hard negatives")
+    t.add_argument("--data", required=True, help="BEIR folder with qrels/SPLIT.tsv")
+    t.add_argument("--split", default="train", help="training judgements (default train)")
+    t.add_argument("--out", help="model folder (default HOME/models/cross-encoder)")
+    t.add_argument("--log", help="JSONL training log (default OUT/train_log.jsonl)")
+    t.add_argument("--device", default="auto")
+    t.set_defaults(handler=_train_cross)
+
+
+def _train_cross(args, config) -> int:
+    from pathlib import Path
+
+    from ranking.train_cross import train_cross_encoder
+
+    out = Path(args.out) if args.out else config.paths.models / "cross-encoder"
+    out.mkdir(parents=True, exist_ok=True)
+    path = train_cross_encoder(config, args.data, out, split=args.split, log_file=args.log or out / "train_log.jsonl",
+                               device=args.device, progress=not args.quiet)
+    print(f"cross-encoder saved to {path}")
+    return 0
+
+
 # One function per trainable model, each adding `funnel train NAME` to the given subparsers.
-TRAINERS: list = []
+TRAINERS: list = [_add_coarse_trainer, _add_cross_trainer]
 from ranking.cli_dense import add_trainer as add_dual_encoder  # noqa: E402  (funnel train dual-encoder)
 TRAINERS.append(add_dual_encoder)

@@ -114,8 +114,9 @@ def compute_features(ctx: FeatureContext, query: str, ords: np.ndarray, doc_ids:
     if n == 0:
         return X
     reader = r.reader
-    idf = np.array([r._idf(r.reader.df(t), reader.n_docs) if reader.df(t) else 0.0 for t in uniq],
-                   dtype=np.float64)  # (n_uniq,)
+    ords = np.asarray(ords, dtype=np.int64)
+    dfs = [reader.df(t) for t in uniq]
+    idf = np.array([r._idf(df, reader.n_docs) if df else 0.0 for df in dfs], dtype=np.float64)  # (n_uniq,)
     idf_total = float(idf.sum()) or 1.0
     X[:, col["bm25"]] = r.score_terms(terms)[ords] if terms else 0.0
     X[:, col["doc_len"]] = np.log1p(reader.doc_lens[ords])

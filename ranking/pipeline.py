@@ -27,23 +27,7 @@ from ranking.stages import Candidates, Request, StageTrace
 log = logging.getLogger(__name__)
 
 PROFILES = ("cpu", "gpu")
-STAGE_NAMES = ("recall", "coarse", "fine", "rerank")
-
-
-class Bm25Recall:
-    """BM25 recall: the top k of the inverted index (the route every index has)."""
-    name = "recall"
-
-    def __init__(self, retriever):
-        self.retriever = retriever
-
-    def rank(self, request: Request, candidates: Candidates, k: int) -> Candidates:
-        t0 = time.perf_counter()
-        hits = self.retriever.search(request.query or "", k)
-        scores = hits.scores.astype(np.float32)
-        out = Candidates(np.asarray(hits.ords, np.int64), list(hits.doc_ids), scores, {"recall_bm25": scores.copy()})
-        out.trace = [StageTrace(self.name, list(out.doc_ids), scores.copy(), (time.perf_counter() - t0) * 1000)]
-        return out
+STAGE_NAMES = ("recall", "coarse", "fine", "rerank")  # recall traces under its route: bm25, dense, hybrid
 
 
 @dataclass
@@ -129,36 +113,31 @@ class Pipeline:
 
 
 def make_recall(config: Config, retriever, resources: dict):
-    """The recall stage the config asks for; BM25 unless a dense route is configured and built."""
-    mode = config.pipeline.recall
-    if mode not in ("auto", "bm25", "hybrid", "dense"):
-        raise FunnelError(f"pipeline.recall: expected auto, bm25, hybrid or dense, got {mode!r}")
-    if mode != "bm25":
-        stage = _dense_recall(config, retriever, resources, mode)
-        if stage is not None:
-            return stage
-    return Bm25Recall(retriever)
+    """The recall stage of ``pipeline.recall`` (`ranking.recall`), sharing the pipeline's BM25 retriever.
 
+    ``auto`` is hybrid when HOME holds a dense vector index, else BM25. With a dense route, the
+    document embeddings also feed the re-ranker's MMR and near-duplicate checks (``resources["embed"]``).
+    """
+    from ranking.recall import ROUTES, Bm25Recall, DenseRecall, HybridRecall, open_dense
 
-def _dense_recall(config: Config, retriever, resources: dict, mode: str):
-    """Hybrid/dense recall from `ranking.recall` when it and a dense index exist, else None (or an error)."""
-    try:
-        from ranking import recall as recall_mod
-    except ImportError:
-        recall_mod = None
-    builder = getattr(recall_mod, "build_recall", None) if recall_mod else None
-    if builder is None:
-        if mode != "auto":
-            raise FunnelError(f"pipeline.recall={mode!r} needs ranking.recall (dense recall), which is not installed")
-        return None
-    try:
-        stage = builder(config, retriever=retriever, mode=mode, resources=resources)
-    except FunnelError:
-        if mode != "auto":
-            raise
-        log.info("no dense index: recall is BM25 only (`funnel train dual-encoder`)")
-        return None
-    return stage
+    route = config.pipeline.recall
+    if route == "auto":
+        from ranking.dual_encoder import dense_index_dir
+
+        route = "hybrid" if (dense_index_dir(config) / "manifest.json").exists() else "bm25"
+    if route not in ROUTES:
+        raise FunnelError(f"pipeline.recall: expected auto or one of {', '.join(ROUTES)}, got {route!r}")
+    rc = config.recall
+    k = config.pipeline.recall_k
+    bm25 = Bm25Recall(retriever, min(rc.bm25_k, k))
+    if route == "bm25":
+        return bm25
+    encoder, vectors = open_dense(config)
+    resources["embed"] = lambda ids: vectors.lookup(ids)[0]  # (n, dim) normalised; zeros when absent
+    dense = DenseRecall(encoder, vectors, min(rc.dense_k, k), retriever.reader)
+    if route == "dense":
+        return dense
+    return HybridRecall(bm25, dense, fusion=rc.fusion, rrf_k=rc.rrf_k, dense_weight=rc.dense_weight, k=k)
 
 
 def explain(result: Candidates) -> list[dict]:
@@ -179,3 +158,53 @@ def timings(result: Candidates) -> dict[str, float]:
     """Milliseconds per stage of one run."""
     return {t.stage: t.ms for t in result.trace}
 
+
+
+def cascade_runs(result: Candidates) -> dict[str, list[str]]:
+    """Per stage, the ranked list the funnel would return if it stopped after that stage: the
+    stage's own list followed by the earlier stages' remaining candidates in their order (so a
+    stage that keeps 20 documents is still judged on Recall@100 fairly)."""
+    runs: dict[str, list[str]] = {}
+    prev: list[str] = []
+    for t in result.trace:
+        seen = set(t.doc_ids)
+        cur = list(t.doc_ids) + [d for d in prev if d not in seen]
+        runs[t.stage] = cur
+        prev = cur
+    return runs
+
+
+def evaluate_pipeline(pipeline: Pipeline, queries: dict[str, str], qrels: dict[str, dict[str, int]], *,
+                      k: int = 100, progress: bool = True, warmup: int = 3) -> dict:
+    """nDCG@10 / Recall@100 after each stage (see `cascade_runs`) and p50/p95 milliseconds per stage.
+
+    Returns ``{"stages": [{"stage", "nDCG@10", "Recall@100", "p50_ms", "p95_ms"}, ...], "total": {...},
+    "queries": n, "runs": {stage: run}}``. The first `warmup` queries are run once untimed (model
+    and cache warm-up) before the timed pass.
+    """
+    from tqdm.auto import tqdm
+
+    from ranking.evaluate import evaluate
+
+    qids = sorted(q for q in qrels if q in queries)
+    for qid in qids[:warmup]:
+        pipeline.search(queries[qid], k)
+    runs: dict[str, dict] = {}
+    ms: dict[str, list[float]] = {}
+    totals = []
+    for qid in tqdm(qids, desc=f"eval ({pipeline.profile})", disable=not progress):
+        t0 = time.perf_counter()
+        result = pipeline.search(queries[qid], k)
+        totals.append((time.perf_counter() - t0) * 1000)
+        for stage, ids in cascade_runs(result).items():
+            runs.setdefault(stage, {})[qid] = {d: float(len(ids) - i) for i, d in enumerate(ids[:k])}
+        for stage, t in timings(result).items():
+            ms.setdefault(stage, []).append(t)
+    rows = []
+    for stage, run in runs.items():
+        m = evaluate(run, qrels, ("nDCG@10", "Recall@100"))
+        rows.append({"stage": stage, **m, "p50_ms": float(np.percentile(ms[stage], 50)),
+                     "p95_ms": float(np.percentile(ms[stage], 95))})
+    total = {"p50_ms": float(np.percentile(totals, 50)) if totals else 0.0,
+             "p95_ms": float(np.percentile(totals, 95)) if totals else 0.0}
+    return {"stages": rows, "total": total, "queries": len(qids), "runs": runs}

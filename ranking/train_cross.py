@@ -104,12 +104,12 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     torch.manual_seed(fc.seed)
     retriever = Bm25Retriever.open(config.paths.index, config.bm25)
     negatives = mine_negatives(retriever, queries, qrels, fc.negatives_depth)
-    groups = make_groups(qrels, negatives, fc.group_size, rng)
-    needed = {d for _, ds in groups for d in ds}
+    needed = {d for q in qrels for d in qrels[q]} | {d for ds in negatives.values() for d in ds}
     with DocumentStore(config.paths.store, readonly=True) as store:
         docs = store.get_many(needed)
     texts = {d: pair_text(doc.title, doc.text) for d, doc in docs.items()}
-    groups = [(q, ds) for q, ds in groups if all(d in texts for d in ds)]
+    qrels = {q: {d: g for d, g in judged.items() if d in texts} for q, judged in qrels.items()}
+    groups = make_groups(qrels, negatives, fc.group_size, rng)
     if not groups:
         raise InputError(f"{data_dir}: no training group could be built (judged documents missing from the store?)")
 

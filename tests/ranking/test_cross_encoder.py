@@ -1,0 +1,139 @@
+"""ranking.cross_encoder and ranking.train_cross: the listwise loss, negatives that never hold a judged
+document, the one loader round-trip, batching and truncation, and a tiny model that learns."""
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from funnel.config import Config, FineConfig, PathsConfig
+from funnel.errors import InputError
+from ranking.backbone import load_tokenizer
+from ranking.cross_encoder import (CrossEncoderReranker, build_cross_encoder, load_cross_encoder,
+                                   save_cross_encoder)
+from ranking.stages import Candidates, Request
+from ranking.train_cross import listwise_loss, make_groups, mine_negatives, train_cross_encoder
+
+DOCS = ["Tumour necrosis factor signalling in zebrafish granulomas.",
+        "Breast cancer risk and environmental exposure in a cohort of nurses " * 8,
+        "Short.", "Vitamin D supplementation and fracture risk in older adults."]
+
+
+def test_listwise_loss_is_softmax_cross_entropy_with_the_positive_first():
+    assert float(listwise_loss(torch.zeros(8), 4)) == pytest.approx(math.log(4))  # 2 groups, all tied
+    logits = torch.tensor([10.0, 0, 0, 0, 0, 10, 0, 0], requires_grad=True)
+    loss = listwise_loss(logits, 4)
+    want = (math.log(1 + 3 * math.exp(-10)) + math.log(3 + math.exp(10)) - 0) / 2
+    assert float(loss.detach()) == pytest.approx(want, rel=1e-5)
+    loss.backward()
+    assert logits.grad[0] < 0 < logits.grad[5]  # raise each positive, lower the wrongly top negative
+
+
+def test_negatives_never_hold_a_judged_document(tiny_home, tiny_dir):
+    from crawler.beir import read_qrels, read_queries
+    from index.searcher import Bm25Retriever
+
+    qrels, queries = read_qrels(tiny_dir, "train"), read_queries(tiny_dir)
+    negs = mine_negatives(Bm25Retriever.open(tiny_home / "index"), queries, qrels, 10)
+    groups = make_groups(qrels, negs, 4, random.Random(0))
+    assert groups and all(len(ds) == 4 and len(set(ds)) == 4 for _, ds in groups)
+    for qid, ds in groups:
+        assert qrels[qid][ds[0]] > 0
+        assert not set(ds[1:]) & set(qrels[qid])
+
+
+@pytest.fixture(scope="module")
+def tiny_ce(tmp_path_factory):
+    model = build_cross_encoder("tiny", seed=1)
+    out = save_cross_encoder(model, load_tokenizer("tiny"), tmp_path_factory.mktemp("ce"), {"max_length": 48})
+    return model.eval(), out
+
+
+def test_save_and_load_round_trip(tiny_ce):
+    model, path = tiny_ce
+    assert (path / "model.safetensors").exists() and not list(path.glob("*.bin")) and not list(path.glob("*.pkl"))
+    ce = load_cross_encoder(path, "cpu")
+    assert ce.max_length == 48 and ce.model.config.num_labels == 1 and ce.device.type == "cpu"
+    enc = ce.tokenizer(["vitamin d"] * len(DOCS), DOCS, truncation="only_second", max_length=48, padding=True,
+                       return_tensors="pt")
+    with torch.inference_mode():
+        want = model(**enc).logits[:, 0].numpy()
+    np.testing.assert_allclose(ce.score("vitamin d", DOCS), want, rtol=1e-4, atol=1e-5)
+
+
+def test_scores_do_not_depend_on_batching_or_order(tiny_ce):
+    ce = load_cross_encoder(tiny_ce[1], "cpu")
+    full = ce.score("breast cancer", DOCS, batch_size=16)
+    np.testing.assert_allclose(ce.score("breast cancer", DOCS, batch_size=1), full, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ce.score("breast cancer", DOCS[::-1], batch_size=3)[::-1], full, rtol=1e-4, atol=1e-5)
+    assert ce.score("q", []).shape == (0,)
+
+
+def test_max_length_truncates_the_document(tiny_ce):
+    ce = load_cross_encoder(tiny_ce[1], "cpu", max_length=16)
+    head = "granulomas form in zebrafish " * 5
+    a, b = ce.score("tnf", [head, head + " completely different words follow here " * 10])
+    assert a == pytest.approx(b, abs=1e-6)  # everything past 16 tokens is cut
+    long = load_cross_encoder(tiny_ce[1], "cpu", max_length=256)
+    a, b = long.score("tnf", [head, head + " completely different words follow here " * 10])
+    assert a != pytest.approx(b, abs=1e-6)
+
+
+def test_loader_refuses_a_folder_without_a_model(tmp_path):
+    with pytest.raises(InputError, match="config.json"):
+        load_cross_encoder(tmp_path, "cpu")
+
+
+def test_fine_stage_reorders_the_top_depth_and_records_its_trace(tiny_ce):
+    ce = load_cross_encoder(tiny_ce[1], "cpu")
+    ids = [f"d{i}" for i in range(len(DOCS))]
+    texts = dict(zip(ids, DOCS))
+    c = Candidates(np.arange(4, dtype=np.int64), ids, np.array([4, 3, 2, 1], np.float32))
+    stage = CrossEncoderReranker(ce, lambda ds: [texts[d] for d in ds], depth=3)
+    out = stage.rank(Request(query="vitamin d"), c, 10)
+    assert len(out) == 3 and set(out.doc_ids) == set(ids[:3])  # below the depth: dropped
+    assert np.all(np.diff(out.scores) <= 0) and out.trace[-1].stage == "fine" and out.trace[-1].ms > 0
+    np.testing.assert_allclose(out.features["ce"], out.scores)
+    fused = CrossEncoderReranker(ce, lambda ds: [texts[d] for d in ds], depth=3, fuse_weight=100.0)
+    assert fused.rank(Request(query="vitamin d"), c, 10).doc_ids == ids[:3]  # coarse order dominates
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: a tiny model gains nothing from more, and spinning threads crawl on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tiny_cross_encoder_learns(tiny_home, tiny_dir, tmp_path, one_thread):
+    config = Config(paths=PathsConfig(home=str(tiny_home)),
+                    fine=replace(FineConfig(), backbone="tiny", max_length=64, group_size=3, negatives_depth=10,
+                                 batch_queries=4, learning_rate=5e-3, epochs=10))
+    log = tmp_path / "log.jsonl"
+    out = train_cross_encoder(config, tiny_dir, tmp_path / "ce", log_file=log, device="cpu", progress=False)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    per_epoch = {}
+    for r in rows:
+        if "loss" in r:
+            per_epoch.setdefault(r["epoch"], []).append(r["loss"])
+    assert np.mean(per_epoch[9]) < np.mean(per_epoch[0]) - 0.3, per_epoch  # starts near ln 3 = 1.10
+    assert len(losses) == rows[-1]["summary"]["steps"]
+    meta = json.loads((out / "funnel_meta.json").read_text())
+    assert meta["max_length"] == 64 and meta["training"]["steps"] == len(losses)
+    assert load_cross_encoder(out, "cpu").max_length == 64
+
+
+@pytest.mark.gpu
+def test_half_precision_on_gpu_matches_fp32(tiny_ce):
+    cpu = load_cross_encoder(tiny_ce[1], "cpu").score("breast cancer", DOCS)
+    gpu = load_cross_encoder(tiny_ce[1], "cuda", dtype="fp16")
+    assert gpu.model.dtype == torch.float16
+    np.testing.assert_allclose(gpu.score("breast cancer", DOCS), cpu, atol=2e-2)
