@@ -110,14 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the server")
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="config override for the server")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "load.md"))
     args = ap.parse_args(argv)
 
     home = Path(args.home).resolve()
+    load_before = os.getloadavg()
     queries = load_queries(home)
     port = free_port()
-    extra = [x for o in args.overrides for x in ("--set", o)]
+    workers = args.workers
+    extra = [x for o in args.overrides + [f"serve.workers={workers}"] for x in ("--set", o)]
     proc = start_server(home, port, extra)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -140,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         stage = name.split('stage="')[1].split('"')[0]
         stage_ms.setdefault(stage, {})["sum" if "_sum" in name else "count"] = float(value)
     stages = health["stages"]
-    funnel_note = ("the full funnel" if health["pipeline"] else
-                   "BM25 recall + re-rank only: no trained coarse/fine model in this home (the funnel's "
-                   "models were not built here), so this measures the API and BM25 path")
+    missing = [s for s in ("coarse", "fine") if s not in stages]
+    funnel_note = ("the full funnel" if not missing else
+                   f"not the full funnel: no trained {' or '.join(missing)} model in this home, so those "
+                   "stages were skipped")
     cmd = "python benchmarks/load.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = [
         "| clients | seconds | requests | throughput (req/s) | p50 ms | p95 ms | p99 ms | max ms | errors |",
@@ -155,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     out = "\n".join([
         "# Query API under load",
         "",
-        f"- Machine: {machine()}; server and clients share it.",
+        f"- Machine: {machine()}; server and clients share it. Load average before the run: "
+        f"{load_before[0]:.1f} (1 min) — other jobs were running on this shared VM.",
         f"- Command: `{cmd}`",
-        f"- Server: `funnel serve` (1 uvicorn worker), home with {health['docs']} documents, profile "
+        f"- Server: `funnel serve` ({workers} uvicorn worker(s)), home with {health['docs']} documents, profile "
         f"`{args.profile}`, stages {' -> '.join(stages)} ({funnel_note}).",
         f"- Load: {args.clients} concurrent clients (httpx, asyncio), POST /search k={args.k}, "
         f"{len(queries)} distinct queries cycled, for {args.seconds:.0f} s. Status counts: {statuses}.",

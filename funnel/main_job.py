@@ -177,8 +177,13 @@ def start_api(service, config: Config):
 
 
 def run_demo(config: Config, *, site_dir: str | Path | None = None, max_pages: int = 2000, use_spark: bool = True,
-             dense: bool = True, serve: bool = True, progress: bool = True) -> DemoReport:
-    """Build the demo home from a served site and (unless ``serve=False``) serve it until interrupted."""
+             dense: bool = True, serve: bool = True, models: str | Path | None = None,
+             progress: bool = True) -> DemoReport:
+    """Build the demo home from a served site and (unless ``serve=False``) serve it until interrupted.
+
+    ``models``: a folder of trained models (a home's ``models/``: coarse, cross-encoder, dual-encoder)
+    copied into the demo home, so the crawled site is ranked by the whole funnel.
+    """
     t_all = time.perf_counter()
     home = Path(config.paths.home) / "demo"
     if home.exists():
@@ -186,6 +191,10 @@ def run_demo(config: Config, *, site_dir: str | Path | None = None, max_pages: i
     home.mkdir(parents=True)
     config = replace(config, paths=replace(config.paths, home=str(home)))
     report = DemoReport(home)
+    if models is not None:
+        if not Path(models).is_dir():
+            raise FunnelError(f"--models {models} is not a folder (expected a home's models/ folder)")
+        shutil.copytree(models, config.paths.models)
 
     t0 = time.perf_counter()
     if site_dir is not None:
@@ -210,9 +219,8 @@ def run_demo(config: Config, *, site_dir: str | Path | None = None, max_pages: i
             report.skip("dense index", "--no-dense given")
         for path in ("coarse", "cross-encoder"):
             if not (config.paths.models / path).exists():
-                report.skip(f"{path} model", "a crawled site has no relevance judgements to train it on; "
-                                             "the funnel serves recall + re-rank (train on a BEIR corpus with "
-                                             "`funnel build` and copy HOME/models to use them here)")
+                report.skip(f"{path} model", "a crawled site has no judgements to train it on; pass "
+                                             "--models HOME/models of a home trained with `funnel build`")
         from api.service import SearchService
 
         t0 = time.perf_counter()
@@ -265,10 +273,12 @@ def register(sub) -> None:
     p.add_argument("--no-spark", action="store_true", help="local index builder and PageRank instead of Spark")
     p.add_argument("--no-dense", action="store_true", help="skip the dense index (MiniLM encoding)")
     p.add_argument("--no-serve", action="store_true", help="build, run the sample queries and exit")
+    p.add_argument("--models", help="trained models to rank with (a home's models/ folder, e.g. .funnel/models "
+                                    "after `funnel build` on SciFact); without, the funnel is recall + re-rank")
     p.set_defaults(handler=_demo)
 
 
 def _demo(args, config) -> int:
     run_demo(config, site_dir=args.site_dir, max_pages=args.max_pages, use_spark=not args.no_spark,
-             dense=not args.no_dense, serve=not args.no_serve, progress=not args.quiet)
+             dense=not args.no_dense, serve=not args.no_serve, models=args.models, progress=not args.quiet)
     return 0

@@ -112,11 +112,21 @@ def test_dashboard_renders_a_query_in_chromium(dashboard_url, browser, full_serv
     time.sleep(1.0)
     out = _shot_dir(tmp_path)
     assert browser.save_screenshot(str(out / "dashboard_search.png"))
-    inspect = browser.find_element(By.XPATH, "//*[contains(normalize-space(.), 'Inspect a result')]")
-    browser.execute_script("arguments[0].scrollIntoView();", inspect)
-    _wait_text(browser, "LightGBM feature contributions")
-    time.sleep(1.0)
-    assert browser.save_screenshot(str(out / "dashboard_inspect.png"))
-    for name in ("dashboard_search.png", "dashboard_inspect.png"):
+    for heading, name in (("Each stage's ranking", "dashboard_stages.png"), ("Inspect a result", "dashboard_inspect.png")):
+        h3 = browser.find_element(By.XPATH, f"//h3[contains(normalize-space(.), {heading!r})]")
+        browser.execute_script("arguments[0].scrollIntoView();", h3)
+        if name == "dashboard_inspect.png":
+            _wait_text(browser, "LightGBM feature contributions")
+            WebDriverWait(browser, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "canvas, svg.marks")) >= 4)
+        time.sleep(1.0)
+        assert browser.save_screenshot(str(out / name))
+    browser.find_element(By.XPATH, "//label[contains(normalize-space(.), 'Links & PageRank')]").click()
+    _wait_text(browser, "Top pages by PageRank")
+    _wait_text(browser, "3 links in the store.")
+    time.sleep(1.5)
+    assert browser.save_screenshot(str(out / "dashboard_pagerank.png"))
+    names = ("dashboard_search.png", "dashboard_stages.png", "dashboard_inspect.png", "dashboard_pagerank.png")
+    assert len({(out / n).read_bytes() for n in names}) == len(names)  # four different views
+    for name in names:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a rendered page, not a blank one

@@ -35,6 +35,22 @@ def site(tmp_path_factory) -> Path:
     return root
 
 
+def test_demo_ranks_with_given_models(site, tmp_path, tiny_dir):
+    """--models: trained models are copied in and the funnel's coarse stage ranks the crawled pages."""
+    from funnel.config import load_config
+    from funnel.main_job import run_demo
+    from ranking.backbone import load_tokenizer
+    from ranking.cross_encoder import build_cross_encoder, save_cross_encoder
+
+    models = tmp_path / "models"
+    save_cross_encoder(build_cross_encoder("tiny"), load_tokenizer("tiny"), models / "cross-encoder", {"max_length": 64})
+    config = load_config(None, [f'paths.home="{tmp_path / "h"}"'])
+    report = run_demo(config, site_dir=site, use_spark=False, dense=False, serve=False, models=models, progress=False)
+    assert (report.home / "models" / "cross-encoder" / "config.json").exists()
+    service_step = dict((s[0], s[1]) for s in report.steps)["search service"]
+    assert "fine" in service_step and not any(s.startswith("cross-encoder") for s in report.skipped)
+
+
 def test_demo_builds_a_searchable_home(site, tmp_path, capsys):
     from funnel.config import load_config
     from funnel.main_job import run_demo
