@@ -22,7 +22,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def tiny_config(tiny_home):
-    return load_config(None, [f'paths.home="{tiny_home}"'])
+    # BM25 recall: the tiny home has no dense index, and this keeps the API tests off the dense module
+    return load_config(None, [f'paths.home="{tiny_home}"', 'pipeline.recall="bm25"'])
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +50,8 @@ def live_server(tiny_home):
     """`funnel serve` in its own process, as a user starts it; yields its base URL."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "funnel.cli", "-q", "--home", str(tiny_home), "serve",
+    proc = subprocess.Popen([sys.executable, "-m", "funnel.cli", "-q", "--home", str(tiny_home),
+                             "--set", 'pipeline.recall="bm25"', "serve",
                              "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
