@@ -41,9 +41,12 @@ def _run(args, config) -> int:
     from index.analyze import Analyzer
     from pipelines.session import spark_session
 
+    from pyspark.sql import SparkSession
+
     t0 = time.perf_counter()
     parquet = _export(args, config)
     features = Path(config.paths.home) / "features"
+    owned = SparkSession.getActiveSession() is None  # a caller's session (tests, notebooks) is left running
     spark = spark_session(config.spark, args.master, app_name=f"funnel-{args.job}")
     master = spark.sparkContext.master
     try:
@@ -72,6 +75,7 @@ def _run(args, config) -> int:
                              pagerank_path=pr, pagerank=config.pagerank)
             print(f"features {features / 'doc_features.parquet'} (pagerank {pr}) [{master}]")
     finally:
-        spark.stop()
+        if owned:
+            spark.stop()
     print(f"{time.perf_counter() - t0:.1f}s")
     return 0
