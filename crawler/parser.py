@@ -1,11 +1,12 @@
 """Page parsing: bytes -> title, main text and outlinks with anchor text (selectolax's Lexbor parser).
 
 Pure functions, no I/O. Charset: UTF-8 when the bytes are valid UTF-8, else the declared charset (header, then
-``<meta charset>``), else charset_normalizer's guess; so a page that lies
+``<meta charset>``), else charset_normalizer's guess for non-Latin scripts, else windows-1252; so a page that lies
 about its charset still reads right. ``<script>``, ``<style>`` and friends are removed before the
 text is taken (Lexbor's ``text()`` would include them). ``<base href>`` sets the base of relative
 links; ``rel=nofollow`` links and ``<meta name=robots content=nofollow>`` pages give no outlinks to
-follow; ``<link rel=canonical>`` is reported for the crawler to decide.
+follow; ``<link rel=canonical>`` is reported for the crawler to decide. The text is the page's
+``<main>`` (or ``role=main``) element when there is one, else the body.
 """
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from selectolax.lexbor import LexborHTMLParser
 from crawler.urls import absolutize
 
 _DROP = "script, style, noscript, template, svg, iframe, object, embed"
+_NON_LATIN = frozenset({
+    "cp1251", "koi8_r", "koi8_u", "iso8859_5", "mac_cyrillic", "cp866", "cp1253", "iso8859_7", "cp1255",
+    "iso8859_8", "cp1256", "iso8859_6", "shift_jis", "cp932", "euc_jp", "iso2022_jp", "gb2312", "gbk", "gb18030",
+    "big5", "big5hkscs", "euc_kr", "cp949", "johab", "tis_620", "cp874"})
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
 
 
@@ -55,10 +60,13 @@ def decode(body: bytes, declared: str | None = None, html: bool = True) -> str:
             return body.decode(name)
         except (UnicodeDecodeError, LookupError):
             continue
+    # Undeclared (or wrongly declared) legacy bytes. Detectors cannot tell the Latin code pages apart on
+    # short texts (French cp1252 comes back as "cp1257, Hungarian"), so like browsers (WHATWG) we default
+    # to windows-1252 and trust the detector only for scripts it tells apart well: CJK, Cyrillic, Greek, ...
     from charset_normalizer import from_bytes
 
     best = from_bytes(body[:200_000]).best()
-    if best is not None and best.encoding:
+    if best is not None and best.encoding in _NON_LATIN:
         return body.decode(best.encoding, "replace")
     return body.decode("cp1252", "replace")
 
@@ -106,8 +114,12 @@ def parse_html(html: str, url: str) -> ParsedPage:
             seen.add(target)
             page.links.append((target, clean_text(a.text(deep=True)) if a.tag == "a" else (attrs.get("alt") or "")))
     tree.strip_tags(_DROP.split(", "))
-    body = tree.body
-    page.text = clean_text(body.text(separator=" ") if body is not None else tree.root.text(separator=" "))
+    # Main text: the page's declared main content (<main>, role=main: javadoc, Sphinx) when it has one,
+    # so navigation repeated on every page does not dilute the index; else the whole body.
+    node = tree.css_first("main, [role=main]") or tree.body or tree.root
+    page.text = clean_text(node.text(separator=" "))
+    if not page.text and node is not tree.body and tree.body is not None:
+        page.text = clean_text(tree.body.text(separator=" "))
     return page
 
 
