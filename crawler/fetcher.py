@@ -109,7 +109,8 @@ class Fetcher:
                                          resolver=GuardedResolver(self.allow_private))
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=self.timeout, auto_decompress=True,
-            headers={"User-Agent": self.user_agent, "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5",
+            headers={"User-Agent": self.user_agent,
+                     "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5",
                      "Accept-Encoding": "gzip, deflate"})
         return self
 

@@ -13,7 +13,8 @@ Files
   ``status`` (last HTTP status), ``doc_id`` (the document this URL ended up as: itself, the target
   of a redirect or ``rel=canonical``, or the page it duplicates), ``error`` (why it failed or was
   skipped), ``fetched_at`` (unix seconds), ``requested`` (1 if this URL itself was fetched: what
-  ``max_pages`` counts; 0 for a robots.txt skip or a redirect/canonical target recorded in passing). Rows are taken in insertion order (breadth first).
+  ``max_pages`` counts; 0 for a robots.txt skip or a redirect/canonical target recorded in passing).
+  Rows are taken in insertion order (breadth first).
 """
 from __future__ import annotations
 
