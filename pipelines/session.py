@@ -24,7 +24,14 @@ def spark_session(config: SparkConfig | None = None, master: str | None = None, 
     except ImportError:
         raise MissingDependencyError("pyspark", "'pyspark[sql]'", "the Spark pipelines") from None
     builder = SparkSession.builder.appName(app_name)
-    submitted = SparkConf().contains("spark.master")  # set by spark-submit
+    # spark-submit starts the JVM first and passes its port; its settings then live in the JVM's conf
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    if submitted:
+        from pyspark import SparkContext
+
+        SparkContext._ensure_initialized()
+    conf = SparkConf()
+    submitted = submitted and conf.contains("spark.master")
     if master or not submitted:
         builder = builder.master(master or config.master)
     settings = {
@@ -38,7 +45,7 @@ def spark_session(config: SparkConfig | None = None, master: str | None = None, 
         "spark.ui.showConsoleProgress": "false",
     }
     for key, value in settings.items():
-        if not (submitted and SparkConf().contains(key)):
+        if not (submitted and conf.contains(key)):
             builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
