@@ -34,10 +34,21 @@ FEATURES = ("bm25", "bm25_title", "title_coverage", "coverage", "idf_coverage", 
 class DocInfo:
     """What the ranking stages need of a document, analysed once and cached."""
     title_terms: list[str]
-    terms: list[str]  # analysed title + body, in order (positions for proximity)
+    terms: list[str]  # analysed title + body, in order
     text: str  # "title. body": what the cross-encoder reads
     host: str
     fetched_at: float | None
+    positions: dict[str, np.ndarray] = field(default_factory=dict)  # term -> its positions in `terms`
+    title_tf: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        # Indexed once per document, so a query's features only look its terms up.
+        pos: dict[str, list[int]] = {}
+        for p, t in enumerate(self.terms):
+            pos.setdefault(t, []).append(p)
+        self.positions = {t: np.asarray(v) for t, v in pos.items()}
+        for t in self.title_terms:
+            self.title_tf[t] = self.title_tf.get(t, 0) + 1
 
 
 class DocCache:
@@ -125,25 +136,30 @@ def compute_features(ctx: FeatureContext, query: str, ords: np.ndarray, doc_ids:
     X[:, col["query_mean_idf"]] = idf.mean() if len(idf) else 0.0
     k1 = r.config.k1
     n_nodes = max(len(ctx.pagerank), 1)
+    idf_of = dict(zip(uniq, idf.tolist()))
+    nq = len(uniq)
+    rows = np.zeros((n, 5), dtype=np.float64)  # bm25_title, title_coverage, coverage, idf_coverage, proximity
+    # Plain Python per candidate: a handful of dict lookups beats numpy's per-call overhead here.
     for row, info in enumerate(ctx.docs.get(doc_ids)):
-        if ctx.pagerank:
-            X[row, col["pagerank"]] = np.log1p(n_nodes * ctx.pagerank.get(doc_ids[row], 0.0))
-        if info is None or not uniq:
+        if info is None or not nq:
             continue
-        title_tf = {}
-        for t in info.title_terms:
-            title_tf[t] = title_tf.get(t, 0) + 1
-        positions = {}
-        for p, t in enumerate(info.terms):
-            positions.setdefault(t, []).append(p)
-        in_title = np.array([t in title_tf for t in uniq])
-        in_doc = np.array([t in positions for t in uniq])
-        tf_title = np.array([title_tf.get(t, 0) for t in uniq], dtype=np.float64)
-        X[row, col["bm25_title"]] = float((idf * tf_title * (k1 + 1) / (tf_title + k1)).sum())
-        X[row, col["title_coverage"]] = in_title.mean()
-        X[row, col["coverage"]] = in_doc.mean()
-        X[row, col["idf_coverage"]] = float(idf[in_doc].sum()) / idf_total
-        matched = [np.asarray(positions[t]) for t in uniq if t in positions]
-        if matched:
-            X[row, col["proximity"]] = len(matched) / shortest_window(matched)
+        title_tf, positions = info.title_tf, info.positions
+        tscore = tcov = cov = icov = 0.0
+        matched = []
+        for t in uniq:
+            tf = title_tf.get(t, 0)
+            if tf:
+                tscore += idf_of[t] * tf * (k1 + 1) / (tf + k1)
+                tcov += 1
+            p = positions.get(t)
+            if p is not None:
+                cov += 1
+                icov += idf_of[t]
+                matched.append(p)
+        rows[row] = (tscore, tcov / nq, cov / nq, icov / idf_total,
+                     len(matched) / shortest_window(matched) if matched else 0.0)
+    for j, name in enumerate(("bm25_title", "title_coverage", "coverage", "idf_coverage", "proximity")):
+        X[:, col[name]] = rows[:, j]
+    if ctx.pagerank:
+        X[:, col["pagerank"]] = np.log1p(n_nodes * np.array([ctx.pagerank.get(d, 0.0) for d in doc_ids]))
     return X

@@ -16,13 +16,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from funnel.config import Config
 from funnel.errors import FunnelError
-from ranking.stages import Candidates, Request, StageTrace
+from ranking.stages import Candidates, Request
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,6 @@ class Pipeline:
                     device: str | None = None) -> "Pipeline":
         """Open the index, store and trained models under ``config.paths.home`` for `profile`."""
         from funnel.store import DocumentStore
-        from index.analyze import Analyzer
         from index.pagerank import load_pagerank
         from index.searcher import Bm25Retriever
         from ranking.features import DocCache, FeatureContext

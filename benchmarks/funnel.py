@@ -1,0 +1,138 @@
+"""The ranking funnel stage by stage on a BEIR split: BM25 -> + hybrid recall -> + coarse -> + fine -> + rerank.
+
+For each stage: nDCG@10 and Recall@100 of the list the funnel returns if it stops after that stage
+(`ranking.pipeline.cascade_runs`), and the stage's p50/p95 latency per query; the last row is the
+whole query. Before the timed run, the cross-encoder/coarse fusion weight (``pipeline.fine_weight``:
+fine score = CE logit + w x coarse score) is swept on the same split from one pass of CE scores
+(tune on dev only: SciFact's test judgements are not used anywhere).
+
+    .venv/bin/python benchmarks/funnel.py --home HOME --data ../shared/data/scifact --split dev --profile cpu
+
+HOME must hold the index and the trained models (`funnel build --data DIR`, or `funnel train ...`).
+Writes ``benchmarks/results/funnel.md`` (or ``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()}-core CPU VM ({platform.machine()}), {gpu}, torch threads {torch.get_num_threads()}"
+
+
+def sweep_fine_weight(pipe, queries, qrels, weights):
+    """nDCG@10 of the fine stage's cascade for each fusion weight, from one pass of CE logits."""
+    from ranking.evaluate import evaluate
+    from ranking.pipeline import cascade_runs
+
+    runs = {w: {} for w in weights}
+    for qid in sorted(q for q in qrels if q in queries):
+        res = pipe.search(queries[qid], 100)
+        tr = {t.stage: t for t in res.trace}
+        coarse = dict(zip(tr["coarse"].doc_ids, tr["coarse"].scores.tolist()))
+        ce = dict(zip(tr["fine"].doc_ids, tr["fine"].scores.tolist()))  # fine_weight 0: pure CE logits
+        base = cascade_runs(res)["coarse"]
+        for w in weights:
+            top = sorted(ce, key=lambda d: (-(ce[d] + w * coarse[d]), d))
+            ids = top + [d for d in base if d not in ce]
+            runs[w][qid] = {d: float(len(ids) - i) for i, d in enumerate(ids[:100])}
+    return {w: evaluate(run, qrels, ("nDCG@10",))["nDCG@10"] for w, run in runs.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--home", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--split", default="dev")
+    ap.add_argument("--profile", default="cpu", choices=["cpu", "gpu"])
+    ap.add_argument("--weights", default="0,0.25,0.5,1,2,4,8", help="fine_weight values to sweep ('' to skip)")
+    ap.add_argument("--set", action="append", default=[], dest="overrides", help="config override section.key=value")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "funnel.md"))
+    args = ap.parse_args()
+
+    from crawler.beir import read_qrels, read_queries
+    from funnel.config import load_config
+    from ranking.evaluate import format_table
+    from ranking.pipeline import Pipeline, evaluate_pipeline
+
+    config = load_config(None, [f'paths.home="{args.home}"'] + args.overrides)
+    queries, qrels = read_queries(Path(args.data)), read_qrels(Path(args.data), args.split)
+    t_start = time.time()
+    notes = []
+
+    bm25_pipe = Pipeline.from_config(replace(config, pipeline=replace(config.pipeline, recall="bm25")),
+                                     args.profile, stages=[])
+    bm25 = evaluate_pipeline(bm25_pipe, queries, qrels, progress=True)
+    bm25_pipe.close()
+
+    weights = [float(w) for w in args.weights.split(",") if w.strip()]
+    sweep = {}
+    if weights:
+        pipe0 = Pipeline.from_config(replace(config, pipeline=replace(config.pipeline, fine_weight=0.0)), args.profile)
+        if {"coarse", "fine"} <= set(pipe0.stage_names):
+            sweep = sweep_fine_weight(pipe0, queries, qrels, weights)
+            best = max(sweep, key=lambda w: (sweep[w], -abs(w - 1)))
+            config = replace(config, pipeline=replace(config.pipeline, fine_weight=best))
+            notes.append(f"fine_weight swept on {args.split}: " +
+                         ", ".join(f"{w:g} -> {v:.4f}" for w, v in sweep.items()) + f"; used {best:g}")
+        pipe0.close()
+
+    pipe = Pipeline.from_config(config, args.profile)
+    full = evaluate_pipeline(pipe, queries, qrels, progress=True)
+    stages = pipe.stage_names
+    fine_depth = next((s.depth for s, _ in pipe.stages if s.name == "fine"), None)
+    pipe.close()
+
+    label = {"bm25": "BM25 recall", "hybrid": "+ hybrid recall (BM25 + dense, RRF)", "dense": "dense recall",
+             "coarse": "+ coarse (LightGBM LambdaMART)",
+             "fine": f"+ fine (cross-encoder, top {fine_depth})", "rerank": "+ rerank (dedup, MMR, rules)"}
+    rows = [{"stage": "BM25 alone", **{k: bm25["stages"][0][k] for k in ("nDCG@10", "Recall@100", "p50_ms", "p95_ms")}}]
+    for r in full["stages"]:
+        rows.append({"stage": label.get(r["stage"], r["stage"]),
+                     **{k: r[k] for k in ("nDCG@10", "Recall@100", "p50_ms", "p95_ms")}})
+    rows.append({"stage": f"whole query ({args.profile} profile)", "nDCG@10": full["stages"][-1]["nDCG@10"],
+                 "Recall@100": full["stages"][-1]["Recall@100"], **full["total"]})
+    for r in rows:
+        for k in ("p50_ms", "p95_ms"):
+            r[k] = f"{r[k]:.1f}"
+    table = format_table(rows, ["stage", "nDCG@10", "Recall@100", "p50_ms", "p95_ms"])
+    cmd = "python benchmarks/funnel.py " + " ".join(sys.argv[1:])
+    pc = config.pipeline
+    text = "\n".join([
+        "# Ranking funnel, stage by stage",
+        "",
+        f"- machine: {machine()} (2-core CPU VM shared with other jobs while measured, no GPU)",
+        f"- command: `{cmd}`",
+        f"- data: {args.data} [{args.split}], {full['queries']} judged queries; stages: {' -> '.join(stages)}",
+        f"- candidate counts: recall {pc.recall_k} -> coarse {pc.coarse_k} -> fine {fine_depth} -> final {pc.final_k} "
+        f"(nDCG/Recall of each row: the funnel's list had it stopped after that stage, lists cut at 100)",
+        f"- latency: milliseconds per query and stage (p50/p95 over the split, after 3 warm-up queries); "
+        f"fine max length {pc.cpu_fine_max_length if args.profile == 'cpu' else pc.gpu_fine_max_length} tokens",
+        *[f"- {n}" for n in notes],
+        f"- wall time of this script: {time.time() - t_start:.0f} s",
+        "",
+        table,
+        "",
+    ])
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
