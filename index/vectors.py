@@ -138,8 +138,8 @@ class VectorIndex:
     """
 
     def __init__(self, index_dir: str | Path, *, backend: str = "auto", device: str = "cpu",
-                 nlist: int = 0, nprobe: int = 32, hnsw_m: int = 32, ef_search: int = 256,
-                 ef_construction: int = 200, seed: int = 0):
+                 nlist: int = 0, nprobe: int = 128, hnsw_m: int = 16, ef_search: int = 512,
+                 ef_construction: int = 100, seed: int = 0):
         self.dir = Path(index_dir)
         manifest = read_manifest(self.dir)
         if manifest is None:
