@@ -224,6 +224,10 @@ class SearchService:
     def pipeline(self, profile: str | None = None):
         return self.pipelines[profile or self.default_profile]
 
+    def exclusive(self, profile: str | None = None) -> threading.Lock:
+        """The lock a profile's pipeline runs under: hold it to use that pipeline's models directly."""
+        return self._locks[profile or self.default_profile]
+
     # -- queries ---------------------------------------------------------
     def rank(self, query: str, k: int, profile: str | None = None) -> Candidates:
         """Final candidates (best first) with their per-stage trace."""

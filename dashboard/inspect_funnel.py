@@ -114,14 +114,16 @@ def cross_encoder_attention(service: SearchService, profile: str, query: str, do
     enc = tok([query], [text], truncation="only_second", max_length=enc_model.max_length, return_tensors="pt")
     enc = {k: v.to(enc_model.device) for k, v in enc.items()}
     previous = getattr(model.config, "_attn_implementation", None)
-    try:  # fused (sdpa) attention returns no weights: compute this one pair with the eager kernel
-        if previous not in (None, "eager") and hasattr(model, "set_attn_implementation"):
-            model.set_attn_implementation("eager")
-        with torch.inference_mode():
-            out = model(**enc, output_attentions=True)
-    finally:
-        if previous not in (None, "eager") and hasattr(model, "set_attn_implementation"):
-            model.set_attn_implementation(previous)
+    switch = previous not in (None, "eager") and hasattr(model, "set_attn_implementation")
+    with service.exclusive(profile):  # the model is shared with the pipeline: no query runs meanwhile
+        try:  # fused (sdpa) attention returns no weights: compute this one pair with the eager kernel
+            if switch:
+                model.set_attn_implementation("eager")
+            with torch.inference_mode():
+                out = model(**enc, output_attentions=True)
+        finally:
+            if switch:
+                model.set_attn_implementation(previous)
     if not out.attentions:
         return None
     last = out.attentions[-1][0].float().mean(0).cpu().numpy()  # (seq, seq), mean over heads
