@@ -125,6 +125,23 @@ def child_ceiling(list_file: str, concurrency: int) -> None:
     asyncio.run(main())
 
 
+def body_text(root) -> str:
+    """Visible body text from an lxml tree, script/style excluded, in one linear pass.
+
+    (The XPath idiom ``//body//text()[not(ancestor::script) and not(ancestor::style)]`` ran for
+    more than 5 minutes on one of javadoc's 5-6 MB index pages, so Scrapy would not finish.)
+    """
+    body = root.find("body")
+    body = root if body is None else body
+    out = []
+    for el in body.iter():
+        if isinstance(el.tag, str) and el.tag not in ("script", "style") and el.text:
+            out.append(el.text)
+        if el is not body and el.tail:
+            out.append(el.tail)
+    return " ".join(" ".join(out).split())
+
+
 def child_scrapy(start: str, prefix: str, feed: str, concurrency: int, max_pages: int, with_text: bool) -> None:
     from scrapy.crawler import CrawlerProcess
     from scrapy.linkextractors import LinkExtractor
@@ -142,9 +159,7 @@ def child_scrapy(start: str, prefix: str, feed: str, concurrency: int, max_pages
         def parse_page(self, response):
             item = {"url": response.url, "title": response.xpath("//title/text()").get(default="")}
             if with_text:
-                text = " ".join(response.xpath(
-                    "//body//text()[not(ancestor::script) and not(ancestor::style)]").getall())
-                item["text"] = " ".join(text.split())
+                item["text"] = body_text(response.selector.root)
             yield item
 
     settings = {
@@ -174,7 +189,12 @@ def main() -> None:
     site_root = api.parent
     only = set(args.only or ["ceiling", "funnel", "scrapy"])
     max_pages = args.max_pages or 1_000_000
-    rows = []
+    rows: list = []
+
+    def done(row):
+        rows.append(row)
+        print(f"{row[0]}: {row[1]} pages in {row[2]:.1f}s (CPU {row[3]:.1f}s)", file=sys.stderr, flush=True)
+
     with tempfile.TemporaryDirectory(prefix="crawlbench-") as tmp_s:
         tmp = Path(tmp_s)
         nginx, port = start_nginx(site_root, tmp)
@@ -187,7 +207,7 @@ def main() -> None:
                 (tmp / "urls.txt").write_text("\n".join(f"{base}/api/{p.relative_to(api).as_posix()}" for p in pages))
                 wall, cpu, rss, rc = run_measured([py, __file__, "--child-ceiling", str(tmp / "urls.txt"),
                                               str(args.concurrency)])
-                rows.append(("server ceiling (bare aiohttp GET loop, known URL list)", len(pages), wall, cpu, rss, rc,
+                done(("server ceiling (bare aiohttp GET loop, known URL list)", len(pages), wall, cpu, rss, rc,
                              "-"))
             if "funnel" in only:
                 home = tmp / "funnel-home"
@@ -202,7 +222,7 @@ def main() -> None:
                 links = con.execute("SELECT COUNT(*) FROM links").fetchone()[0]
                 fcon = sqlite3.connect(home / "crawl" / "frontier.sqlite")
                 handled = fcon.execute("SELECT COUNT(*) FROM urls WHERE state != 0").fetchone()[0]
-                rows.append(("Funnel (aiohttp + selectolax, SQLite store)", handled, wall, cpu, rss, rc,
+                done(("Funnel (aiohttp + selectolax, SQLite store)", handled, wall, cpu, rss, rc,
                              f"{stored} docs, {links} links"))
             if "scrapy" in only:
                 import scrapy
@@ -214,7 +234,7 @@ def main() -> None:
                     wall, cpu, rss, rc = run_measured(cmd)
                     items = sum(1 for _ in feed.open()) if feed.exists() else 0
                     what = "url, title, body text" if with_text else "url and title only, no text: a lower bound"
-                    rows.append((f"Scrapy {scrapy.__version__} (CrawlSpider; items: {what})", items, wall, cpu, rss, rc,
+                    done((f"Scrapy {scrapy.__version__} (CrawlSpider; items: {what})", items, wall, cpu, rss, rc,
                                  f"{items} items (JSON lines)"))
         finally:
             nginx.terminate()
