@@ -166,7 +166,7 @@ def main() -> None:
     import torch
     header = [
         "# PageRank: networkx vs Funnel single-machine vs Funnel Spark", "",
-        f"Machine: 2-core CPU VM, no GPU (shared with other jobs); {platform.python_version()}, "
+        f"Machine: 2-core CPU VM, no GPU (shared with other jobs); Python {platform.python_version()}, "
         f"torch {torch.__version__}, Spark {spark_version}.",
         f"Command: `.venv/bin/python benchmarks/pagerank.py --nodes {args.nodes} --edges {args.edges} "
         f"{'--networkx-big ' if args.networkx_big else ''}"
@@ -175,7 +175,7 @@ def main() -> None:
         "(networkx gets tol / N, its own rule being N * tol). Seconds are wall time of the PageRank call "
         "from integer edge arrays (networkx: from a built DiGraph). GPU figure: not measured (no GPU this session).",
         "",
-        "| graph | nodes | edges | method | seconds | iterations | L1 error | note |",
+        "| graph | nodes | edges (with duplicates) | method | seconds | iterations | L1 error | note |",
         "|---|---|---|---|---|---|---|---|",
     ]
     text = "\n".join(header + rows) + "\n"

@@ -57,7 +57,7 @@ def _analyze_shard(settings: dict):
 
 def build_segment_spark(docs_df, analyzer: Analyzer, n_shards: int) -> SegmentData:
     """A DataFrame with columns seq, doc_id, title, text -> one segment in ``seq`` order."""
-    settings = {k: v for k, v in asdict(analyzer.config).items()}
+    settings = asdict(analyzer.config)
     shards = (docs_df.select("seq", "doc_id", "title", "text")
               .repartitionByRange(max(n_shards, 1), "seq")
               .sortWithinPartitions("seq")
