@@ -106,9 +106,18 @@ def crawl(seeds: list[str], store: DocumentStore, config: CrawlConfig, frontier_
     if fresh:
         for suffix in ("", "-wal", "-shm"):
             Path(str(frontier_file) + suffix).unlink(missing_ok=True)
+    frontier = Frontier(frontier_file)
+    saved = frontier.get_meta("scope")
+    if not hosts and not prefixes and saved:  # resuming: keep the scope the crawl started with
+        hosts = tuple(saved["hosts"]) + (() if saved["prefixes"] else tuple(host_key(u) for u in canon))
+        prefixes = tuple(saved["prefixes"])
+    if not canon and not hosts and not prefixes:
+        frontier.close()
+        raise InputError(f"{frontier_file} records no scope: give seed URLs (or --host/--prefix)")
     scope = Scope.for_seeds(canon, hosts=hosts, prefixes=prefixes, max_depth=config.max_depth,
                             max_url_length=config.max_url_length)
-    return asyncio.run(_Crawler(canon, store, config, Frontier(frontier_file), scope, progress).run())
+    frontier.set_meta("scope", {"hosts": sorted(scope.hosts), "prefixes": list(scope.prefixes)})
+    return asyncio.run(_Crawler(canon, store, config, frontier, scope, progress).run())
 
 
 class _HostSlot:

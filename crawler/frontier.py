@@ -15,9 +15,12 @@ Files
   skipped), ``fetched_at`` (unix seconds), ``requested`` (1 if this URL itself was fetched: what
   ``max_pages`` counts; 0 for a robots.txt skip or a redirect/canonical target recorded in passing).
   Rows are taken in insertion order (breadth first).
+- ``meta``: ``key`` -> JSON ``value``; ``scope`` = ``{"hosts": [...], "prefixes": [...]}``, so a resumed
+  crawl keeps the scope it started with.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import deque
 from collections.abc import Iterable
@@ -46,6 +49,7 @@ CREATE TABLE IF NOT EXISTS urls (
     requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS urls_state ON urls(state);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -121,6 +125,13 @@ class Frontier:
         for state, n in self._con.execute("SELECT state, COUNT(*) FROM urls GROUP BY state"):
             out[names[state]] = n
         return out
+
+    def get_meta(self, key: str):
+        row = self._con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value) -> None:
+        self._con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def requested(self) -> int:
         """How many URLs were fetched over all runs (what ``max_pages`` limits)."""

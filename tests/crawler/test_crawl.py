@@ -155,6 +155,9 @@ def test_max_pages_and_resume(tmp_path):
             first = crawl([base + "/"], store, cfg, tmp_path / "f.sqlite", progress=False)
             assert first.fetched == 3 and first.frontier_left > 0
             second = crawl([], store, replace(cfg, max_pages=8), tmp_path / "f.sqlite", progress=False)
+            frontier = Frontier(tmp_path / "f.sqlite")
+            assert frontier.get_meta("scope") == {"hosts": [base.removeprefix("http://")], "prefixes": []}
+            assert not [r for r in frontier.rows() if "example.com" in r[0]]  # the resumed crawl kept its scope
             assert second.fetched == 5  # the limit counts fetches over all runs of one frontier
             ids = [d.doc_id for d in store.iter_docs()]
             assert len(ids) == len(set(ids)) == first.stored + second.stored
