@@ -62,10 +62,19 @@ def serve_folder(root: Path, host: str = "127.0.0.1") -> tuple[http.server.Threa
     return server, f"http://{host}:{server.server_address[1]}/"
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
+def _port_or_free(host: str, port: int) -> int:
+    """`port` if it can be bound on `host`, else a free one (the demo must not fail on a busy 8000/8501)."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return port
+        except OSError:
+            pass
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        free = s.getsockname()[1]
+    print(f"[demo] port {port} is busy: using {free}", flush=True)
+    return free
 
 
 def crawl_site(config: Config, seed: str, report: DemoReport, max_pages: int, progress: bool) -> None:
@@ -239,7 +248,9 @@ def run_demo(config: Config, *, site_dir: str | Path | None = None, max_pages: i
         if not serve:
             service.close()
             return report
-        serve_config = replace(config, serve=replace(config.serve, port=config.serve.port or _free_port()))
+        sc = config.serve
+        serve_config = replace(config, serve=replace(sc, port=_port_or_free(sc.host, sc.port),
+                                                     dashboard_port=_port_or_free(sc.host, sc.dashboard_port)))
         api = start_api(service, serve_config)
         report.api_url = f"http://{serve_config.serve.host}:{serve_config.serve.port}"
         from dashboard.launch import run_dashboard
