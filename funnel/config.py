@@ -120,7 +120,7 @@ class ServeConfig:
 @dataclass(frozen=True)
 class CoarseConfig:
     """LightGBM LambdaMART over cheap features (`ranking.coarse`)."""
-    train_depth: int = 100  # recall candidates per training query (the lists LambdaMART learns to order)
+    train_depth: int = 200  # recall candidates per training query; keep it = pipeline.recall_k (what serving ranks)
     num_leaves: int = 15
     learning_rate: float = 0.05
     n_estimators: int = 500  # upper bound; early stopping on dev picks the number
@@ -160,7 +160,7 @@ class RerankConfig:
 class PipelineConfig:
     """The funnel's shape: stages and candidate counts, per profile."""
     recall: str = "auto"  # "bm25", "hybrid", "dense", or "auto" (hybrid when a dense index exists)
-    recall_k: int = 1000
+    recall_k: int = 200  # candidates the coarse ranker scores (= coarse.train_depth, the lists it learned on)
     coarse_k: int = 100
     final_k: int = 10
     cpu_fine_k: int = 20  # cross-encoder depth of the `cpu` profile (fits p95 <= 300 ms on 2 cores)

@@ -33,6 +33,7 @@ def candidate_lists(recall, ctx, queries: dict[str, str], qrels: dict[str, dict[
     for qid in tqdm(sorted(qrels), desc=desc, disable=not progress):
         req = Request(query=queries[qid], k=depth)
         cands = recall.rank(req, Candidates.empty(), depth)
+        cands = cands.take(np.arange(min(depth, len(cands))))  # a route may return more than asked
         if not len(cands):
             continue
         X = compute_features(ctx, req.query, cands.ords, cands.doc_ids, cands.features.get("dense"))
