@@ -27,6 +27,8 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
+    sys.path[0] = str(ROOT)  # run as a script: benchmarks/funnel.py must not shadow the funnel package
 
 
 def free_port() -> int:
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the server")
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="config override for the server")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "load.md"))
+    ap.add_argument("--append", action="store_true", help="add this run as a section of --out instead of replacing it")
     args = ap.parse_args(argv)
 
     home = Path(args.home).resolve()
@@ -145,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     stages = health["stages"]
     missing = [s for s in ("coarse", "fine") if s not in stages]
     funnel_note = ("the full funnel" if not missing else
-                   f"not the full funnel: no trained {' or '.join(missing)} model in this home, so those "
-                   "stages were skipped")
+                   f"not the full funnel: no {' or '.join(missing)} stage, either not trained in this home or "
+                   "turned off with pipeline.stages")
     cmd = "python benchmarks/load.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = [
         "| clients | seconds | requests | throughput (req/s) | p50 ms | p95 ms | p99 ms | max ms | errors |",
@@ -156,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     stage_table = ["| stage | mean ms per request (server side) |", "|---|---:|"] + [
         f"| {s} | {v['sum'] / max(v['count'], 1) * 1000:.2f} |" for s, v in stage_ms.items()]
+    title = "# Query API under load" if not args.append else f"## Run: stages {' -> '.join(stages)}"
     out = "\n".join([
-        "# Query API under load",
+        title,
         "",
         f"- Machine: {machine()}; server and clients share it. Load average before the run: "
         f"{load_before[0]:.1f} (1 min) — other jobs were running on this shared VM.",
@@ -174,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     ])
     print(out)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if args.append and Path(args.out).exists():
+        out = Path(args.out).read_text(encoding="utf-8").rstrip("\n") + "\n\n" + out
     Path(args.out).write_text(out, encoding="utf-8")
     return 0 if ok else 1
 
