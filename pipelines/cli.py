@@ -18,6 +18,10 @@ def register(sub) -> None:
         j = jobs.add_parser(name, help=help_text)
         j.add_argument("--master", help="Spark master URL (default: config spark.master, e.g. local[*])")
         j.add_argument("--input", metavar="DIR", help="an existing Parquet export to read instead of exporting")
+        if name == "pagerank":
+            j.add_argument("--method", choices=["auto", "dataframe", "driver"], default="auto",
+                           help="Spark DataFrame iterations, or collect the edges and iterate on the driver; "
+                                "auto: driver up to 20M links (default)")
         if name == "index":
             j.add_argument("--rebuild", action="store_true", help="index every document as one new index")
             j.add_argument("--shards", type=int, default=0, help="document shards (default spark.index_shards)")
@@ -64,9 +68,10 @@ def _run(args, config) -> int:
 
             c = config.pagerank
             res = run_pagerank_job(spark, parquet, features / "pagerank.parquet", c.damping, c.tol, c.max_iter,
-                                   collapse_duplicates=c.collapse_duplicates)
+                                   collapse_duplicates=c.collapse_duplicates, method=args.method)
             state = "converged" if res.converged else "NOT converged (raise pagerank.max_iter)"
-            print(f"pagerank {features / 'pagerank.parquet'}: {res.iterations} iterations, {state} [{master}]")
+            print(f"pagerank {features / 'pagerank.parquet'}: {res.iterations} iterations ({res.method}), "
+                  f"{state} [{master}]")
         else:
             from pipelines.features_job import run_features_job
 

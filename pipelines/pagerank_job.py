@@ -20,12 +20,18 @@ from pathlib import Path
 from funnel.errors import FunnelError, InputError
 
 
+# Up to this many links, `method="auto"` collects the edges and iterates on the driver (scipy): a graph
+# this size fits one machine, where each DataFrame iteration would cost a Spark job (seconds).
+DRIVER_MAX_EDGES = 20_000_000
+
+
 @dataclass
 class SparkPageRankResult:
-    ranks: object  # DataFrame (node: long, rank: double)
+    ranks: object  # DataFrame (node: long, rank: double); None when iterated on the driver
     iterations: int
     converged: bool
     seconds: float
+    method: str = "dataframe"  # or "driver"
 
 
 def weighted_edges(edges, collapse_duplicates: bool = True):
@@ -111,12 +117,17 @@ def _iterate(spark, edges, n_nodes, damping, tol, max_iter, personalization, dan
 
 
 def run_pagerank_job(spark, parquet_dir: str | Path, out_path: str | Path, damping: float = 0.85,
-                     tol: float = 1e-10, max_iter: int = 200, *, collapse_duplicates: bool = True) -> SparkPageRankResult:
+                     tol: float = 1e-10, max_iter: int = 200, *, collapse_duplicates: bool = True,
+                     method: str = "auto", driver_max_edges: int = DRIVER_MAX_EDGES) -> SparkPageRankResult:
     """PageRank of the documents in ``docs.parquet`` over ``links.parquet``; writes (doc_id, pagerank) Parquet.
 
     Nodes are the store's documents; a link counts when its ``dst`` is a document id (the crawler
-    stores canonical URLs as both).
+    stores canonical URLs as both). `method`: "dataframe" (Spark iterations, any size), "driver"
+    (Spark joins the ids, the driver iterates with `index.pagerank`) or "auto" (driver up to
+    `driver_max_edges` links). Both give the same ranks to rounding.
     """
+    if method not in ("auto", "dataframe", "driver"):
+        raise InputError(f"pagerank method must be auto, dataframe or driver, got {method!r}")
     from pyspark.sql import functions as F
 
     parquet_dir = Path(parquet_dir)
@@ -132,11 +143,34 @@ def run_pagerank_job(spark, parquet_dir: str | Path, out_path: str | Path, dampi
     edges = (links.join(ids.select(F.col("doc_id").alias("src"), F.col("node").alias("s")), "src")
              .join(ids.select(F.col("doc_id").alias("dst"), F.col("node").alias("d")), "dst")
              .select(F.col("s").alias("src"), F.col("d").alias("dst")))
-    res = pagerank_df(spark, edges, n, damping, tol, max_iter, collapse_duplicates=collapse_duplicates)
-    out = ids.join(res.ranks, "node").select("doc_id", F.col("rank").alias("pagerank"))
-    write_parquet_atomic(out, out_path)
+    if method == "auto":
+        edges = edges.cache()
+        method = "driver" if edges.count() <= driver_max_edges else "dataframe"
+    if method == "driver":
+        res = _pagerank_on_driver(ids, edges, n, damping, tol, max_iter, collapse_duplicates, out_path)
+    else:
+        res = pagerank_df(spark, edges, n, damping, tol, max_iter, collapse_duplicates=collapse_duplicates)
+        out = ids.join(res.ranks, "node").select("doc_id", F.col("rank").alias("pagerank"))
+        write_parquet_atomic(out, out_path)
+    edges.unpersist()
     ids.unpersist()
     return res
+
+
+def _pagerank_on_driver(ids, edges, n, damping, tol, max_iter, collapse_duplicates, out_path):
+    import numpy as np
+
+    from index.pagerank import adjacency, pagerank, save_pagerank
+
+    t0 = time.perf_counter()
+    e = edges.toArrow()
+    node_ids = ids.toArrow()
+    res = pagerank(adjacency(e.column("src").to_numpy(), e.column("dst").to_numpy(), n,
+                             collapse_duplicates=collapse_duplicates), damping, tol, max_iter)
+    doc_ids = np.empty(n, dtype=object)  # (n,) doc id of each node
+    doc_ids[node_ids.column("node").to_numpy()] = node_ids.column("doc_id").to_pylist()
+    save_pagerank(out_path, doc_ids.tolist(), res.scores)  # replaces an earlier run's file or folder
+    return SparkPageRankResult(None, res.iterations, res.converged, time.perf_counter() - t0, "driver")
 
 
 def write_parquet_atomic(df, out_path: str | Path) -> Path:

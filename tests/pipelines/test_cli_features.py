@@ -46,7 +46,7 @@ def test_pipeline_cli_index_pagerank_features(spark, site, tmp_path, capsys):
     # damping 0.5 converges in fewer iterations (each one is a Spark job); the semantics are the same
     base = ["--home", str(home), "-q", "--set", "pagerank.damping=0.5", "--set", "pagerank.tol=1e-9"]
     assert main(base + ["pipeline", "index", "--master", "local[2]"]) == 0
-    assert main(base + ["pipeline", "pagerank"]) == 0
+    assert main(base + ["pipeline", "pagerank"]) == 0  # small graph: iterated on the driver
     assert main(base + ["pipeline", "features"]) == 0
     assert main(base + ["search", "apples", "--json"]) == 0
     assert '"doc_id": "http://h/a.html"' in capsys.readouterr().out
