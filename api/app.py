@@ -24,6 +24,7 @@ from funnel.errors import FunnelError, InputError
 
 log = logging.getLogger(__name__)
 
+MAX_BODY_BYTES = 64 * 1024  # a search body is a few hundred bytes; anything far larger is refused with a 413
 _LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 
 
@@ -48,6 +49,46 @@ class Metrics:
         if result.candidates is not None:
             for t in result.candidates.trace:
                 self.stage.labels(result.profile, t.stage).observe(t.ms / 1000)
+
+
+class _BodyLimitMiddleware:
+    """Refuses request bodies over MAX_BODY_BYTES (by Content-Length, or while streaming) with a 413."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._refuse(send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send):
+        body = json.dumps({"error": f"request body over {self.limit} bytes", "detail": None}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class _MetricsMiddleware:
@@ -128,7 +169,8 @@ def create_app(service: SearchService) -> FastAPI:
                               f"{' -> '.join(service.stage_names())}).")
     app.state.service = service
     app.state.metrics = metrics
-    app.add_middleware(_MetricsMiddleware, metrics=metrics)
+    app.add_middleware(_BodyLimitMiddleware)
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)  # added last = outermost: counts the 413s too
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation(request: Request, exc: RequestValidationError):
@@ -168,7 +210,8 @@ def create_app(service: SearchService) -> FastAPI:
     def search_get(req: Annotated[SearchRequest, Query()]):  # type: ignore[valid-type]
         return run_search(req)
 
-    @app.post("/search", response_model=schemas.SearchResponse, responses=errors,
+    @app.post("/search", response_model=schemas.SearchResponse,
+              responses={413: {"model": schemas.ErrorResponse, "description": "body too large"}, **errors},
               summary="Search (parameters as a JSON body)")
     def search_post(req: SearchRequest):  # type: ignore[valid-type]
         return run_search(req)

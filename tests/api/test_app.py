@@ -160,3 +160,12 @@ def test_live_server_answers_concurrent_clients_like_one(live_server):
     assert len(results) == 96
     for q, hits in results:
         assert json.dumps(hits) == json.dumps(want[q])
+
+
+def test_oversized_body_gets_413(client):
+    from api.app import MAX_BODY_BYTES
+
+    resp = client.post("/search", content=b'{"q": "' + b"a" * MAX_BODY_BYTES + b'"}',
+                       headers={"content-type": "application/json"})
+    assert resp.status_code == 413 and "bytes" in resp.json()["error"]
+    assert client.post("/search", json={"q": "cancer"}).status_code == 200
