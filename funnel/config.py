@@ -200,7 +200,7 @@ class RecallConfig:
     """First-stage recall (`ranking.recall`): candidates per route and how routes are fused."""
     bm25_k: int = 1000  # candidates from the BM25 route
     dense_k: int = 1000  # candidates from the dense route
-    fusion: str = "rrf"  # "rrf" (reciprocal rank fusion) or "weighted" (min-max normalised scores)
+    fusion: str = "weighted"  # "weighted" (min-max normalised scores; best on SciFact dev) or "rrf" (reciprocal rank)
     rrf_k: int = 60  # RRF constant: score = sum over routes of 1 / (rrf_k + rank)
     dense_weight: float = 0.5  # weighted fusion: dense x w + bm25 x (1 - w), after normalising each route
     ann: str = "auto"  # vector search: "exact", "ivf", "hnsw", or "auto" (exact below 50k vectors or on GPU)
