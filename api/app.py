@@ -257,12 +257,14 @@ def serve(config, *, use_funnel: bool = True, log_level: str = "info") -> None:
     import uvicorn
 
     s = config.serve
-    print(f"API: http://{s.host}:{s.port}/search?q=...  (OpenAPI docs: http://{s.host}:{s.port}/docs)", flush=True)
+    banner = f"API: http://{s.host}:{s.port}/search?q=...  (OpenAPI docs: http://{s.host}:{s.port}/docs)"
     if s.workers > 1:
+        print(banner, flush=True)
         os.environ["FUNNEL_CONFIG_JSON"] = json.dumps(config.to_dict())
         os.environ["FUNNEL_USE_FUNNEL"] = "1" if use_funnel else "0"
         uvicorn.run("api.app:app_from_env", factory=True, host=s.host, port=s.port, workers=s.workers,
                     log_level=log_level)
         return
-    app = create_app(SearchService.open(config, use_funnel=use_funnel))
+    app = create_app(SearchService.open(config, use_funnel=use_funnel))  # fails here, before the banner
+    print(banner, flush=True)
     uvicorn.run(app, host=s.host, port=s.port, log_level=log_level)
