@@ -169,3 +169,11 @@ def test_oversized_body_gets_413(client):
                        headers={"content-type": "application/json"})
     assert resp.status_code == 413 and "bytes" in resp.json()["error"]
     assert client.post("/search", json={"q": "cancer"}).status_code == 200
+
+
+def test_serve_without_an_index_is_a_clear_cli_error(tmp_path, capsys):
+    from funnel.cli import main
+
+    assert main(["-q", "--home", str(tmp_path / "empty"), "serve"]) == 2
+    err = capsys.readouterr().err
+    assert "error: no index in" in err and "funnel index" in err
