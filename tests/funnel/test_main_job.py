@@ -121,3 +121,34 @@ def test_demo_serves_api_and_dashboard_until_interrupted(site, tmp_path):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert f"API:        http://127.0.0.1:{api}" in out and f"Dashboard:  http://127.0.0.1:{dash}" in out
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_demo_on_the_python_docs(tmp_path):
+    """The README's main job without the dense index and servers: Debian's python3.11-doc crawled from
+    loopback, Spark index and PageRank; the hubs lead PageRank and queries find the right pages."""
+    from crawler.sites import debian_site
+    from funnel.config import load_config
+    from funnel.main_job import run_demo, top_pages
+    from index.searcher import Bm25Retriever
+
+    try:
+        debian_site("python3.11-doc")
+    except Exception as exc:  # noqa: BLE001 - no apt-get or no network to the Debian mirror
+        pytest.skip(f"python3.11-doc not available: {exc}")
+    config = load_config(None, [f'paths.home="{tmp_path}"', "spark.shuffle_partitions=2"])
+    report = run_demo(config, use_spark=True, dense=False, serve=False, progress=False)
+    crawl = dict((s[0], s[1]) for s in report.steps)["crawl"]
+    assert int(crawl.split()[0]) >= 500, crawl
+    demo = replace_home(config, report.home)
+    hubs = {doc_id.rsplit("/", 1)[-1] for doc_id, _ in top_pages(demo, 5)}
+    assert {"index.html", "genindex.html", "py-modindex.html"} & hubs, hubs
+    hits = Bm25Retriever.open(report.home / "index").search("list comprehension", 5)
+    assert any(d.endswith("tutorial/datastructures.html") for d in hits.doc_ids), hits.doc_ids
+
+
+def replace_home(config, home):
+    from dataclasses import replace
+
+    return replace(config, paths=replace(config.paths, home=str(home)))
