@@ -73,22 +73,6 @@ def test_demo_builds_a_searchable_home(site, tmp_path, capsys):
     assert "SKIPPED dense index" in out and "top pages by PageRank" in out
 
 
-@pytest.mark.spark
-def test_demo_with_spark(site, tmp_path):
-    from funnel.config import load_config
-    from funnel.main_job import run_demo
-
-    config = load_config(None, [f'paths.home="{tmp_path}"', "spark.shuffle_partitions=2"])
-    report = run_demo(config, site_dir=site, use_spark=True, dense=False, serve=False, progress=False)
-    steps = [s[0] for s in report.steps]
-    try:
-        import pipelines.index_job  # noqa: F401
-    except ImportError:
-        assert "index (local)" in steps
-    else:
-        assert "index (Spark)" in steps and "PageRank (Spark)" in steps
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
