@@ -35,7 +35,7 @@ def site(tmp_path_factory) -> Path:
     return root
 
 
-def test_demo_ranks_with_given_models(site, tmp_path, tiny_dir):
+def test_demo_ranks_with_given_models(site, tmp_path):
     """--models: trained models are copied in and the funnel's coarse stage ranks the crawled pages."""
     from funnel.config import load_config
     from funnel.main_job import run_demo
