@@ -132,6 +132,7 @@ def test_tiny_cross_encoder_learns(tiny_home, tiny_dir, tmp_path, one_thread):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_half_precision_on_gpu_matches_fp32(tiny_ce):
     cpu = load_cross_encoder(tiny_ce[1], "cpu").score("breast cancer", DOCS)
     gpu = load_cross_encoder(tiny_ce[1], "cuda", dtype="fp16")
