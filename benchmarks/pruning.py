@@ -184,8 +184,8 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
-    plot(curve, out.with_name("pruning_curve.png"), sum(H.heads_per_layer(ce.model)))
-    print(f"written {out} and {out.with_name('pruning_curve.png')}")
+    plot(curve, out.with_name(f"{out.stem}_curve.png"), sum(H.heads_per_layer(ce.model)))
+    print(f"written {out} and {out.with_name(out.stem + '_curve.png')}")
     return 0
 
 
