@@ -43,7 +43,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     cand = np.flatnonzero(scores > 0)  # ascending index
     vals = scores[cand]
     if k < len(cand):
-        keep = np.sort(np.argpartition(-vals, k - 1)[:k])  # keep index order for stable ties
+        keep = np.argpartition(-vals, k - 1)[:k]
         cand, vals = cand[keep], vals[keep]
         # the partition may cut inside a run of ties at the k-th value: resolve by lower index
         kth = vals.min()
@@ -52,6 +52,16 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
             above = vals > kth
             cand = np.concatenate([cand[above], ties_out[: k - int(above.sum())]])
             vals = scores[cand]
-            order = np.argsort(cand, kind="stable")
-            cand, vals = cand[order], vals[order]
-    return cand[np.argsort(-vals, kind="stable")]
+    if len(cand) < 2:
+        return cand
+    # Order by (score desc, ordinal asc). Most queries have ties, and a stable sort costs 5x
+    # numpy's SIMD quicksort, so: quicksort the scores, number the distinct values in that
+    # order, and quicksort one int64 key (value number << 32 | ordinal), which has no ties.
+    order = np.argsort(-vals)
+    ranked = vals[order]
+    group = np.empty(len(ranked), dtype=np.int64)
+    group[0] = 0
+    np.cumsum(ranked[1:] != ranked[:-1], out=group[1:])
+    key = np.empty(len(ranked), dtype=np.int64)
+    key[order] = group
+    return cand[np.argsort((key << 32) | cand)]
