@@ -133,6 +133,7 @@ class CoarseConfig:
 class FineConfig:
     """Cross-encoder fine ranking (`ranking.cross_encoder`) and its listwise training."""
     backbone: str = "minilm"  # starting weights: "minilm", "tiny" (tests) or a model folder
+    model: str = ""  # the cross-encoder served (e.g. a pruned one); "" = HOME/models/cross-encoder
     max_length: int = 192  # tokens of query + document; longer documents are truncated
     group_size: int = 4  # 1 positive + (group_size - 1) hard negatives per training query
     negatives_depth: int = 30  # hard negatives are drawn from the top of this many BM25 results

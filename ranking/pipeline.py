@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -95,11 +96,12 @@ class Pipeline:
             else:
                 log.info("no coarse model in %s: coarse stage skipped (`funnel train coarse`)", models / "coarse")
         if "fine" in wanted:
-            if (models / "cross-encoder" / "config.json").exists():
+            fine_dir = Path(config.fine.model) if config.fine.model else models / "cross-encoder"
+            if (fine_dir / "config.json").exists():
                 from ranking.cross_encoder import CrossEncoderReranker, load_cross_encoder
 
                 gpu = profile == "gpu"
-                encoder = load_cross_encoder(models / "cross-encoder", device or ("auto" if gpu else "cpu"),
+                encoder = load_cross_encoder(fine_dir, device or ("auto" if gpu else "cpu"),
                                              dtype=config.fine.dtype,
                                              max_length=pc.gpu_fine_max_length if gpu else pc.cpu_fine_max_length)
                 depth = pc.gpu_fine_k if gpu else pc.cpu_fine_k
@@ -107,8 +109,7 @@ class Pipeline:
                 plan.append((CrossEncoderReranker(encoder, docs.texts, depth=depth,
                                                   batch_size=config.fine.batch_size, fuse_weight=fuse), depth))
             else:
-                log.info("no cross-encoder in %s: fine stage skipped (`funnel train cross-encoder`)",
-                         models / "cross-encoder")
+                log.info("no cross-encoder in %s: fine stage skipped (`funnel train cross-encoder`)", fine_dir)
         if "rerank" in wanted:
             from ranking.rerank import Reranker
 

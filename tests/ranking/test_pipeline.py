@@ -167,3 +167,23 @@ def test_cli_build_trains_and_publishes_every_model(tiny_dir, tmp_path):
     assert r.returncode == 0 and "fine" in json.loads(r.stdout.splitlines()[0])["stages"], r.stderr
     r = funnel("build", "--data", str(tmp_path / "nowhere"), home=tmp_path / "h2")
     assert r.returncode == 2 and "qrels" in r.stderr
+
+
+def test_fine_model_is_chosen_by_configuration(trained_home, tmp_path):
+    """`fine.model` serves another cross-encoder folder (e.g. a pruned one) without moving files."""
+    other = tmp_path / "elsewhere" / "ce"
+    shutil.copytree(trained_home / "models" / "cross-encoder", other)
+    home = tmp_path / "home"
+    shutil.copytree(trained_home, home)
+    shutil.rmtree(home / "models" / "cross-encoder")
+    config = small_config(home)
+    pipe = Pipeline.from_config(config, "cpu")
+    try:
+        assert "fine" not in pipe.stage_names
+    finally:
+        pipe.close()
+    pipe = Pipeline.from_config(replace(config, fine=replace(config.fine, model=str(other))), "cpu")
+    try:
+        assert pipe.stage_names == ["bm25", "coarse", "fine", "rerank"]
+    finally:
+        pipe.close()
