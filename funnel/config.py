@@ -209,6 +209,7 @@ class RecallConfig:
     nprobe: int = 128  # IVF cells visited per query (recall@100 0.99 vs exact on 100k vectors: benchmarks/results/ann.md)
     hnsw_m: int = 16  # HNSW links per node (built with efConstruction 100)
     ef_search: int = 512  # HNSW candidate list at query time (raised to k when smaller; recall@100 0.99 at 512)
+    pagerank_prior: float = 0.0  # BM25 route: add w x log(PageRank x N) to matched documents (0: off)
 
 
 @dataclass(frozen=True)

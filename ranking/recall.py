@@ -85,18 +85,33 @@ def _ords(reader, doc_ids: list[str]) -> np.ndarray:
 
 
 class Bm25Recall:
-    """BM25 candidates from the inverted index (`index.searcher.Bm25Retriever`)."""
+    """BM25 candidates from the inverted index (`index.searcher.Bm25Retriever`).
+
+    ``prior`` (optional): (n_total,) float64 added to every matched document's BM25 before the top k
+    is taken, e.g. `pagerank_prior_array`; the ``bm25`` feature stays the plain BM25 score.
+    """
     name = "bm25"
 
-    def __init__(self, retriever, k: int = 1000):
+    def __init__(self, retriever, k: int = 1000, prior: np.ndarray | None = None):
         self.retriever = retriever
         self.k = k
+        self.prior = prior
 
     def rank(self, request: Request, candidates: Candidates, k: int | None = None) -> Candidates:
         t0 = time.perf_counter()
-        hits = self.retriever.search(request.query or "", self.k)
-        out = Candidates(np.asarray(hits.ords, np.int64), list(hits.doc_ids), np.asarray(hits.scores, np.float32),
-                         {"bm25": np.asarray(hits.scores, np.float32)}, list(candidates.trace))
+        if self.prior is None:
+            hits = self.retriever.search(request.query or "", self.k)
+            ords, doc_ids, bm25 = np.asarray(hits.ords, np.int64), list(hits.doc_ids), hits.scores
+            scores = bm25
+        else:
+            raw = self.retriever.score(request.query or "")  # (n_total,)
+            matched = np.flatnonzero(raw > 0)
+            with_prior = raw[matched] + self.prior[matched]
+            order = np.lexsort((matched, -with_prior))[: self.k]  # best first, ties by ordinal
+            ords, scores, bm25 = matched[order], with_prior[order], raw[matched[order]]
+            doc_ids = self.retriever.reader.doc_id_array[ords].tolist()
+        out = Candidates(ords, doc_ids, np.asarray(scores, np.float32),
+                         {"bm25": np.asarray(bm25, np.float32)}, list(candidates.trace))
         out.trace.append(StageTrace(self.name, out.doc_ids, out.scores, (time.perf_counter() - t0) * 1e3))
         return out
 
@@ -224,7 +239,11 @@ def build_recall(config, route: str | None = None, *, model: str | None = None):
     if route not in ROUTES:
         raise InputError(f"recall route must be one of {', '.join(ROUTES)} or auto, got {route!r}")
     rc = config.recall
-    bm25 = Bm25Recall(Bm25Retriever.open(config.paths.index, config.bm25), rc.bm25_k) if route != "dense" else None
+    bm25 = None
+    if route != "dense":
+        retriever = Bm25Retriever.open(config.paths.index, config.bm25)
+        prior = pagerank_prior_array(config.paths.home, retriever.reader.doc_ids, rc.pagerank_prior)
+        bm25 = Bm25Recall(retriever, rc.bm25_k, prior)
     if route == "bm25":
         return bm25
     encoder, vectors = open_dense(config, model)
@@ -233,6 +252,20 @@ def build_recall(config, route: str | None = None, *, model: str | None = None):
     if route == "dense":
         return dense
     return HybridRecall(bm25, dense, fusion=rc.fusion, rrf_k=rc.rrf_k, dense_weight=rc.dense_weight)
+
+
+def pagerank_prior_array(home, doc_ids: Sequence[str], weight: float) -> np.ndarray | None:
+    """(len(doc_ids),) ``weight x log(PageRank x N)`` per document (0 for a page outside the link
+    graph), or None when the weight is 0 or no PageRank has been computed (`funnel pipeline pagerank`)."""
+    from index.pagerank import load_pagerank, pagerank_prior
+
+    if not weight:
+        return None
+    pr = load_pagerank(home)
+    if not pr:
+        return None
+    aligned = np.fromiter((pr.get(d, 0.0) for d in doc_ids), dtype=np.float64, count=len(doc_ids))
+    return pagerank_prior(np.zeros(len(doc_ids)), aligned, weight, len(pr))
 
 
 def _maybe_reader(index_dir: Path):

@@ -141,3 +141,28 @@ def test_embed_is_incremental_and_cli_eval_recall(dense_home, tmp_path, tiny_dir
     assert "| bm25 |" in out and "| dense |" in out and "| hybrid |" in out
     assert main(["-q", "--home", str(home), "embed", "--model", str(tmp_path / "missing")]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_pagerank_prior_reorders_bm25_recall(tiny_home_copy):
+    """With `recall.pagerank_prior`, a hub's BM25 gets w x log(PR x N) added; the bm25 feature stays raw."""
+    from funnel.config import Config, PathsConfig
+    from index.pagerank import save_pagerank
+    from ranking.recall import build_recall
+
+    home = tiny_home_copy
+    config = Config(paths=PathsConfig(home=str(home)))
+    plain = build_recall(config, "bm25").rank(Request(query="cancer risk"), Candidates.empty())
+    assert build_recall(replace(config, recall=replace(config.recall, pagerank_prior=1.0)), "bm25").prior is None
+    last = plain.doc_ids[-1]  # make the weakest match a hub: PR x N = 1000 for it, 1 for the rest
+    others = [d for d in plain.doc_ids if d != last]
+    n = len(plain.doc_ids)
+    pr = np.full(n, 1.0 / (n + 999))
+    pr[0] = 1000.0 / (n + 999)
+    save_pagerank(home / "features" / "pagerank.parquet", [last] + others, pr)
+    boosted_cfg = replace(config, recall=replace(config.recall, pagerank_prior=1.0))
+    boosted = build_recall(boosted_cfg, "bm25").rank(Request(query="cancer risk"), Candidates.empty())
+    assert boosted.doc_ids[0] == last
+    assert set(boosted.doc_ids) == set(plain.doc_ids)  # a prior reorders matches, never adds documents
+    raw = dict(zip(plain.doc_ids, plain.features["bm25"].tolist()))
+    assert dict(zip(boosted.doc_ids, boosted.features["bm25"].tolist())) == pytest.approx(raw)
+    assert boosted.scores[0] == pytest.approx(raw[last] + np.log(1000.0 * n / (n + 999)), rel=1e-5)
