@@ -107,7 +107,8 @@ class Pipeline:
                 depth = pc.gpu_fine_k if gpu else pc.cpu_fine_k
                 fuse = pc.fine_weight if len(plan) > 1 else 0.0  # the coarse score is what gets fused
                 plan.append((CrossEncoderReranker(encoder, docs.texts, depth=depth,
-                                                  batch_size=config.fine.batch_size, fuse_weight=fuse), depth))
+                                                  batch_size=config.fine.batch_size, fuse_weight=fuse),
+                             max(depth, pc.final_k)))  # below `depth`: passed through in coarse order
             else:
                 log.info("no cross-encoder in %s: fine stage skipped (`funnel train cross-encoder`)", fine_dir)
         if "rerank" in wanted:

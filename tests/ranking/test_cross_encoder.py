@@ -96,11 +96,15 @@ def test_fine_stage_reorders_the_top_depth_and_records_its_trace(tiny_ce):
     c = Candidates(np.arange(4, dtype=np.int64), ids, np.array([4, 3, 2, 1], np.float32))
     stage = CrossEncoderReranker(ce, lambda ds: [texts[d] for d in ds], depth=3)
     out = stage.rank(Request(query="vitamin d"), c, 10)
-    assert len(out) == 3 and set(out.doc_ids) == set(ids[:3])  # below the depth: dropped
+    # the top 3 are rescored; below the depth the candidates follow in their old order, still returned
+    assert len(out) == 4 and set(out.doc_ids[:3]) == set(ids[:3]) and out.doc_ids[3] == ids[3]
     assert np.all(np.diff(out.scores) <= 0) and out.trace[-1].stage == "fine" and out.trace[-1].ms > 0
-    np.testing.assert_allclose(out.features["ce"], out.scores)
+    np.testing.assert_allclose(out.features["ce"][:3], out.scores[:3], rtol=1e-6)
+    assert out.features["ce_scored"].tolist() == [1, 1, 1, 0] and out.features["ce"][3] == 0
+    assert stage.rank(Request(query="vitamin d"), c, 2).doc_ids == out.doc_ids[:2]
+    assert c.features == {}  # the input candidates are not modified
     fused = CrossEncoderReranker(ce, lambda ds: [texts[d] for d in ds], depth=3, fuse_weight=100.0)
-    assert fused.rank(Request(query="vitamin d"), c, 10).doc_ids == ids[:3]  # coarse order dominates
+    assert fused.rank(Request(query="vitamin d"), c, 10).doc_ids == ids  # coarse order dominates
 
 
 @pytest.fixture
