@@ -6,9 +6,7 @@ message instead of on a user's query.
 
 Ranking: one `ranking.pipeline.Pipeline` per offered profile (``cpu`` always, ``gpu`` when CUDA is
 present). Each pipeline skips the stages whose models are not trained yet, so a freshly indexed home
-already serves BM25. If `ranking.pipeline` is absent the service serves a one-stage BM25 pipeline of
-the same shape (`rank(request, candidates, k) -> candidates`), so nothing here depends on which
-stages exist.
+already serves BM25; ``--bm25-only`` serves the same pipeline cut to BM25 recall.
 
 Thread safety: FastAPI runs each request in a worker thread. The index is read-only (memory-mapped
 arrays, a fresh accumulator per query) and the store gives each thread its own SQLite connection,
@@ -17,12 +15,11 @@ each pipeline runs under its own lock (the heavy parts, numpy and torch, release
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -107,45 +104,6 @@ def stage_tables(trace: list[StageTrace], depth: int) -> list[StageTable]:
     return tables
 
 
-class Bm25Stage:
-    """Recall by BM25 alone: the stage every index can serve (used when `ranking.pipeline` is absent)."""
-    name = "recall"
-
-    def __init__(self, retriever):
-        self.retriever = retriever
-
-    def rank(self, request: Request, candidates: Candidates, k: int) -> Candidates:
-        t0 = time.perf_counter()
-        hits = self.retriever.search(request.query or "", k)
-        scores = np.asarray(hits.scores, np.float32)  # (n,)
-        return Candidates(np.asarray(hits.ords, np.int64), list(hits.doc_ids), scores, {"bm25": scores.copy()},
-                          [StageTrace(self.name, list(hits.doc_ids), scores.copy(),
-                                      (time.perf_counter() - t0) * 1000)])
-
-
-@dataclass
-class StageLoop:
-    """The smallest pipeline: stages in order, each keeping `k`; same `run`/`resources` as `Pipeline`."""
-    stages: list[tuple[object, int]]
-    profile: str = "cpu"
-    resources: dict = field(default_factory=dict)
-
-    @property
-    def stage_names(self) -> list[str]:
-        return [s.name for s, _ in self.stages]
-
-    def run(self, request: Request) -> Candidates:
-        cands = Candidates.empty()
-        for i, (stage, k) in enumerate(self.stages):
-            cands = stage.rank(request, cands, request.k if i == len(self.stages) - 1 else max(k, request.k))
-        return cands
-
-    def close(self) -> None:
-        store = self.resources.get("store")
-        if store is not None:
-            store.close()
-
-
 def cuda_available() -> bool:
     try:
         import torch
@@ -160,20 +118,13 @@ def offered_profiles(config: Config) -> tuple[str, ...]:
 
 
 def open_pipeline(config: Config, profile: str, use_funnel: bool = True):
-    """The ranking funnel for `profile` (`ranking.pipeline.Pipeline`), or BM25 alone when it is not built."""
-    if use_funnel:
-        try:
-            module = importlib.import_module("ranking.pipeline")
-        except ImportError as exc:
-            log.info("ranking.pipeline not importable (%s): serving BM25 only", exc)
-        else:
-            return module.Pipeline.from_config(config, profile)
-    from index.searcher import Bm25Retriever
+    """The ranking funnel for `profile`; with ``use_funnel=False``, BM25 recall alone (trained models ignored)."""
+    from ranking.pipeline import Pipeline
 
-    retriever = Bm25Retriever.open(config.paths.index, config.bm25)
-    store = DocumentStore(config.paths.store, readonly=True)
-    return StageLoop([(Bm25Stage(retriever), config.pipeline.recall_k)], profile,
-                     {"retriever": retriever, "store": store})
+    if use_funnel:
+        return Pipeline.from_config(config, profile)
+    bm25 = replace(config, pipeline=replace(config.pipeline, recall="bm25"))
+    return Pipeline.from_config(bm25, profile, stages=["recall"])
 
 
 class SearchService:

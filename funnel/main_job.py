@@ -3,8 +3,8 @@
 Serves the Python documentation (Debian ``python3.11-doc``, or any folder of HTML with
 ``--site-dir``) on loopback, crawls it into a fresh store, builds the inverted index with Spark,
 computes PageRank with Spark, builds the dense index, then starts the query API and the dashboard
-and prints their URLs. A step whose package is not installed or not built falls back to the local
-equivalent (local index builder, single-machine PageRank) or is skipped, and the summary says so.
+and prints their URLs. ``--no-spark`` uses the local index builder and single-machine PageRank,
+``--no-dense`` skips the dense index; the summary lists what was skipped.
 
 Everything goes into ``HOME/demo`` (recreated on each run), so the user's own home is untouched.
 This module sits at the top of the data flow and imports each stage lazily.
@@ -82,10 +82,8 @@ def crawl_site(config: Config, seed: str, report: DemoReport, max_pages: int, pr
 
     t0 = time.perf_counter()
     crawl_config = replace(config.crawl, allow_private=True, max_pages=max_pages, per_host_delay=0.0)
-    try:
-        from crawler.crawl import crawl, frontier_path
-    except ImportError as exc:
-        raise FunnelError(f"the crawler is not installed ({exc}): cannot fill the demo store") from None
+    from crawler.crawl import crawl, frontier_path
+
     with DocumentStore(config.paths.store) as store:
         stats = crawl([seed], store, crawl_config, frontier_path(config.paths.home), fresh=True, progress=progress)
         n_docs, n_links = store.count(), sum(1 for _ in store.iter_links())
@@ -96,43 +94,38 @@ def crawl_site(config: Config, seed: str, report: DemoReport, max_pages: int, pr
 
 
 def build_index_and_pagerank(config: Config, report: DemoReport, use_spark: bool, progress: bool) -> None:
-    """Spark index + Spark PageRank over the store's Parquet export; the local equivalents if Spark is missing."""
+    """Spark index + Spark PageRank over the store's Parquet export; the local builders with --no-spark."""
     from funnel.store import DocumentStore
     from index.analyze import Analyzer
 
     home = Path(config.paths.home)
     pagerank_file = home / "features" / "pagerank.parquet"
-    spark = None
     if use_spark:
+        from pipelines.index_job import run_index_job
+        from pipelines.pagerank_job import run_pagerank_job
+        from pipelines.session import spark_session
+
+        t0 = time.perf_counter()
+        with DocumentStore(config.paths.store, readonly=True) as store:
+            store.export_parquet(home / "parquet")
+        spark = spark_session(config.spark, app_name="funnel-demo")
         try:
-            from pipelines.index_job import run_index_job
-            from pipelines.pagerank_job import run_pagerank_job
-            from pipelines.session import spark_session
-        except ImportError as exc:
-            report.skip("spark", f"the Spark pipelines are not installed ({exc}); using the local builders")
-        else:
+            shards = config.spark.index_shards or config.spark.shuffle_partitions
+            res = run_index_job(spark, home / "parquet", config.paths.index, Analyzer(config.analyzer),
+                                incremental=False, n_shards=shards)
+            report.step("index (Spark)", f"{res.n_docs} documents, {shards} shards [{spark.sparkContext.master}]",
+                        time.perf_counter() - t0)
             t0 = time.perf_counter()
-            with DocumentStore(config.paths.store, readonly=True) as store:
-                store.export_parquet(home / "parquet")
-            spark = spark_session(config.spark, app_name="funnel-demo")
-            try:
-                shards = config.spark.index_shards or config.spark.shuffle_partitions
-                res = run_index_job(spark, home / "parquet", config.paths.index, Analyzer(config.analyzer),
-                                    incremental=False, n_shards=shards)
-                report.step("index (Spark)", f"{res.n_docs} documents, {shards} shards [{spark.sparkContext.master}]",
-                            time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                c = config.pagerank
-                pr = run_pagerank_job(spark, home / "parquet", pagerank_file, c.damping, c.tol, c.max_iter,
-                                      collapse_duplicates=c.collapse_duplicates)
-                how = getattr(pr, "method", "dataframe")  # small graphs iterate on the driver after the Spark joins
-                report.step("PageRank (Spark)", f"{pr.iterations} iterations ({how}), converged={pr.converged}",
-                            time.perf_counter() - t0)
-            finally:
-                spark.stop()
-            return
-    else:
-        report.skip("spark", "--no-spark given; using the local builders")
+            c = config.pagerank
+            pr = run_pagerank_job(spark, home / "parquet", pagerank_file, c.damping, c.tol, c.max_iter,
+                                  collapse_duplicates=c.collapse_duplicates)
+            # pr.method: "driver" when the graph was small enough to iterate on the driver after the Spark joins
+            report.step("PageRank (Spark)", f"{pr.iterations} iterations ({pr.method}), converged={pr.converged}",
+                        time.perf_counter() - t0)
+        finally:
+            spark.stop()
+        return
+    report.skip("spark", "--no-spark given; using the local builders")
     from index.builder import build_index
     from index.pagerank import graph_from_edges, pagerank, save_pagerank
 
@@ -151,11 +144,8 @@ def build_index_and_pagerank(config: Config, report: DemoReport, use_spark: bool
 
 
 def build_dense(config: Config, report: DemoReport, progress: bool) -> None:
-    try:
-        from ranking.dual_encoder import embed_store
-    except ImportError as exc:
-        report.skip("dense index", f"dense recall is not installed ({exc}); recall is BM25 only")
-        return
+    from ranking.dual_encoder import embed_store
+
     t0 = time.perf_counter()
     manifest = embed_store(config, None, rebuild=True, progress=progress)
     report.step("dense index", f"{manifest['count']} vectors of dimension {manifest['dim']} "

@@ -97,12 +97,10 @@ def build(config: Config, data_dir: str | Path, *, train_split: str = "train", d
 
 def _build_dense(config: Config, data_dir: Path, train_split: str, dev_split: str, models: Path, device: str,
                  progress: bool) -> str:
-    """Dual encoder + vector index through the dense-recall package, when it is installed."""
-    try:
-        from ranking.dual_encoder import embed_store
-        from ranking.train_dense import train_dual_encoder
-    except ImportError:
-        return "skipped (dense recall not installed)"
+    """Dual encoder + vector index."""
+    from ranking.dual_encoder import embed_store
+    from ranking.train_dense import train_dual_encoder
+
     t = time.perf_counter()
     tmp = _fresh_tmp(models, "dual-encoder")
     train_dual_encoder(config, data_dir, tmp, split=train_split, dev_split=dev_split,
