@@ -259,7 +259,7 @@ def recover(student, teacher, tokenizer, config: Config, data_dir: str | Path, m
     from funnel.store import DocumentStore
     from index.searcher import Bm25Retriever
     from ranking.cross_encoder import pair_text
-    from ranking.train_cross import make_groups, mine_negatives
+    from ranking.train_cross import listwise_loss, make_groups, mine_negatives
 
     pc = config.prune
     if pc.recover_steps <= 0:
@@ -298,8 +298,7 @@ def recover(student, teacher, tokenizer, config: Config, data_dir: str | Path, m
         with torch.no_grad():
             t_logits = teacher(**enc).logits[:, 0].view(-1, g).float()  # (batch_queries, group)
         s_logits = student(**enc).logits[:, 0].view(-1, g).float()  # (batch_queries, group)
-        target = torch.zeros(s_logits.shape[0], dtype=torch.long)  # positive first in every group
-        hard = F.cross_entropy(s_logits, target)
+        hard = listwise_loss(s_logits.reshape(-1), g)  # positive first in every group
         soft = F.kl_div(F.log_softmax(s_logits / temp, -1), F.log_softmax(t_logits / temp, -1),
                         log_target=True, reduction="batchmean") * temp ** 2
         loss = alpha * hard + (1 - alpha) * soft
