@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+from api.service import Hit
 from funnel.config import ServeConfig
 
 
@@ -46,15 +47,6 @@ def search_request_model(serve: ServeConfig, profiles: tuple[str, ...], default_
     )
 
 
-class Hit(BaseModel):
-    rank: int
-    doc_id: str
-    score: float
-    title: str
-    url: str | None
-    snippet: str
-
-
 class StageRow(BaseModel):
     rank: int
     doc_id: str
@@ -74,7 +66,7 @@ class SearchResponse(BaseModel):
     k: int
     profile: str
     took_ms: float
-    hits: list[Hit]
+    hits: list[Hit]  # api.service.Hit, the one definition: pydantic validates and documents a dataclass like a model
     stages: list[StageTable] | None = Field(default=None, description="per-stage rankings (explain=true)")
     features: dict[str, list[float | None]] | None = Field(
         default=None, description="feature name -> value for each hit, in hit order; null where undefined "

@@ -1,7 +1,10 @@
-"""Subcommands of ranking: `funnel search`, `funnel eval`, `funnel train MODEL`, `funnel build`."""
+"""Subcommands of ranking: `funnel search`, `funnel eval`, `funnel train MODEL` (from `ranking.cli_train`),
+`funnel build`."""
 from __future__ import annotations
 
 import json
+
+from ranking import cli_train
 
 
 def register(sub) -> None:
@@ -17,8 +20,7 @@ def register(sub) -> None:
     s.set_defaults(handler=_search)
 
     e = sub.add_parser("eval", help="evaluate retrieval, or the whole funnel, on a BEIR folder's judgements")
-    e.add_argument("--data", required=True, help="BEIR folder holding queries.jsonl and qrels/")
-    e.add_argument("--split", default="dev", help="judgements to use: qrels/SPLIT.tsv (default dev)")
+    add_judgement_args(e)
     e.add_argument("--retriever", choices=["bm25", "tfidf"], default="bm25")
     e.add_argument("--profile", choices=["cpu", "gpu"],
                    help="evaluate the funnel with this profile: metrics after each stage, latency per stage")
@@ -27,10 +29,7 @@ def register(sub) -> None:
                                       "or HOME/runs/funnel-PROFILE-SPLIT.trec)")
     e.set_defaults(handler=_eval)
 
-    train = sub.add_parser("train", help="train a model of the funnel")
-    models = train.add_subparsers(dest="model", metavar="MODEL", required=True)
-    for add_trainer in TRAINERS:
-        add_trainer(models)
+    cli_train.register(sub)  # funnel train MODEL
 
     b = sub.add_parser("build", help="ingest a BEIR folder, index it, train every model and publish them")
     b.add_argument("--data", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/{train,dev}.tsv")
@@ -40,6 +39,12 @@ def register(sub) -> None:
                    help="skip a step (repeatable)")
     b.add_argument("--device", default="auto", help="training device: auto, cpu, cuda")
     b.set_defaults(handler=_build)
+
+
+def add_judgement_args(parser) -> None:
+    """--data and --split of a command that evaluates on a BEIR folder's judgements (`eval`, `eval-recall`)."""
+    parser.add_argument("--data", required=True, help="BEIR folder holding queries.jsonl and qrels/")
+    parser.add_argument("--split", default="dev", help="judgements to use: qrels/SPLIT.tsv (default dev)")
 
 
 def _search(args, config) -> int:
@@ -143,58 +148,3 @@ def _build(args, config) -> int:
     for step, info in report.items():
         print(f"{step:14s} {info}")
     return 0
-
-
-def _add_coarse_trainer(models) -> None:
-    t = models.add_parser("coarse", help="coarse ranking: LightGBM LambdaMART on recall candidates")
-    t.add_argument("--data", required=True, help="BEIR folder with qrels/TRAIN.tsv and qrels/DEV.tsv")
-    t.add_argument("--split", default="train", help="training judgements (default train)")
-    t.add_argument("--dev-split", default="dev", help="early-stopping judgements (default dev)")
-    t.add_argument("--out", help="model folder (default HOME/models/coarse)")
-    t.add_argument("--log", help="JSONL training log (default OUT/train_log.jsonl)")
-    t.set_defaults(handler=_train_coarse)
-
-
-def _train_coarse(args, config) -> int:
-    import json as _json
-    from pathlib import Path
-
-    from ranking.train_coarse import train_coarse
-
-    out = Path(args.out) if args.out else config.paths.models / "coarse"
-    out.mkdir(parents=True, exist_ok=True)
-    path = train_coarse(config, args.data, out, train_split=args.split, dev_split=args.dev_split,
-                        log_file=args.log or out / "train_log.jsonl", progress=not args.quiet)
-    meta = _json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    print(f"coarse model saved to {path}: best iteration {meta['best_iteration']}, "
-          f"dev nDCG@10 {meta['dev']['recall']['nDCG@10']:.4f} (recall) -> {meta['dev']['coarse']['nDCG@10']:.4f}")
-    return 0
-
-
-def _add_cross_trainer(models) -> None:
-    t = models.add_parser("cross-encoder", help="fine ranking: MiniLM cross-encoder, listwise, BM25 hard negatives")
-    t.add_argument("--data", required=True, help="BEIR folder with qrels/SPLIT.tsv")
-    t.add_argument("--split", default="train", help="training judgements (default train)")
-    t.add_argument("--out", help="model folder (default HOME/models/cross-encoder)")
-    t.add_argument("--log", help="JSONL training log (default OUT/train_log.jsonl)")
-    t.add_argument("--device", default="auto")
-    t.set_defaults(handler=_train_cross)
-
-
-def _train_cross(args, config) -> int:
-    from pathlib import Path
-
-    from ranking.train_cross import train_cross_encoder
-
-    out = Path(args.out) if args.out else config.paths.models / "cross-encoder"
-    out.mkdir(parents=True, exist_ok=True)
-    path = train_cross_encoder(config, args.data, out, split=args.split, log_file=args.log or out / "train_log.jsonl",
-                               device=args.device, progress=not args.quiet)
-    print(f"cross-encoder saved to {path}")
-    return 0
-
-
-# One function per trainable model, each adding `funnel train NAME` to the given subparsers.
-TRAINERS: list = [_add_coarse_trainer, _add_cross_trainer]
-from ranking.cli_dense import add_trainer as add_dual_encoder  # noqa: E402  (funnel train dual-encoder)
-TRAINERS.append(add_dual_encoder)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,12 +11,7 @@ import httpx
 import pytest
 
 from funnel.config import load_config
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.servers import free_port, stop_process
 
 
 @pytest.fixture(scope="session")
@@ -68,8 +62,4 @@ def live_server(tiny_home):
             raise RuntimeError("funnel serve did not answer /health within 60 s")
         time.sleep(0.2)
     yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.servers import free_port, stop_process
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -23,19 +24,13 @@ pytestmark = pytest.mark.skipif(not (Path(CHROMEDRIVER).exists() and Path(CHROMI
                                        "chromium-driver); CI installs them")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dashboard_url(full_config):
     from dataclasses import replace
 
     from dashboard.launch import run_dashboard
 
-    config = replace(full_config, serve=replace(full_config.serve, dashboard_port=_free_port()))
+    config = replace(full_config, serve=replace(full_config.serve, dashboard_port=free_port()))
     proc = run_dashboard(config, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{config.serve.dashboard_port}"
     deadline = time.monotonic() + 90
@@ -51,11 +46,7 @@ def dashboard_url(full_config):
             pytest.fail("the dashboard did not come up within 90 s")
         time.sleep(0.5)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc)
 
 
 @pytest.fixture(scope="module")
