@@ -24,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import publish  # noqa: E402
 from index.vectors import VectorIndex, build_ann  # noqa: E402
 
 
@@ -139,11 +140,7 @@ def main() -> None:
         build = "-" if np.isnan(r["build"]) else f"{r['build']:.1f}"
         lines.append(f"| {r['name']} | {r['params']} | {build} | {r['recall']:.4f} | {p50:.2f} | {p99:.2f} | "
                      f"{1000 / np.mean(r['ms']):.0f} | {exact_p50 / p50:.1f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text, encoding="utf-8")
-    print(f"written to {args.out}")
+    publish("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

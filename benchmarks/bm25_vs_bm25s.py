@@ -12,9 +12,7 @@ fastest backend (numba) with n_threads=1; both are warmed up first; each timing 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -29,6 +27,7 @@ import bm25s  # noqa: E402
 import numpy as np  # noqa: E402
 import Stemmer  # noqa: E402
 
+from benchmarks.report import machine  # noqa: E402
 from crawler.beir import read_corpus, read_qrels, read_queries  # noqa: E402
 from funnel.config import BM25Config  # noqa: E402
 from index.analyze import Analyzer  # noqa: E402
@@ -44,18 +43,6 @@ def best_of(fn, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ Needs nginx (`apt-get install -y nginx-light`) and Scrapy (dev extra).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -26,12 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-
-def machine() -> str:
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()}-core CPU VM ({platform.machine()}), {gpu}, torch threads {torch.get_num_threads()}"
+from benchmarks.report import command, machine, publish  # noqa: E402
 
 
 def sweep_fine_weight(pipe, queries, qrels, weights):
@@ -110,13 +104,12 @@ def main() -> int:
         for k in ("p50_ms", "p95_ms"):
             r[k] = f"{r[k]:.1f}"
     table = format_table(rows, ["stage", "nDCG@10", "Recall@100", "p50_ms", "p95_ms"])
-    cmd = "python benchmarks/funnel.py " + " ".join(sys.argv[1:])
     pc = config.pipeline
     text = "\n".join([
         "# Ranking funnel, stage by stage",
         "",
-        f"- machine: {machine()} (2-core CPU VM shared with other jobs while measured, no GPU)",
-        f"- command: `{cmd}`",
+        f"- machine: {machine()}",
+        f"- command: `{command()}`",
         f"- data: {args.data} [{args.split}], {full['queries']} judged queries; stages: {' -> '.join(stages)}",
         f"- candidate counts: recall {pc.recall_k} -> coarse {pc.coarse_k} -> fine {fine_depth} -> final {pc.final_k} "
         f"(nDCG/Recall of each row: the funnel's list had it stopped after that stage, lists cut at 100)",
@@ -128,9 +121,7 @@ def main() -> int:
         table,
         "",
     ])
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text, encoding="utf-8")
+    publish(text, args.out)
     return 0
 
 

@@ -7,12 +7,15 @@ tol / N because it stops at N * tol), so they agree to rounding. Prints a Markdo
 ``benchmarks/results/pagerank.md``.
 
     .venv/bin/python benchmarks/pagerank.py [--nodes 1000000 --edges 10000000] [--spark-master local[2]]
+
+On a GPU machine without Spark (the lent GPU), ``--spark-master none --javadoc-links FILE`` runs the
+rest from a javadoc graph carried as Parquet (``benchmarks/device/prepare.py`` copies it); the torch
+rows then run on CUDA.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,15 +25,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import command, machine, publish  # noqa: E402
 from index.pagerank import adjacency, pagerank  # noqa: E402
 
 
-def javadoc_edges(cache: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """(src, dst, n) of the javadoc site's internal link graph; parsed once, cached as Parquet."""
+def javadoc_edges(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """(src, dst, n) of the javadoc site's internal link graph; parsed once, cached as Parquet at `path`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = cache / "javadoc_links.parquet"
+    cache = path.parent
     if not path.exists():
         from crawler.sites import debian_site
         from pipelines.site_files import site_documents
@@ -109,7 +113,9 @@ def main() -> None:
     ap.add_argument("--edges", type=int, default=10_000_000)
     ap.add_argument("--damping", type=float, default=0.85)
     ap.add_argument("--tol", type=float, default=1e-10, help="L1 change that stops the iteration")
-    ap.add_argument("--spark-master", default="local[2]")
+    ap.add_argument("--spark-master", default="local[2]", help="Spark master, or 'none' to leave Spark out")
+    ap.add_argument("--javadoc-links", default=str(ROOT / ".funnel" / "bench" / "javadoc_links.parquet"),
+                    help="the javadoc graph as Parquet (src, dst, n); parsed from openjdk-17-doc when missing")
     ap.add_argument("--spark-max-iter-big", type=int, default=200,
                     help="cap on Spark iterations on the synthetic graph (each takes many seconds here)")
     ap.add_argument("--networkx-big", action="store_true", help="also run networkx on the synthetic graph")
@@ -118,18 +124,25 @@ def main() -> None:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     (ROOT / ".funnel").mkdir(exist_ok=True)
 
-    from funnel.config import SparkConfig
-    from pipelines.session import spark_session
+    import torch
 
-    spark = spark_session(SparkConfig(master=args.spark_master, driver_memory="6g", shuffle_partitions=4))
+    spark = None
+    if args.spark_master != "none":
+        from funnel.config import SparkConfig
+        from pipelines.session import spark_session
+
+        spark = spark_session(SparkConfig(master=args.spark_master, driver_memory="6g", shuffle_partitions=4))
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    if gpu:  # CUDA context and sparse kernels start up once, outside the timed calls
+        pagerank(adjacency(np.array([0, 1]), np.array([1, 0]), 2), backend="torch")
     rows = []
 
     def row(graph, n, m, method, secs, iters, l1, note=""):
         rows.append(f"| {graph} | {n:,} | {m:,} | {method} | {secs:.2f} | {iters} | {l1} | {note} |")
         print(rows[-1], flush=True)
 
-    for graph, (src, dst, n) in (("javadoc (openjdk-17-doc)", javadoc_edges(ROOT / ".funnel" / "bench")),
-                                 (f"power-law synthetic", power_law_edges(args.nodes, args.edges))):
+    for graph, (src, dst, n) in (("javadoc (openjdk-17-doc)", javadoc_edges(Path(args.javadoc_links))),
+                                 ("power-law synthetic", power_law_edges(args.nodes, args.edges))):
         big = n > 100_000
         m = len(src)
         single, t_single = run_single(src, dst, n, args.damping, args.tol)
@@ -148,7 +161,11 @@ def main() -> None:
         for backend in ("torch",):
             res, t = run_single(src, dst, n, args.damping, args.tol, backend)
             row(graph, n, m, f"Funnel single-machine ({res.backend})", t, res.iterations,
-                f"{np.abs(res.scores - ref).sum():.1e} vs {ref_name}", "no GPU this session: torch on CPU")
+                f"{np.abs(res.scores - ref).sum():.1e} vs {ref_name}",
+                f"{t_nx / t:.1f}x networkx, {gpu}, float64" if gpu and ref_name == "networkx"
+                else (gpu or "no GPU this session: torch on CPU"))
+        if spark is None:
+            continue
         max_iter = args.spark_max_iter_big if big else 1000
         x, iters, conv, t_spark = run_spark(spark, src, dst, n, args.damping, args.tol, max_iter)
         if conv:
@@ -160,28 +177,23 @@ def main() -> None:
                 f"{np.abs(x - same).sum():.1e} vs scipy after {iters} iterations",
                 f"{t_spark / iters:.2f}s/iteration; ~{t_spark / iters * single.iterations:.0f}s for "
                 f"{single.iterations} iterations")
-    spark_version = spark.version
-    spark.stop()
+    spark_version = spark.version if spark is not None else "not run"
+    if spark is not None:
+        spark.stop()
 
-    import torch
     header = [
         "# PageRank: networkx vs Funnel single-machine vs Funnel Spark", "",
-        f"Machine: 2-core CPU VM, no GPU (shared with other jobs); Python {platform.python_version()}, "
-        f"torch {torch.__version__}, Spark {spark_version}.",
-        f"Command: `.venv/bin/python benchmarks/pagerank.py --nodes {args.nodes} --edges {args.edges} "
-        f"{'--networkx-big ' if args.networkx_big else ''}"
-        f"--spark-master {args.spark_master}`", "",
+        f"Machine: {machine()}; Spark {spark_version}.",
+        f"Command: `{command()}`", "",
         f"Damping {args.damping}; every method stops when the L1 change between iterations is below {args.tol:g} "
         "(networkx gets tol / N, its own rule being N * tol). Seconds are wall time of the PageRank call "
-        "from integer edge arrays (networkx: from a built DiGraph). GPU figure: not measured (no GPU this session).",
+        "from integer edge arrays (networkx: from a built DiGraph; torch: including the copy to the device). "
+        + (f"GPU: {gpu}." if gpu else "GPU figure: not measured (no GPU on this machine)."),
         "",
         "| graph | nodes | edges (with duplicates) | method | seconds | iterations | L1 error | note |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    text = "\n".join(header + rows) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    publish("\n".join(header + rows) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.report import command as command_line, machine  # noqa: E402
 from crawler.beir import read_qrels  # noqa: E402
 from funnel.config import load_config  # noqa: E402
 from ranking import heads as H  # noqa: E402
@@ -42,20 +42,6 @@ from ranking.cross_encoder import load_cross_encoder  # noqa: E402
 from ranking.evaluate import evaluate, format_table  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores (shared with other jobs), {gpu}; torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads; Python {platform.python_version()}")
 
 
 def run_models(models: dict, batches: list[dict], device, dtype) -> dict:
@@ -93,6 +79,9 @@ def main() -> int:
     ap.add_argument("--importance-queries", type=int, default=20)
     ap.add_argument("--depth", type=int, default=20)
     ap.add_argument("--max-length", type=int, default=0, help="0: the teacher's")
+    ap.add_argument("--cpu-threads", type=int, default=0, help="torch CPU threads for the CPU timing (0: torch's default)")
+    ap.add_argument("--cpu-queries", type=int, default=0,
+                    help="time the CPU on the first N queries only (0: all); nDCG@10 always uses every query")
     ap.add_argument("--out", default=str(RESULTS / "pruning.md"))
     args = ap.parse_args()
 
@@ -126,21 +115,28 @@ def main() -> int:
     # One pre-tokenised batch per query: every model sees exactly the same input.
     batches = [tok([s.query] * len(s.texts), s.texts, truncation="only_second", max_length=max_length,
                    padding=True, return_tensors="pt") for s in sets]
-    devices = [(torch.device("cpu"), torch.float32)]
+    if args.cpu_threads:
+        torch.set_num_threads(args.cpu_threads)
+    cpu_batches = batches[: args.cpu_queries] if args.cpu_queries else batches
+    runs = [("cpu", torch.device("cpu"), torch.float32, cpu_batches)]
     if torch.cuda.is_available():
-        devices.append((torch.device("cuda"), torch.float16))
+        runs.append(("cuda", torch.device("cuda"), torch.float16, batches))
     timings = {}
-    for dev, dt in devices:
+    for key, dev, dt, bs in runs:
         t0 = time.perf_counter()
-        timings[dev.type] = run_models(models, batches, dev, dt)
-        print(f"{dev.type}: {len(models)} models x {len(sets)} queries in {time.perf_counter() - t0:.0f}s", flush=True)
+        timings[key] = run_models(models, bs, dev, dt)
+        print(f"{key}: {len(models)} models x {len(bs)} queries in {time.perf_counter() - t0:.0f}s", flush=True)
+    if len(cpu_batches) < len(batches):  # quality from an untimed fp32 pass over every query, on the GPU
+        quality = run_models(models, batches, torch.device("cuda"), torch.float32)["scores"]
+    else:
+        quality = timings["cpu"]["scores"]
 
     rows, curve = [], []
     base = {d: float(np.sum(timings[d]["secs"]["teacher (unpruned)"])) for d in timings}
     base_ndcg = None
     for name, m in models.items():
         cpu = timings["cpu"]
-        run = {s.qid: {d: float(x) for d, x in zip(s.doc_ids, sc)} for s, sc in zip(sets, cpu["scores"][name])}
+        run = {s.qid: {d: float(x) for d, x in zip(s.doc_ids, sc)} for s, sc in zip(sets, quality[name])}
         ndcg = evaluate(run, {q: qrels[q] for q in run})["nDCG@10"]
         base_ndcg = ndcg if base_ndcg is None else base_ndcg
         ms = np.array(cpu["secs"][name]) * 1000
@@ -164,17 +160,19 @@ def main() -> int:
     rows.append({**{c: "" for c in rows[0]}, "model": "BM25 order (no re-ranking)", "nDCG@10": round(bm25_ndcg, 4),
                  "ΔnDCG@10": round(bm25_ndcg - base_ndcg, 4), "notes": "context"})
     cols = list(rows[0])
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    command = command_line()
     text = "\n".join([
         "# Attention-head pruning of the cross-encoder",
         "",
         f"Machine: {machine()}.",
         f"Command: `{command}`",
         "",
-        f"SciFact `{args.split}`: {len(sets)} judged queries (seeded sample), each re-ranking BM25's top "
-        f"{args.depth} at max_length {max_length}; nDCG@10 of that re-ranking. Latency: model forward on one "
-        f"query's {args.depth} pre-tokenised pairs (one batch), models taking turns query by query; speed-up = "
-        f"teacher total time / model total time. One-shot rows: least important heads sliced out of the "
+        f"SciFact `{args.split}`: {len(sets)} judged queries ({'all' if not args.queries else 'seeded sample'}), "
+        f"each re-ranking BM25's top {args.depth} at max_length {max_length}; nDCG@10 of that re-ranking (fp32). "
+        f"Latency: model forward on one query's {args.depth} pre-tokenised pairs (one batch), models taking turns "
+        f"query by query; CPU fp32 with {torch.get_num_threads()} threads over {len(cpu_batches)} queries"
+        f"{', GPU fp16 over all' if 'cuda' in timings else ''}; speed-up = teacher total time / model total time. "
+        f"One-shot rows: least important heads sliced out of the "
         f"teacher, no recovery (importance on {args.importance_queries} other {args.split} queries).",
         "",
         format_table(rows, cols),

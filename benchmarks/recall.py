@@ -24,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import command, machine, publish  # noqa: E402
 from crawler.beir import read_qrels, read_queries  # noqa: E402
 from funnel.config import load_config  # noqa: E402
 from ranking.evaluate import evaluate  # noqa: E402
@@ -47,8 +48,9 @@ def main() -> None:
     ap.add_argument("--home", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--split", default="dev")
-    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
-                    help="dense query encoder(s) to compare (default: minilm=minilm)")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH[@HOME]",
+                    help="dense query encoder(s) to compare (default: minilm=minilm); @HOME: a home whose vector "
+                         "index that model built (a fully fine-tuned encoder has its own document vectors)")
     ap.add_argument("-k", type=int, default=1000)
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="config override")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "recall.md"))
@@ -63,10 +65,12 @@ def main() -> None:
     models = [m.split("=", 1) for m in (args.model or ["minilm=minilm"])]
 
     plans = [("BM25", "bm25", None, config)]
-    for name, path in models:
-        plans.append((f"dense ({name})", "dense", path, config))
+    for name, spec in models:
+        path, _, home = spec.partition("@")
+        mc = replace(config, paths=replace(config.paths, home=home)) if home else config
+        plans.append((f"dense ({name})", "dense", path, mc))
         for fusion in ("rrf", "weighted"):
-            c = replace(config, recall=replace(config.recall, fusion=fusion))
+            c = replace(mc, recall=replace(mc.recall, fusion=fusion))
             plans.append((f"hybrid {fusion.upper() if fusion == 'rrf' else 'weighted'} ({name})", "hybrid", path, c))
     rows = []
     for label, route, model, cfg in plans:
@@ -81,10 +85,10 @@ def main() -> None:
     lines = [
         f"# Recall on {Path(args.data).name} [{args.split}] ({len(qids)} queries)",
         "",
-        "Machine: 2-core CPU VM, no GPU (shared with other jobs while measured).",
-        f"Command: `.venv/bin/python benchmarks/recall.py {' '.join(sys.argv[1:])}`",
+        f"Machine: {machine()}.",
+        f"Command: `{command()}`",
         f"Candidates per route: {args.k}; RRF k={rc.rrf_k}; weighted fusion: min-max per route, dense weight "
-        f"{rc.dense_weight}; vector search: {rc.ann} (exact below 50k vectors). Latency: one query at a time "
+        f"{rc.dense_weight}; vector search: {rc.ann} (exact below 50k vectors; torch on a GPU). Latency: one query at a time "
         f"(query encoding + search + fusion), {platform.python_implementation()} {platform.python_version()}.",
         "",
         "| stage | nDCG@10 | R@100 | R@1000 | p50 ms | p99 ms | QPS |",
@@ -93,11 +97,7 @@ def main() -> None:
     for label, m, ms in rows:
         lines.append(f"| {label} | {m['nDCG@10']:.4f} | {m['Recall@100']:.4f} | {m['Recall@1000']:.4f} | "
                      f"{np.median(ms):.1f} | {np.percentile(ms, 99):.1f} | {1000 / ms.mean():.1f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text, encoding="utf-8")
-    print(f"written to {args.out}")
+    publish("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import publish  # noqa: E402
 from funnel.config import SparkConfig  # noqa: E402
 from funnel.store import DocumentStore  # noqa: E402
 from index.analyze import Analyzer  # noqa: E402
@@ -126,10 +127,7 @@ def main() -> None:
         "| corpus | docs | build | seconds | docs/s | speed-up | identical to local |",
         "|---|---|---|---|---|---|---|",
     ]
-    text = "\n".join(header + rows) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    publish("\n".join(header + rows) + "\n", args.out)
 
 
 if __name__ == "__main__":

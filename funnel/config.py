@@ -142,6 +142,7 @@ class FineConfig:
     epochs: int = 1
     train_layers: int = 0  # fine-tune only the top N encoder layers (0: all)
     time_budget_min: float = 0.0  # stop training after this many minutes (0: no limit)
+    eval_depth: int = 20  # per-epoch dev check: re-rank BM25's top N of each dev query, keep the best epoch (0: off)
     seed: int = 0
     batch_size: int = 32  # pairs per inference batch
     dtype: str = "auto"  # inference dtype on GPU: auto (bf16/fp16), fp16, bf16, fp32

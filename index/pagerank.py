@@ -218,13 +218,13 @@ def _iterate_torch(m, p, w, is_dangling, damping, tol, max_iter):
                                      check_invariants=False)
     pt = torch.from_numpy(p).to(device)
     wt = torch.from_numpy(w).to(device)
-    dmask = torch.from_numpy(is_dangling).to(device)
+    dmask = torch.from_numpy(is_dangling.astype(np.float64)).to(device)  # 0/1: a dot, not a boolean gather (no sync)
     n = len(p)
     x = torch.full((n,), 1.0 / n, dtype=torch.float64, device=device)
     teleport = (1.0 - damping) * pt
     name = f"torch-{device.type}"
     for it in range(1, max_iter + 1):
-        x_new = damping * (mt @ x) + (damping * x[dmask].sum()) * wt + teleport  # (n,)
+        x_new = damping * (mt @ x) + (damping * torch.dot(x, dmask)) * wt + teleport  # (n,)
         err = float((x_new - x).abs().sum())  # one device sync per iteration
         x = x_new
         if err < tol:

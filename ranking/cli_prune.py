@@ -17,6 +17,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, help="pruning rounds (prune.steps)")
     p.add_argument("--recover-steps", type=int, dest="recover_steps",
                    help="distillation steps after pruning, 0 for none (prune.recover_steps)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.set_defaults(handler=_prune)
 
 
@@ -28,7 +29,7 @@ def _prune(args, config) -> int:
     given = {k: getattr(args, k) for k in ("target", "ffn_target", "latency_budget", "steps", "recover_steps")
              if getattr(args, k) is not None}
     config = replace(config, prune=replace(config.prune, **given))
-    out = prune_model(config, args.model, args.data, args.out, progress=not args.quiet)
+    out = prune_model(config, args.model, args.data, args.out, device=args.device, progress=not args.quiet)
     import json
 
     from ranking.cross_encoder import read_meta

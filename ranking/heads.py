@@ -220,6 +220,7 @@ def load_pruned(path: str | Path, model_class=None):
     through ``from_pretrained`` as usual; pruned ones are built from the config, shrunk to the
     recorded shapes, and get their weights from ``model.safetensors`` (strict: every tensor must fit).
     """
+    import torch
     import transformers
     from safetensors.torch import load_file
     from transformers import AutoConfig
@@ -233,8 +234,8 @@ def load_pruned(path: str | Path, model_class=None):
         model_class = getattr(transformers, arch, None)
         if model_class is None:
             raise InputError(f"{path / 'config.json'}: unknown architecture {arch!r}")
-    if not is_pruned(config):
-        return model_class.from_pretrained(str(path))
+    if not is_pruned(config):  # float32 even from an fp16 file (a copy carried back from a GPU machine)
+        return model_class.from_pretrained(str(path), dtype=torch.float32)
     weights = path / "model.safetensors"
     if not weights.exists():
         raise InputError(f"{path}: pruned model without model.safetensors")

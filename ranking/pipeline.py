@@ -106,8 +106,10 @@ class Pipeline:
                                              max_length=pc.gpu_fine_max_length if gpu else pc.cpu_fine_max_length)
                 depth = pc.gpu_fine_k if gpu else pc.cpu_fine_k
                 fuse = pc.fine_weight if len(plan) > 1 else 0.0  # the coarse score is what gets fused
+                # on a GPU one batch of every candidate: per-batch kernel launches cost more than padding
+                batch = max(config.fine.batch_size, depth) if encoder.device.type == "cuda" else config.fine.batch_size
                 plan.append((CrossEncoderReranker(encoder, docs.texts, depth=depth,
-                                                  batch_size=config.fine.batch_size, fuse_weight=fuse),
+                                                  batch_size=batch, fuse_weight=fuse),
                              max(depth, pc.final_k)))  # below `depth`: passed through in coarse order
             else:
                 log.info("no cross-encoder in %s: fine stage skipped (`funnel train cross-encoder`)", fine_dir)

@@ -29,7 +29,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -37,60 +37,9 @@ import numpy as np
 from funnel.config import Config, PruneConfig
 from funnel.errors import InputError
 from ranking import heads as H
+from ranking.rerank_sets import RerankSet, evaluate_rerank, load_rerank_sets, score_pairs
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RerankSet:
-    """One query's BM25 candidates with their judgements (what importance and evaluation use)."""
-    qid: str
-    query: str
-    doc_ids: list[str]
-    texts: list[str]
-    labels: np.ndarray  # float32 (n,) relevance grade of each candidate (0 when unjudged)
-
-
-def load_rerank_sets(config: Config, data_dir: str | Path, split: str, depth: int,
-                     max_queries: int = 0, seed: int = 0) -> list[RerankSet]:
-    """BM25 top-`depth` of every judged query of ``DATA/qrels/SPLIT.tsv`` (optionally a seeded sample)."""
-    from crawler.beir import read_qrels, read_queries
-    from funnel.store import DocumentStore
-    from index.searcher import Bm25Retriever
-    from ranking.cross_encoder import pair_text
-
-    data_dir = Path(data_dir)
-    qrels = read_qrels(data_dir, split)
-    queries = read_queries(data_dir)
-    qids = sorted(q for q in qrels if q in queries)
-    if not qids:
-        raise InputError(f"{data_dir}/qrels/{split}.tsv: no judged query found in queries.jsonl")
-    if max_queries and len(qids) > max_queries:
-        qids = sorted(random.Random(seed).sample(qids, max_queries))
-    retriever = Bm25Retriever.open(config.paths.index, config.bm25)
-    hits = {q: retriever.search(queries[q], depth).doc_ids for q in qids}
-    with DocumentStore(config.paths.store, readonly=True) as store:
-        docs = store.get_many({d for ds in hits.values() for d in ds})
-    sets = []
-    for q in qids:
-        ids = [d for d in hits[q] if d in docs]
-        sets.append(RerankSet(q, queries[q], ids, [pair_text(docs[d].title, docs[d].text) for d in ids],
-                              np.array([qrels[q].get(d, 0) for d in ids], dtype=np.float32)))
-    return sets
-
-
-def score_pairs(model, tokenizer, query: str, texts: list[str], max_length: int, batch_size: int = 32):
-    """Cross-encoder logits (n,) for one query and its documents; keeps the autograd graph."""
-    import torch
-
-    out = []
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start:start + batch_size]
-        enc = tokenizer([query] * len(chunk), chunk, truncation="only_second", max_length=max_length,
-                        padding=True, return_tensors="pt")
-        enc = {k: v.to(model.device) for k, v in enc.items()}
-        out.append(model(**enc).logits[:, 0])  # (chunk,)
-    return torch.cat(out)
 
 
 def label_loss(logits, labels):
@@ -114,9 +63,10 @@ def unit_importance(model, tokenizer, sets: list[RerankSet], max_length: int, *,
     import torch
     from tqdm.auto import tqdm
 
-    dtype = next(model.parameters()).dtype
-    head_masks = [torch.ones(n, dtype=dtype, requires_grad=True) for n in H.heads_per_layer(model)]
-    ffn_masks = [torch.ones(n, dtype=dtype, requires_grad=True) for n in H.ffn_sizes(model)] if ffn else None
+    dtype, dev = next(model.parameters()).dtype, next(model.parameters()).device
+    head_masks = [torch.ones(n, dtype=dtype, device=dev, requires_grad=True) for n in H.heads_per_layer(model)]
+    ffn_masks = ([torch.ones(n, dtype=dtype, device=dev, requires_grad=True) for n in H.ffn_sizes(model)]
+                 if ffn else None)
     head_acc = [np.zeros(n) for n in H.heads_per_layer(model)]
     ffn_acc = [np.zeros(n) for n in H.ffn_sizes(model)] if ffn else None
     used = [s for s in sets if s.labels.sum() > 0]
@@ -133,9 +83,9 @@ def unit_importance(model, tokenizer, sets: list[RerankSet], max_length: int, *,
                 loss = label_loss(logits, torch.from_numpy(s.labels).to(logits.dtype))
                 grads = torch.autograd.grad(loss, head_masks + (ffn_masks or []))
                 for i in range(len(head_masks)):
-                    head_acc[i] += grads[i].abs().double().numpy()
+                    head_acc[i] += grads[i].abs().double().cpu().numpy()
                     if ffn:
-                        ffn_acc[i] += grads[len(head_masks) + i].abs().double().numpy()
+                        ffn_acc[i] += grads[len(head_masks) + i].abs().double().cpu().numpy()
     finally:
         for p, flag in zip(model.parameters(), params):
             p.requires_grad_(flag)
@@ -176,14 +126,19 @@ def measure_latency(model, tokenizer, query: str, texts: list[str], max_length: 
     """Best-of-`reps` seconds to score one query's candidates (one batch), under inference mode."""
     import torch
 
+    dev = next(model.parameters()).device
     enc = tokenizer([query] * len(texts), texts, truncation="only_second", max_length=max_length,
                     padding=True, return_tensors="pt")
+    enc = {k: v.to(dev) for k, v in enc.items()}
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     best = float("inf")
     with torch.inference_mode():
         model(**enc)
         for _ in range(reps):
+            sync()
             t0 = time.perf_counter()
             model(**enc)
+            sync()
             best = min(best, time.perf_counter() - t0)
     return best
 
@@ -229,23 +184,6 @@ def prune_iteratively(model, tokenizer, sets: list[RerankSet], pc: PruneConfig, 
             break
     bar.close()
     return rounds
-
-
-def evaluate_rerank(model, tokenizer, sets: list[RerankSet], max_length: int, qrels, *,
-                    progress: bool = False) -> dict[str, float]:
-    """nDCG@10 (and the other standard metrics) of re-ranking each set's candidates."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from ranking.evaluate import evaluate
-
-    model.eval()
-    run = {}
-    with torch.inference_mode():
-        for s in tqdm(sets, desc="evaluate", unit="query", disable=not progress):
-            scores = score_pairs(model, tokenizer, s.query, s.texts, max_length).float().numpy()
-            run[s.qid] = {d: float(x) for d, x in zip(s.doc_ids, scores)}
-    return evaluate(run, {q: qrels[q] for q in run})
 
 
 def recover(student, teacher, tokenizer, config: Config, data_dir: str | Path, max_length: int, *,
@@ -295,6 +233,7 @@ def recover(student, teacher, tokenizer, config: Config, data_dir: str | Path, m
         qs = [queries[q] for q, ds in batch for _ in ds]
         ds = [texts[d] for _, dd in batch for d in dd]
         enc = tokenizer(qs, ds, truncation="only_second", max_length=max_length, padding=True, return_tensors="pt")
+        enc = {k: v.to(student.device) for k, v in enc.items()}
         with torch.no_grad():
             t_logits = teacher(**enc).logits[:, 0].view(-1, g).float()  # (batch_queries, group)
         s_logits = student(**enc).logits[:, 0].view(-1, g).float()  # (batch_queries, group)
@@ -322,7 +261,7 @@ def recover(student, teacher, tokenizer, config: Config, data_dir: str | Path, m
 
 
 def prune_model(config: Config, model_path: str | Path, data_dir: str | Path, out_dir: str | Path | None = None,
-                *, progress: bool = True) -> Path:
+                *, device: str = "auto", progress: bool = True) -> Path:
     """`funnel prune`: importance, iterative pruning, recovery, evaluation; saves the pruned cross-encoder."""
     import torch
 
@@ -337,8 +276,11 @@ def prune_model(config: Config, model_path: str | Path, data_dir: str | Path, ou
     out_dir = Path(out_dir) if out_dir else model_path.parent / f"{model_path.name}-pruned"
     if out_dir.resolve() == model_path.resolve():
         raise InputError(f"--out {out_dir}: would overwrite the model being pruned")
+    from funnel.device import resolve_device
+
     torch.manual_seed(pc.seed)
-    teacher = H.load_pruned(model_path).eval()
+    dev, _ = resolve_device(device)  # float32 everywhere: importance gradients and recovery need it
+    teacher = H.load_pruned(model_path).to(dev).eval()
     if not hasattr(teacher, "classifier"):
         raise InputError(f"{model_path}: not a cross-encoder (expected BertForSequenceClassification)")
     tokenizer = load_tokenizer(model_path)
@@ -364,8 +306,9 @@ def prune_model(config: Config, model_path: str | Path, data_dir: str | Path, ou
                "ndcg_at_10": {k: round(v, 4) for k, v in ndcg.items()},
                "eval": {"split": pc.eval_split, "queries": len(eval_sets), "depth": pc.depth},
                "importance": {"split": pc.importance_split, "queries": len(imp_sets)},
-               "rounds": rounds, "recovery": recovery, "prune_config": asdict(pc), "teacher": str(model_path)}
-    save_cross_encoder(student, tokenizer, out_dir, {**{k: v for k, v in meta.items() if k != "format_version"},
+               "rounds": rounds, "recovery": recovery, "prune_config": asdict(pc), "teacher": str(model_path),
+               "device": str(dev)}
+    save_cross_encoder(student.cpu(), tokenizer, out_dir, {**{k: v for k, v in meta.items() if k != "format_version"},
                                                      "max_length": max_length, "pruning": summary})
     log.info("pruned model saved to %s: %d -> %d heads, %d -> %d parameters, nDCG@10 %s", out_dir,
              before["heads_total"], after["heads_total"], before["parameters"], after["parameters"],

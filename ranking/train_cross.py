@@ -76,9 +76,14 @@ def freeze_lower_layers(model, train_layers: int) -> None:
 
 
 def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Path | None = None, *,
-                        split: str = "train", log_file: str | Path | None = None, device: str = "auto",
-                        progress: bool = True) -> Path:
-    """Train a cross-encoder on ``DATA/qrels/SPLIT.tsv`` with BM25 hard negatives from HOME's index."""
+                        split: str = "train", dev_split: str = "dev", log_file: str | Path | None = None,
+                        device: str = "auto", progress: bool = True) -> Path:
+    """Train a cross-encoder on ``DATA/qrels/SPLIT.tsv`` with BM25 hard negatives from HOME's index.
+
+    After each epoch, when ``DATA/qrels/DEV_SPLIT.tsv`` exists and ``fine.eval_depth`` > 0, the model
+    re-ranks BM25's top ``eval_depth`` of every dev query; the epoch with the best nDCG@10 is the one
+    saved (without dev judgements, the last epoch is).
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -88,6 +93,7 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     from index.searcher import Bm25Retriever
     from ranking.backbone import load_tokenizer
     from ranking.cross_encoder import build_cross_encoder, pair_text, save_cross_encoder
+    from ranking.rerank_sets import evaluate_rerank, load_rerank_sets
 
     fc: FineConfig = config.fine
     if fc.group_size < 2:
@@ -113,6 +119,11 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     if not groups:
         raise InputError(f"{data_dir}: no training group could be built (judged documents missing from the store?)")
 
+    dev_sets, dev_qrels = [], {}
+    if fc.eval_depth > 0 and (data_dir / "qrels" / f"{dev_split}.tsv").exists():
+        dev_sets = load_rerank_sets(config, data_dir, dev_split, fc.eval_depth)
+        dev_qrels = read_qrels(data_dir, dev_split)
+
     dev, _ = resolve_device(device)
     model = build_cross_encoder(fc.backbone, seed=fc.seed).to(dev)
     tokenizer = load_tokenizer(fc.backbone)
@@ -127,6 +138,32 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
         opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(total - warmup, 1))))
     use_amp = dev.type == "cuda"
     log_f = open(log_file, "w", encoding="utf-8") if log_file else None
+    meta = {"max_length": fc.max_length, "backbone": str(fc.backbone), "train_split": split,
+            "data": str(data_dir), "fine_config": config.to_dict()["fine"]}
+    best: dict = {"epoch": None, "nDCG@10": float("-inf")}
+    history: list[dict] = []
+
+    def log_line(rec: dict) -> None:
+        if log_f:
+            log_f.write(json.dumps(rec) + "\n")
+            log_f.flush()
+
+    def end_of_epoch(epoch: int) -> None:
+        """Dev check; the best epoch so far is saved (every epoch is, without dev judgements)."""
+        rec = {"eval": dev_split, "epoch": epoch, "seconds": round(time.perf_counter() - t0, 1)}
+        if dev_sets:
+            rec["nDCG@10"] = round(evaluate_rerank(model, tokenizer, dev_sets, fc.max_length, dev_qrels)["nDCG@10"], 4)
+            model.train()
+            log.info("cross-encoder epoch %d: dev nDCG@10 %.4f (BM25 top %d re-ranked)", epoch, rec["nDCG@10"],
+                     fc.eval_depth)
+        history.append(rec)
+        log_line(rec)
+        if not dev_sets or rec["nDCG@10"] > best["nDCG@10"]:
+            best.update(epoch=epoch, **{"nDCG@10": rec.get("nDCG@10", float("nan"))})
+            model.eval()
+            save_cross_encoder(model, tokenizer, out_dir, {**meta, "epoch": epoch, "dev": rec})
+            model.train()
+
     t0 = time.perf_counter()
     step, losses, stopped_early = 0, [], False
     bar = tqdm(total=total, desc="cross-encoder", unit="step", disable=not progress)
@@ -152,10 +189,7 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
                 step += 1
                 losses.append(float(loss.detach()))
                 elapsed = time.perf_counter() - t0
-                if log_f:
-                    log_f.write(json.dumps({"step": step, "epoch": epoch, "loss": round(losses[-1], 5),
-                                            "seconds": round(elapsed, 1)}) + "\n")
-                    log_f.flush()
+                log_line({"step": step, "epoch": epoch, "loss": round(losses[-1], 5), "seconds": round(elapsed, 1)})
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
                 if fc.time_budget_min and elapsed > fc.time_budget_min * 60:
@@ -163,6 +197,7 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
                     log.warning("cross-encoder: time budget of %.1f min reached after %d/%d steps",
                                 fc.time_budget_min, step, total)
                     break
+            end_of_epoch(epoch + 1)
             if stopped_early:
                 break
     finally:
@@ -170,13 +205,13 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     summary = {"steps": step, "planned_steps": total, "groups": len(groups), "train_queries": len(qrels),
                "seconds": round(time.perf_counter() - t0, 1), "first_loss": round(float(np.mean(losses[:20])), 4),
                "last_loss": round(float(np.mean(losses[-20:])), 4), "stopped_by_time_budget": stopped_early,
-               "device": str(dev)}
+               "device": str(dev), "best_epoch": best["epoch"], "dev": history}
+    log_line({"summary": summary})
     if log_f:
-        log_f.write(json.dumps({"summary": summary}) + "\n")
         log_f.close()
-    model.eval()
-    save_cross_encoder(model.cpu(), tokenizer, out_dir,
-                       {"max_length": fc.max_length, "backbone": str(fc.backbone), "train_split": split,
-                        "data": str(data_dir), "fine_config": config.to_dict()["fine"], "training": summary})
-    log.info("cross-encoder saved to %s (%s)", out_dir, summary)
+    # the saved checkpoint (best epoch) gets the whole run's summary beside its own dev line
+    meta_file = out_dir / "funnel_meta.json"
+    saved = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta_file.write_text(json.dumps({**saved, "training": summary}, indent=2), encoding="utf-8")
+    log.info("cross-encoder saved to %s (epoch %s of %d; %s)", out_dir, best["epoch"], len(history), summary)
     return out_dir

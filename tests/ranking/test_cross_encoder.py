@@ -135,6 +135,28 @@ def test_tiny_cross_encoder_learns(tiny_home, tiny_dir, tmp_path, one_thread):
     assert load_cross_encoder(out, "cpu").max_length == 64
 
 
+def test_training_keeps_the_epoch_with_the_best_dev_ndcg(tiny_home, tiny_dir, tmp_path, one_thread):
+    from crawler.beir import read_qrels
+    from ranking.rerank_sets import evaluate_rerank, load_rerank_sets
+
+    config = Config(paths=PathsConfig(home=str(tiny_home)),
+                    fine=replace(FineConfig(), backbone="tiny", max_length=64, group_size=3, negatives_depth=10,
+                                 batch_queries=4, learning_rate=5e-3, epochs=4, eval_depth=8))
+    log = tmp_path / "log.jsonl"
+    out = train_cross_encoder(config, tiny_dir, tmp_path / "ce", log_file=log, device="cpu", progress=False)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    evals = [r for r in rows if "eval" in r]
+    assert [r["epoch"] for r in evals] == [1, 2, 3, 4] and all(r["eval"] == "dev" for r in evals)
+    best = max(evals, key=lambda r: (r["nDCG@10"], -r["epoch"]))  # the first epoch reaching the maximum
+    meta = json.loads((out / "funnel_meta.json").read_text())
+    assert meta["epoch"] == best["epoch"] == meta["training"]["best_epoch"]
+    # the folder holds that epoch's weights: re-evaluating it gives the logged figure
+    ce = load_cross_encoder(out, "cpu")
+    sets = load_rerank_sets(config, tiny_dir, "dev", 8)
+    again = evaluate_rerank(ce.model, ce.tokenizer, sets, 64, read_qrels(tiny_dir, "dev"))["nDCG@10"]
+    assert again == pytest.approx(best["nDCG@10"], abs=1e-4)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_half_precision_on_gpu_matches_fp32(tiny_ce):

@@ -1,7 +1,6 @@
 """ranking.heads: masking vs slicing heads and FFN neurons, save/load of pruned models, real shrinkage."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -127,24 +126,11 @@ def test_bad_inputs_are_refused(tmp_path):
         H.load_pruned(tmp_path)
 
 
-def _best_times(models, x, reps=7):
-    """Best-of-`reps` forward time of each model, interleaved so machine load hits all alike."""
-    best = [float("inf")] * len(models)
-    with torch.inference_mode():
-        for m in models:
-            m(**x)
-        for _ in range(reps):
-            for i, m in enumerate(models):
-                t0 = time.perf_counter()
-                m(**x)
-                best[i] = min(best[i], time.perf_counter() - t0)
-    return best
-
-
-def test_parameters_and_latency_drop():
+def test_the_matrices_really_shrink():
+    """Physical removal: every projection loses the rows/columns of the cut heads and neurons, so the
+    forward pass does less arithmetic (the speed itself is measured by benchmarks/pruning.py)."""
     import copy
 
-    # A model big enough for timing to mean something, still quick: 2 layers, hidden 256, 8 heads.
     model = _bert(hidden_size=256, num_attention_heads=8, intermediate_size=1024)
     pruned = copy.deepcopy(model)
     H.prune_heads(pruned, {0: list(range(6)), 1: list(range(6))})
@@ -152,9 +138,16 @@ def test_parameters_and_latency_drop():
     layer_params = 2 * (4 * 256 * 256 + 2 * 256 * 1024)
     # 3/4 of heads and FFN gone: most of the layers' weights are gone.
     assert H.count_parameters(model) - H.count_parameters(pruned) >= 0.7 * layer_params
-    x = {"input_ids": torch.randint(1000, 2000, (8, 128)), "attention_mask": torch.ones(8, 128, dtype=torch.long)}
-    t_full, t_pruned = _best_times([model, pruned], x)
-    assert t_pruned < 0.8 * t_full, (t_full, t_pruned)
+    for layer in H.encoder_layers(pruned):
+        att = layer.attention
+        for lin in (att.self.query, att.self.key, att.self.value):
+            assert tuple(lin.weight.shape) == (2 * 32, 256)  # 2 heads of 32 dims kept, of 8
+        assert tuple(att.output.dense.weight.shape) == (256, 2 * 32)
+        assert tuple(layer.intermediate.dense.weight.shape) == (256, 256)
+        assert tuple(layer.output.dense.weight.shape) == (256, 256)
+    x = {"input_ids": torch.randint(1000, 2000, (2, 16)), "attention_mask": torch.ones(2, 16, dtype=torch.long)}
+    with torch.inference_mode():
+        assert pruned(**x).last_hidden_state.shape == (2, 16, 256)
 
 
 def test_minilm_backbone_slices_like_it_masks():
