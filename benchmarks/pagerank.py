@@ -119,6 +119,7 @@ def main() -> None:
     ap.add_argument("--spark-max-iter-big", type=int, default=200,
                     help="cap on Spark iterations on the synthetic graph (each takes many seconds here)")
     ap.add_argument("--networkx-big", action="store_true", help="also run networkx on the synthetic graph")
+    ap.add_argument("--graphs", default="javadoc,power-law", help="which graphs: javadoc, power-law or both")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pagerank.md"))
     args = ap.parse_args()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -141,8 +142,13 @@ def main() -> None:
         rows.append(f"| {graph} | {n:,} | {m:,} | {method} | {secs:.2f} | {iters} | {l1} | {note} |")
         print(rows[-1], flush=True)
 
-    for graph, (src, dst, n) in (("javadoc (openjdk-17-doc)", javadoc_edges(Path(args.javadoc_links))),
-                                 ("power-law synthetic", power_law_edges(args.nodes, args.edges))):
+    graphs = {"javadoc": ("javadoc (openjdk-17-doc)", lambda: javadoc_edges(Path(args.javadoc_links))),
+              "power-law": ("power-law synthetic", lambda: power_law_edges(args.nodes, args.edges))}
+    wanted = [g.strip() for g in args.graphs.split(",") if g.strip()]
+    if not wanted or set(wanted) - set(graphs):
+        ap.error(f"--graphs: choose from {', '.join(graphs)}")
+    for graph, load in (graphs[g] for g in wanted):
+        src, dst, n = load()
         big = n > 100_000
         m = len(src)
         single, t_single = run_single(src, dst, n, args.damping, args.tol)

@@ -126,8 +126,9 @@ def main() -> int:
         t0 = time.perf_counter()
         timings[key] = run_models(models, bs, dev, dt)
         print(f"{key}: {len(models)} models x {len(bs)} queries in {time.perf_counter() - t0:.0f}s", flush=True)
-    if len(cpu_batches) < len(batches):  # quality from an untimed fp32 pass over every query, on the GPU
-        quality = run_models(models, batches, torch.device("cuda"), torch.float32)["scores"]
+    if len(cpu_batches) < len(batches):  # quality from an untimed fp32 pass over every query
+        where = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        quality = run_models(models, batches, where, torch.float32)["scores"]
     else:
         quality = timings["cpu"]["scores"]
 

@@ -237,8 +237,9 @@ class TrainDenseConfig:
     epochs: int = 2
     query_max_len: int = 64
     doc_max_len: int = 256
-    unsupervised: bool = False  # no judgements: random-crop pairs from the store's documents
-    unsupervised_pairs: int = 2000  # crop pairs per epoch in unsupervised mode
+    unsupervised: bool = False  # no judgements: pseudo-query pairs from the store's own documents
+    unsupervised_mode: str = "crop"  # pseudo queries: "crop" (random word spans) or "sentence" (one sentence, ICT-like)
+    unsupervised_pairs: int = 2000  # pseudo-query pairs per epoch in unsupervised mode
     time_budget_min: float = 0.0  # stop after this many minutes (0: no limit); the best checkpoint is kept
     amp: bool = True  # mixed precision on GPU (ignored on CPU)
     seed: int = 0

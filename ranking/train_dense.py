@@ -1,6 +1,7 @@
 """Training of the dense-recall dual encoder (`ranking.dual_encoder`): contrastive InfoNCE on a BEIR
 folder's ``train`` judgements with in-batch and BM25-mined hard negatives, or, without judgements,
-on random-crop pairs from the store's own documents. Feeds `funnel embed` and `ranking.recall`.
+on pseudo-query pairs from the store's own documents (random crops, or single sentences as in the
+Inverse Cloze Task). Feeds `funnel embed` and `ranking.recall`.
 
 Loss: for each query q_i, softmax cross-entropy over its similarities to every document of the batch
 (its positive, its hard negatives, and every other query's positive and negatives), scaled by
@@ -28,6 +29,7 @@ import dataclasses
 import json
 import logging
 import random
+import re
 import time
 from pathlib import Path
 
@@ -75,6 +77,33 @@ def crop_pairs(docs: list[tuple[str, str]], n_pairs: int, rng: random.Random, *,
         queries[qid] = " ".join(words[start:start + length])
         positives[qid] = [doc_id]
     return queries, positives
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
+
+
+def sentence_pairs(docs: list[tuple[str, str]], n_pairs: int, rng: random.Random, *, min_words: int = 6,
+                   max_words: int = 40) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Unsupervised pairs in the manner of the Inverse Cloze Task: the query is one sentence of a
+    document (its positive), a short declarative statement like a claim or a question's premise.
+    Returns ({pseudo query id: text}, {pseudo query id: [doc id]})."""
+    usable = []
+    for d, t in docs:
+        sents = [s for s in SENTENCE_END.split(t) if min_words <= len(s.split()) <= max_words]
+        if len(sents) >= 2:  # a one-sentence document would be its own query
+            usable.append((d, sents))
+    if not usable:
+        raise InputError(f"unsupervised training: no document has two sentences of {min_words}-{max_words} words")
+    queries, positives = {}, {}
+    for i in range(n_pairs):
+        doc_id, sents = usable[rng.randrange(len(usable))]
+        qid = f"sent-{i}"
+        queries[qid] = sents[rng.randrange(len(sents))]
+        positives[qid] = [doc_id]
+    return queries, positives
+
+
+UNSUPERVISED_PAIRS = {"crop": crop_pairs, "sentence": sentence_pairs}
 
 
 def info_nce(q, d, targets, mask, temperature: float):
@@ -168,6 +197,9 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
         raise InputError(f"train_dense.temperature must be positive, got {tc.temperature}")
     if tc.batch_size < 1 or tc.hard_negatives < 0:
         raise InputError("train_dense.batch_size must be >= 1 and train_dense.hard_negatives >= 0")
+    if tc.unsupervised_mode not in UNSUPERVISED_PAIRS:
+        raise InputError(f"train_dense.unsupervised_mode must be one of {', '.join(UNSUPERVISED_PAIRS)}, "
+                         f"got {tc.unsupervised_mode!r}")
     if data_dir is None and not tc.unsupervised:
         raise InputError("supervised training needs a BEIR folder (--data); or set train_dense.unsupervised=true")
     out_dir = Path(out_dir) if out_dir else config.paths.models / "dual-encoder"
@@ -188,7 +220,7 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
         dev_queries = read_queries(Path(data_dir))
         dev_qrels = read_qrels(Path(data_dir), dev_split)
     if tc.unsupervised:
-        queries, positives = crop_pairs(list(text_of.items()), tc.unsupervised_pairs, rng)
+        queries, positives = UNSUPERVISED_PAIRS[tc.unsupervised_mode](list(text_of.items()), tc.unsupervised_pairs, rng)
         judged = {q: set(p) for q, p in positives.items()}
     else:
         all_queries = read_queries(Path(data_dir))

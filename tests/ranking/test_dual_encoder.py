@@ -196,6 +196,28 @@ def test_unsupervised_crops_train_without_judgements(tiny_home_copy):
     assert s["steps"] == 6 and s["dev"] is None
 
 
+def test_sentence_pairs_take_one_whole_sentence_of_their_document(tiny_home_copy):
+    from ranking.train_dense import sentence_pairs, train_dual_encoder
+
+    text = ("Vitamin D levels fall in winter across northern cohorts. Supplementation restores them within "
+            "eight weeks in most adults. Short one. A third sentence reports no effect on fracture risk at all.")
+    queries, positives = sentence_pairs([("d", text), ("solo", "Only one sentence of enough words here.")], 20,
+                                        random.Random(0))
+    sentences = {"Vitamin D levels fall in winter across northern cohorts.",
+                 "Supplementation restores them within eight weeks in most adults.",
+                 "A third sentence reports no effect on fracture risk at all."}
+    assert set(queries.values()) <= sentences and len(set(queries.values())) > 1  # "Short one." is too short
+    assert all(p == ["d"] for p in positives.values())  # a one-sentence document never pairs with itself
+    with pytest.raises(InputError, match="two sentences"):
+        sentence_pairs([("solo", "Only one sentence of enough words here.")], 3, random.Random(0))
+    s = train_dual_encoder(_config(tiny_home_copy, unsupervised=True, unsupervised_mode="sentence",
+                                   unsupervised_pairs=16, epochs=1), None, tiny_home_copy / "models" / "s",
+                           device="cpu", progress=False)
+    assert s["steps"] == 3
+    with pytest.raises(InputError, match="unsupervised_mode"):
+        train_dual_encoder(_config(tiny_home_copy, unsupervised=True, unsupervised_mode="ict"), None, progress=False)
+
+
 def test_bad_training_settings_name_the_field(tiny_home_copy, tiny_dir):
     from ranking.train_dense import train_dual_encoder
 
