@@ -97,14 +97,20 @@ def build(config: Config, data_dir: str | Path, *, train_split: str = "train", d
 
 def _build_dense(config: Config, data_dir: Path, train_split: str, dev_split: str, models: Path, device: str,
                  progress: bool) -> str:
-    """Dual encoder + vector index."""
+    """Dual encoder + vector index. With the query tower trained alone (the CPU default), the documents
+    are encoded once, by the frozen starting tower, before training; training reads those vectors and
+    the index stays valid after it. A fully fine-tuned encoder re-embeds the corpus afterwards."""
+    from funnel.device import resolve_device
     from ranking.dual_encoder import embed_store
-    from ranking.train_dense import train_dual_encoder
+    from ranking.train_dense import resolve_towers, train_dual_encoder
 
     t = time.perf_counter()
+    towers = resolve_towers(config.train_dense.towers, resolve_device(device)[0])
+    if towers == "query":
+        embed_store(config, config.train_dense.backbone, rebuild=True, progress=progress)
     tmp = _fresh_tmp(models, "dual-encoder")
     train_dual_encoder(config, data_dir, tmp, split=train_split, dev_split=dev_split,
                        log_file=tmp / "train_log.jsonl", device=device, progress=progress)
     publish(tmp, models / "dual-encoder")
-    manifest = embed_store(config, str(models / "dual-encoder"), rebuild=True, progress=progress)
+    manifest = embed_store(config, str(models / "dual-encoder"), rebuild=towers != "query", progress=progress)
     return f"{models / 'dual-encoder'}, {manifest['count']} vectors ({time.perf_counter() - t:.0f} s)"

@@ -64,8 +64,8 @@ def _train_cross_encoder(args, config) -> int:
     from ranking.train_cross import train_cross_encoder
 
     out, log_file = _make_model_folder(args, config, "cross-encoder")
-    path = train_cross_encoder(config, args.data, out, split=args.split, log_file=log_file,
-                               device=args.device, progress=not args.quiet)
+    path = train_cross_encoder(config, args.data, out, split=args.split, dev_split=args.dev_split,
+                               log_file=log_file, device=args.device, progress=not args.quiet)
     print(f"cross-encoder saved to {path}")
     return 0
 
@@ -89,7 +89,8 @@ TRAINERS: tuple[Trainer, ...] = (
             data_help="BEIR folder with qrels/TRAIN.tsv and qrels/DEV.tsv",
             dev_split_help="early-stopping judgements (default dev)"),
     Trainer("cross-encoder", "fine ranking: MiniLM cross-encoder, listwise, BM25 hard negatives", _train_cross_encoder,
-            data_help="BEIR folder with qrels/SPLIT.tsv", device=True),
+            data_help="BEIR folder with qrels/SPLIT.tsv",
+            dev_split_help="judgements for the per-epoch check that keeps the best epoch (default dev)", device=True),
     Trainer("dual-encoder", "dense recall: InfoNCE with in-batch + BM25 hard negatives", _train_dual_encoder,
             data_help="BEIR folder with qrels/SPLIT.tsv (needed unless train_dense.unsupervised)",
             data_required=False, dev_split_help="judgements for the per-epoch evaluation (default dev)", device=True),

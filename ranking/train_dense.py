@@ -8,8 +8,8 @@ Loss: for each query q_i, softmax cross-entropy over its similarities to every d
 1 / temperature, with its own positive as the target. Documents judged for q_i (any grade) other
 than its target are masked out, so a shared positive is never pushed away.
 
-Towers (``train_dense.towers``):
-- ``shared``: one BERT for queries and documents, fully fine-tuned (the default; what a GPU is for).
+Towers (``train_dense.towers``; ``auto``, the default, is ``shared`` on a GPU and ``query`` on a CPU):
+- ``shared``: one BERT for queries and documents, fully fine-tuned (what a GPU is for).
   The corpus is re-encoded for every dev evaluation.
 - ``query``: the document tower is frozen (kept as the model's ``doc_tower``), so document vectors
   are computed once (or read from an existing vector index made by that tower) and only the query
@@ -172,6 +172,11 @@ def _doc_vectors(config: Config, model, tower_hash: str, doc_ids: list[str], tex
     return model.encode_docs(texts, batch_size, progress=progress)
 
 
+def resolve_towers(towers: str, device) -> str:
+    """``train_dense.towers`` made concrete: "auto" is "shared" on a GPU, "query" on a CPU."""
+    return towers if towers != "auto" else ("shared" if device.type == "cuda" else "query")
+
+
 def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_dir: str | Path | None = None, *,
                        split: str = "train", dev_split: str = "dev", log_file: str | Path | None = None,
                        device: str = "auto", progress: bool = True) -> dict:
@@ -191,8 +196,8 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
     from ranking.dual_encoder import build_dual_encoder, doc_text, save_dual_encoder, tower_fingerprint
 
     tc: TrainDenseConfig = config.train_dense
-    if tc.towers not in ("shared", "query"):
-        raise InputError(f"train_dense.towers must be 'shared' or 'query', got {tc.towers!r}")
+    if tc.towers not in ("auto", "shared", "query"):
+        raise InputError(f"train_dense.towers must be 'auto', 'shared' or 'query', got {tc.towers!r}")
     if tc.temperature <= 0:
         raise InputError(f"train_dense.temperature must be positive, got {tc.temperature}")
     if tc.batch_size < 1 or tc.hard_negatives < 0:
@@ -240,7 +245,8 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
     dev, amp_dtype = resolve_device(device)
     model = build_dual_encoder(tc.backbone, shared=True, query_max_len=tc.query_max_len,
                                doc_max_len=tc.doc_max_len, seed=tc.seed)
-    frozen_docs = tc.towers == "query"
+    towers = resolve_towers(tc.towers, dev)
+    frozen_docs = towers == "query"
     doc_cache: dict[str, int] = {}
     cache_vecs = None
     if frozen_docs:
@@ -279,7 +285,7 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
             log_f.flush()
 
     t0 = time.perf_counter()
-    meta = {"backbone": tc.backbone, "towers": tc.towers, "train_config": dataclasses.asdict(tc),
+    meta = {"backbone": tc.backbone, "towers": towers, "train_config": dataclasses.asdict(tc),
             "data": str(data_dir) if data_dir else None, "split": split}
     best = {"epoch": 0, "metrics": dev_eval(0)}
     write({"eval": dev_split, "epoch": 0, **(best["metrics"] or {}), "seconds": round(time.perf_counter() - t0, 1)})

@@ -120,8 +120,8 @@ def test_mined_negatives_are_never_judged(tiny_home, tiny_dir):
 
 def _config(home, **train):
     c = load_config(None, [f"paths.home={json.dumps(str(home))}"])
-    base = dict(backbone="tiny", batch_size=6, epochs=4, learning_rate=1e-3, temperature=0.1, query_max_len=32,
-                doc_max_len=64, hard_negatives=1)
+    base = dict(backbone="tiny", towers="shared", batch_size=6, epochs=4, learning_rate=1e-3, temperature=0.1,
+                query_max_len=32, doc_max_len=64, hard_negatives=1)
     base.update(train)
     return replace(c, train_dense=replace(c.train_dense, **base))
 
@@ -216,6 +216,19 @@ def test_sentence_pairs_take_one_whole_sentence_of_their_document(tiny_home_copy
     assert s["steps"] == 3
     with pytest.raises(InputError, match="unsupervised_mode"):
         train_dual_encoder(_config(tiny_home_copy, unsupervised=True, unsupervised_mode="ict"), None, progress=False)
+
+
+def test_auto_towers_train_the_query_side_alone_on_a_cpu(tiny_home_copy, tiny_dir):
+    import torch
+
+    from ranking.dual_encoder import load_dual_encoder, read_meta
+    from ranking.train_dense import resolve_towers, train_dual_encoder
+
+    assert resolve_towers("auto", torch.device("cuda")) == "shared" and resolve_towers("query", torch.device("cuda")) == "query"
+    out = tiny_home_copy / "models" / "auto"
+    train_dual_encoder(_config(tiny_home_copy, towers="auto", epochs=1), tiny_dir, out, device="cpu", progress=False)
+    assert read_meta(out)["towers"] == "query"
+    assert load_dual_encoder(out, "cpu").doc_tower is not None  # the frozen document side, saved beside
 
 
 def test_bad_training_settings_name_the_field(tiny_home_copy, tiny_dir):

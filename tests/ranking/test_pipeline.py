@@ -170,6 +170,24 @@ def test_cli_build_trains_and_publishes_every_model(tiny_dir, tmp_path):
     assert r.returncode == 2 and "qrels" in r.stderr
 
 
+def test_cli_build_dense_on_a_cpu_encodes_the_documents_once(tiny_dir, tmp_path):
+    """The CPU recipe (auto towers = the query tower alone): the frozen document side is embedded before
+    training, and the published vector index still matches the trained model's document tower."""
+    from ranking.dual_encoder import load_dual_encoder, tower_fingerprint
+
+    sets = [a for s in (*SETS, 'train_dense.backbone="tiny"', "train_dense.epochs=1") for a in ("--set", s)]
+    home = tmp_path / "h"
+    r = funnel(*sets, "build", "--data", str(tiny_dir), "--skip", "coarse", "--skip", "cross-encoder",
+               "--device", "cpu", home=home)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((home / "index" / "dense" / "manifest.json").read_text())
+    model = load_dual_encoder(home / "models" / "dual-encoder", "cpu")
+    assert manifest["generation"] == 1 and manifest["count"] == 50  # embedded once, before training
+    assert manifest["meta"]["doc_hash"] == tower_fingerprint(model.doc_tower)
+    r = funnel("search", "breast cancer", "--explain", "--json", home=home)
+    assert r.returncode == 0 and "hybrid" in json.loads(r.stdout.splitlines()[0])["stages"], r.stderr  # dense in use
+
+
 def test_fine_model_is_chosen_by_configuration(trained_home, tmp_path):
     """`fine.model` serves another cross-encoder folder (e.g. a pruned one) without moving files."""
     other = tmp_path / "elsewhere" / "ce"
