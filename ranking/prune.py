@@ -197,6 +197,7 @@ def recover(student, teacher, tokenizer, config: Config, data_dir: str | Path, m
     from funnel.store import DocumentStore
     from index.searcher import Bm25Retriever
     from ranking.cross_encoder import pair_text
+    from ranking.optim import adamw_linear, update
     from ranking.train_cross import listwise_loss, make_groups, mine_negatives
 
     pc = config.prune
@@ -220,11 +221,8 @@ def recover(student, teacher, tokenizer, config: Config, data_dir: str | Path, m
     teacher.eval()
     student.train()
     params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=pc.recover_lr, weight_decay=0.01)
     total = pc.recover_steps
-    warmup = max(1, total // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(total - warmup, 1))))
+    opt, sched = adamw_linear(params, pc.recover_lr, total)
     g, temp, alpha = pc.recover_group_size, pc.distill_temperature, pc.distill_alpha
     t0, losses, step = time.perf_counter(), [], 0
     bar = tqdm(total=total, desc="recover", unit="step", disable=not progress)
@@ -240,14 +238,8 @@ def recover(student, teacher, tokenizer, config: Config, data_dir: str | Path, m
         hard = listwise_loss(s_logits.reshape(-1), g)  # positive first in every group
         soft = F.kl_div(F.log_softmax(s_logits / temp, -1), F.log_softmax(t_logits / temp, -1),
                         log_target=True, reduction="batchmean") * temp ** 2
-        loss = alpha * hard + (1 - alpha) * soft
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        losses.append(update(alpha * hard + (1 - alpha) * soft, params, opt, sched))
         step += 1
-        losses.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
         if pc.recover_time_budget_min and time.perf_counter() - t0 > pc.recover_time_budget_min * 60:

@@ -93,6 +93,7 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     from index.searcher import Bm25Retriever
     from ranking.backbone import load_tokenizer
     from ranking.cross_encoder import build_cross_encoder, pair_text, save_cross_encoder
+    from ranking.optim import adamw_linear, update
     from ranking.rerank_sets import evaluate_rerank, load_rerank_sets
 
     fc: FineConfig = config.fine
@@ -130,12 +131,9 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     freeze_lower_layers(model, fc.train_layers)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=fc.learning_rate, weight_decay=0.01)
     steps_per_epoch = (len(groups) + fc.batch_queries - 1) // fc.batch_queries
     total = steps_per_epoch * fc.epochs
-    warmup = max(1, total // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then linear decay to 0
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(total - warmup, 1))))
+    opt, sched = adamw_linear(params, fc.learning_rate, total)
     use_amp = dev.type == "cuda"
     log_f = open(log_file, "w", encoding="utf-8") if log_file else None
     meta = {"max_length": fc.max_length, "backbone": str(fc.backbone), "train_split": split,
@@ -180,14 +178,8 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
                 enc = {k: v.to(dev) for k, v in enc.items()}
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits = model(**enc).logits[:, 0]  # (n_groups * group_size,)
-                loss = listwise_loss(logits, fc.group_size)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
+                losses.append(update(listwise_loss(logits, fc.group_size), params, opt, sched))
                 step += 1
-                losses.append(float(loss.detach()))
                 elapsed = time.perf_counter() - t0
                 log_line({"step": step, "epoch": epoch, "loss": round(losses[-1], 5), "seconds": round(elapsed, 1)})
                 bar.update(1)

@@ -194,6 +194,7 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
     from funnel.store import DocumentStore
     from index.searcher import Bm25Retriever
     from ranking.dual_encoder import build_dual_encoder, doc_text, save_dual_encoder, tower_fingerprint
+    from ranking.optim import adamw_linear, update
 
     tc: TrainDenseConfig = config.train_dense
     if tc.towers not in ("auto", "shared", "query"):
@@ -268,13 +269,10 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
         return evaluate_dense(model, corpus_ids, vecs, dev_queries, dev_qrels)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=tc.learning_rate, weight_decay=0.01)
     examples = make_examples(positives, negatives, tc.hard_negatives, rng)
     steps_per_epoch = max(1, (len(examples) + tc.batch_size - 1) // tc.batch_size)
     total = steps_per_epoch * tc.epochs
-    warmup = max(1, total // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then linear decay to 0
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(total - warmup, 1))))
+    opt, sched = adamw_linear(params, tc.learning_rate, total)
     use_amp = tc.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     log_f = open(log_file, "w", encoding="utf-8") if log_file else None
@@ -311,15 +309,8 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
                     else:
                         d = model.embed(model.tokenize([text_of[x] for x in doc_ids], tc.doc_max_len), "doc")
                     loss = info_nce(q, d, targets.to(dev), mask.to(dev), tc.temperature)  # (batch, n_docs) inside
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
+                losses.append(update(loss, params, opt, sched, scaler))
                 step += 1
-                losses.append(loss.item())
                 write({"step": step, "epoch": epoch, "loss": round(losses[-1], 5),
                        "seconds": round(time.perf_counter() - t0, 1)})
                 bar.update(1)
