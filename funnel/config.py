@@ -126,6 +126,7 @@ class CoarseConfig:
     n_estimators: int = 500  # upper bound; early stopping on dev picks the number
     early_stopping: int = 50  # rounds without dev nDCG@10 gain before stopping
     min_child_samples: int = 20
+    cross_fit: int = 0  # K > 0: train lists from K out-of-fold dual encoders (`ranking.cross_fit`, no stacking leak)
     seed: int = 0
 
 

@@ -23,6 +23,7 @@ class Trainer:
     data_required: bool = True
     dev_split_help: str | None = None  # None: the trainer takes no --dev-split
     device: bool = False  # whether it takes --device (default auto)
+    folds: bool = False  # whether it takes --folds (out-of-fold encoders for coarse.cross_fit)
 
 
 def register(sub) -> None:
@@ -38,6 +39,10 @@ def register(sub) -> None:
         t.add_argument("--log", help="JSONL training log (default OUT/train_log.jsonl)")
         if trainer.device:
             t.add_argument("--device", default="auto")
+        if trainer.folds:
+            t.add_argument("--folds", type=int, default=0, metavar="K",
+                           help="also train K out-of-fold query-tower encoders into HOME/models/dual-encoder-folds "
+                                "(what coarse.cross_fit=K trains the coarse ranker with)")
         t.set_defaults(handler=trainer.handler)
 
 
@@ -73,6 +78,10 @@ def _train_cross_encoder(args, config) -> int:
 def _train_dual_encoder(args, config) -> int:
     from ranking.train_dense import train_dual_encoder
 
+    if args.folds and args.data is None:
+        from funnel.errors import InputError
+
+        raise InputError("--folds needs judgements: pass --data")
     out, log_file = _make_model_folder(args, config, "dual-encoder")
     s = train_dual_encoder(config, args.data, out, split=args.split, dev_split=args.dev_split, log_file=log_file,
                            device=args.device, progress=not args.quiet)
@@ -80,6 +89,12 @@ def _train_dual_encoder(args, config) -> int:
           f"{s['seconds']:.0f} s); log {log_file}")
     if s["dev"]:
         print("  dev " + ", ".join(f"{k} {v:.4f}" for k, v in s["dev"].items()))
+    if args.folds:
+        from ranking.cross_fit import train_fold_encoders
+
+        folder = train_fold_encoders(config, args.data, args.folds, split=args.split, dev_split=args.dev_split,
+                                     device=args.device, progress=not args.quiet)
+        print(f"{args.folds} out-of-fold encoders saved to {folder} (use with --set coarse.cross_fit={args.folds})")
     return 0
 
 
@@ -93,5 +108,6 @@ TRAINERS: tuple[Trainer, ...] = (
             dev_split_help="judgements for the per-epoch check that keeps the best epoch (default dev)", device=True),
     Trainer("dual-encoder", "dense recall: InfoNCE with in-batch + BM25 hard negatives", _train_dual_encoder,
             data_help="BEIR folder with qrels/SPLIT.tsv (needed unless train_dense.unsupervised)",
-            data_required=False, dev_split_help="judgements for the per-epoch evaluation (default dev)", device=True),
+            data_required=False, dev_split_help="judgements for the per-epoch evaluation (default dev)", device=True,
+            folds=True),
 )

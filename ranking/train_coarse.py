@@ -48,6 +48,29 @@ def candidate_lists(recall, ctx, queries: dict[str, str], qrels: dict[str, dict[
     return np.concatenate(Xs), np.concatenate(ys), groups, qids, dids
 
 
+def _out_of_fold_lists(config: Config, retriever, recall, ctx, queries, qrels, progress: bool):
+    """Training lists whose recall candidates and dense feature come from the fold encoder that never
+    saw the query (`ranking.cross_fit`); queries outside every fold use the serving recall."""
+    from dataclasses import replace
+
+    from ranking.cross_fit import FOLDS_DIR, read_folds
+    from ranking.pipeline import make_recall
+
+    folds = read_folds(config.paths.models / FOLDS_DIR)
+    if folds is None:
+        raise InputError(f"coarse.cross_fit is on but {config.paths.models / FOLDS_DIR} holds no fold encoders: "
+                         f"run `funnel train dual-encoder --data DIR --folds {config.coarse.cross_fit}`")
+    fold_of, paths = folds
+    plans = [(make_recall(replace(config, dense=replace(config.dense, model=str(p))), retriever, {}),
+              {q: j for q, j in qrels.items() if fold_of.get(q) == i}, f"features fold {i}")
+             for i, p in enumerate(paths)]
+    plans.append((recall, {q: j for q, j in qrels.items() if q not in fold_of}, "features (no fold)"))
+    parts = [candidate_lists(r, ctx, queries, part, config.coarse.train_depth, progress=progress, desc=desc)
+             for r, part, desc in plans if part]
+    return (np.concatenate([x for x, *_ in parts]), np.concatenate([y for _, y, *_ in parts]),
+            [g for _, _, groups, *_ in parts for g in groups])
+
+
 def _keep_lists_with_positives(X, y, groups):
     keep_rows, keep_groups, start = [], [], 0
     for g in groups:
@@ -90,8 +113,12 @@ def train_coarse(config: Config, data_dir: str | Path, out_dir: str | Path | Non
     ctx = FeatureContext(res["retriever"], res["docs"], load_pagerank(config.paths.home))
     recall = pipe.stages[0][0]
     try:
-        Xt, yt, gt, _, _ = candidate_lists(recall, ctx, queries, splits[train_split], cc.train_depth,
-                                           progress=progress, desc=f"features {train_split}")
+        if cc.cross_fit:
+            Xt, yt, gt = _out_of_fold_lists(config, res["retriever"], recall, ctx, queries, splits[train_split],
+                                            progress)
+        else:
+            Xt, yt, gt, _, _ = candidate_lists(recall, ctx, queries, splits[train_split], cc.train_depth,
+                                               progress=progress, desc=f"features {train_split}")
         Xd, yd, gd, qd, dd = candidate_lists(recall, ctx, queries, splits[dev_split], cc.train_depth,
                                              progress=progress, desc=f"features {dev_split}")
     finally:
@@ -131,6 +158,7 @@ def train_coarse(config: Config, data_dir: str | Path, out_dir: str | Path | Non
                        "split": {f: int(v) for f, v in zip(FEATURES, split_imp)}},
         "dev": dev_metrics, "train_lists": len(gt_fit), "dev_lists": len(gd_fit), "train_rows": int(len(yt_fit)),
         "recall": recall.__class__.__name__, "coarse_config": config.to_dict()["coarse"],
+        "cross_fit": bool(cc.cross_fit),
         "seconds": {"features": round(feature_secs, 1), "total": round(time.perf_counter() - t0, 1)},
     })
     model.save(out_dir)

@@ -135,6 +135,8 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     total = steps_per_epoch * fc.epochs
     opt, sched = adamw_linear(params, fc.learning_rate, total)
     use_amp = dev.type == "cuda"
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
     log_f = open(log_file, "w", encoding="utf-8") if log_file else None
     meta = {"max_length": fc.max_length, "backbone": str(fc.backbone), "train_split": split,
             "data": str(data_dir), "fine_config": config.to_dict()["fine"]}

@@ -179,12 +179,12 @@ def resolve_towers(towers: str, device) -> str:
 
 def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_dir: str | Path | None = None, *,
                        split: str = "train", dev_split: str = "dev", log_file: str | Path | None = None,
-                       device: str = "auto", progress: bool = True) -> dict:
+                       device: str = "auto", progress: bool = True, exclude: frozenset[str] = frozenset()) -> dict:
     """Train a dual encoder; returns the summary (best epoch, dev metrics, paths).
 
     Supervised: ``DATA/qrels/SPLIT.tsv`` judgements with BM25 hard negatives from HOME's index.
-    Unsupervised (``train_dense.unsupervised``): random-crop pairs from HOME's store (DATA optional,
-    used only for the dev evaluation).
+    Unsupervised (``train_dense.unsupervised``): pseudo-query pairs from HOME's store (DATA optional,
+    used only for the dev evaluation). ``exclude``: training query ids left out (`ranking.cross_fit`).
     """
     import torch
     from tqdm.auto import tqdm
@@ -232,7 +232,7 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
         all_queries = read_queries(Path(data_dir))
         qrels = read_qrels(Path(data_dir), split)
         positives = {q: sorted(d for d, g in j.items() if g > 0 and d in text_of) for q, j in qrels.items()
-                     if q in all_queries}
+                     if q in all_queries and q not in exclude}
         positives = {q: p for q, p in positives.items() if p}
         if not positives:
             raise InputError(f"{data_dir}/qrels/{split}.tsv: no judged positive found in queries.jsonl and the store")
@@ -275,6 +275,8 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
     opt, sched = adamw_linear(params, tc.learning_rate, total)
     use_amp = tc.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
     log_f = open(log_file, "w", encoding="utf-8") if log_file else None
 
     def write(rec: dict) -> None:
