@@ -126,7 +126,10 @@ class CoarseConfig:
     n_estimators: int = 500  # upper bound; early stopping on dev picks the number
     early_stopping: int = 50  # rounds without dev nDCG@10 gain before stopping
     min_child_samples: int = 20
-    cross_fit: int = 0  # K > 0: train lists from K out-of-fold dual encoders (`ranking.cross_fit`, no stacking leak)
+    # Out-of-fold dual encoders for the train lists (`ranking.cross_fit`: no stacking leak; SciFact dev
+    # 0.798 -> 0.814): used when HOME/models/dual-encoder-folds exists; `funnel build` trains K of them
+    # (query towers only). 0: never.
+    cross_fit: int = 4
     seed: int = 0
 
 

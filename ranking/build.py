@@ -106,9 +106,6 @@ def _build_dense(config: Config, data_dir: Path, train_split: str, dev_split: st
 
     t = time.perf_counter()
     towers = resolve_towers(config.train_dense.towers, resolve_device(device)[0])
-    if config.coarse.cross_fit and towers != "query":
-        raise InputError("coarse.cross_fit needs query-tower dual encoders (train_dense.towers=query): the "
-                         "out-of-fold encoders must share the vector index's document vectors")
     if towers == "query":
         embed_store(config, config.train_dense.backbone, rebuild=True, progress=progress)
     tmp = _fresh_tmp(models, "dual-encoder")
@@ -116,9 +113,14 @@ def _build_dense(config: Config, data_dir: Path, train_split: str, dev_split: st
                        log_file=tmp / "train_log.jsonl", device=device, progress=progress)
     publish(tmp, models / "dual-encoder")
     manifest = embed_store(config, str(models / "dual-encoder"), rebuild=towers != "query", progress=progress)
-    if config.coarse.cross_fit:  # out-of-fold encoders for the coarse ranker's training lists
-        from ranking.cross_fit import train_fold_encoders
+    from ranking.cross_fit import FOLDS_DIR, train_fold_encoders
 
+    stale = models / FOLDS_DIR
+    if stale.exists():  # folds of an earlier encoder or corpus must not feed this build's coarse ranker
+        shutil.rmtree(stale)
+    if config.coarse.cross_fit and towers == "query":  # out-of-fold encoders for the coarse training lists
         train_fold_encoders(config, data_dir, config.coarse.cross_fit, split=train_split, dev_split=dev_split,
                             device=device, progress=progress)
+    elif config.coarse.cross_fit:
+        log.info("coarse.cross_fit: skipped with shared towers (the folds must share the index's document vectors)")
     return f"{models / 'dual-encoder'}, {manifest['count']} vectors ({time.perf_counter() - t:.0f} s)"

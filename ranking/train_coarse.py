@@ -48,18 +48,27 @@ def candidate_lists(recall, ctx, queries: dict[str, str], qrels: dict[str, dict[
     return np.concatenate(Xs), np.concatenate(ys), groups, qids, dids
 
 
-def _out_of_fold_lists(config: Config, retriever, recall, ctx, queries, qrels, progress: bool):
+def _folds(config: Config):
+    """HOME's out-of-fold encoders, or None (with a warning when a fine-tuned encoder makes that a leak)."""
+    from ranking.cross_fit import FOLDS_DIR, read_folds
+    from ranking.dual_encoder import dense_index_dir, resolve_model_path
+
+    folds = read_folds(config.paths.models / FOLDS_DIR)
+    if folds is None and (dense_index_dir(config) / "manifest.json").exists() \
+            and resolve_model_path(config) not in ("minilm", "tiny"):
+        log.warning("no out-of-fold encoders in %s: the train lists' dense scores come from an encoder trained on "
+                    "those queries (a stacking leak); `funnel train dual-encoder --data DIR --folds %d` fixes it",
+                    config.paths.models / FOLDS_DIR, config.coarse.cross_fit)
+    return folds
+
+
+def _out_of_fold_lists(config: Config, folds, retriever, recall, ctx, queries, qrels, progress: bool):
     """Training lists whose recall candidates and dense feature come from the fold encoder that never
     saw the query (`ranking.cross_fit`); queries outside every fold use the serving recall."""
     from dataclasses import replace
 
-    from ranking.cross_fit import FOLDS_DIR, read_folds
     from ranking.pipeline import make_recall
 
-    folds = read_folds(config.paths.models / FOLDS_DIR)
-    if folds is None:
-        raise InputError(f"coarse.cross_fit is on but {config.paths.models / FOLDS_DIR} holds no fold encoders: "
-                         f"run `funnel train dual-encoder --data DIR --folds {config.coarse.cross_fit}`")
     fold_of, paths = folds
     plans = [(make_recall(replace(config, dense=replace(config.dense, model=str(p))), retriever, {}),
               {q: j for q, j in qrels.items() if fold_of.get(q) == i}, f"features fold {i}")
@@ -113,9 +122,10 @@ def train_coarse(config: Config, data_dir: str | Path, out_dir: str | Path | Non
     ctx = FeatureContext(res["retriever"], res["docs"], load_pagerank(config.paths.home))
     recall = pipe.stages[0][0]
     try:
-        if cc.cross_fit:
-            Xt, yt, gt = _out_of_fold_lists(config, res["retriever"], recall, ctx, queries, splits[train_split],
-                                            progress)
+        folds = _folds(config) if cc.cross_fit else None
+        if folds is not None:
+            Xt, yt, gt = _out_of_fold_lists(config, folds, res["retriever"], recall, ctx, queries,
+                                            splits[train_split], progress)
         else:
             Xt, yt, gt, _, _ = candidate_lists(recall, ctx, queries, splits[train_split], cc.train_depth,
                                                progress=progress, desc=f"features {train_split}")
@@ -158,7 +168,7 @@ def train_coarse(config: Config, data_dir: str | Path, out_dir: str | Path | Non
                        "split": {f: int(v) for f, v in zip(FEATURES, split_imp)}},
         "dev": dev_metrics, "train_lists": len(gt_fit), "dev_lists": len(gd_fit), "train_rows": int(len(yt_fit)),
         "recall": recall.__class__.__name__, "coarse_config": config.to_dict()["coarse"],
-        "cross_fit": bool(cc.cross_fit),
+        "cross_fit": folds is not None,
         "seconds": {"features": round(feature_secs, 1), "total": round(time.perf_counter() - t0, 1)},
     })
     model.save(out_dir)

@@ -39,8 +39,8 @@ def test_each_fold_trains_without_its_own_queries_and_the_coarse_ranker_uses_the
 
     config = _config(tiny_home_copy, cross_fit=2)
     embed_store(config, "tiny", progress=False)  # the frozen document side every fold shares
-    with pytest.raises(InputError, match="--folds 2"):  # asked for, not trained yet: say how
-        train_coarse(config, tiny_dir, tiny_home_copy / "models" / "coarse", progress=False)
+    out = train_coarse(config, tiny_dir, tiny_home_copy / "models" / "coarse", progress=False)
+    assert json.loads((out / "meta.json").read_text())["cross_fit"] is False  # no folds yet: plain lists
 
     folder = train_fold_encoders(config, tiny_dir, 2, progress=False, device="cpu")
     fold_of, paths = read_folds(folder)
