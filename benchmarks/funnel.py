@@ -91,7 +91,7 @@ def main() -> int:
     fine_depth = next((s.depth for s, _ in pipe.stages if s.name == "fine"), None)
     pipe.close()
 
-    label = {"bm25": "BM25 recall", "hybrid": "+ hybrid recall (BM25 + dense, RRF)", "dense": "dense recall",
+    label = {"bm25": "BM25 recall", "hybrid": f"+ hybrid recall (BM25 + dense, {config.recall.fusion} fusion)", "dense": "dense recall",
              "coarse": "+ coarse (LightGBM LambdaMART)",
              "fine": f"+ fine (cross-encoder, top {fine_depth})", "rerank": "+ rerank (dedup, MMR, rules)"}
     rows = [{"stage": "BM25 alone", **{k: bm25["stages"][0][k] for k in ("nDCG@10", "Recall@100", "p50_ms", "p95_ms")}}]

@@ -173,7 +173,7 @@ class PipelineConfig:
     gpu_fine_k: int = 100  # cross-encoder depth of the `gpu` profile (fp16/bf16)
     cpu_fine_max_length: int = 128  # cross-encoder tokens per pair in the `cpu` profile
     gpu_fine_max_length: int = 256  # ... and in the `gpu` profile
-    fine_weight: float = 8.0  # fine score = cross-encoder logit + fine_weight x coarse score (swept on SciFact dev)
+    fine_weight: float = 2.0  # fine score = cross-encoder logit + fine_weight x coarse score (swept on SciFact dev)
     stages: str = "recall,coarse,fine,rerank"  # drop a name to skip that stage
 
 
