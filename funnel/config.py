@@ -143,7 +143,7 @@ class FineConfig:
     negatives_depth: int = 30  # hard negatives are drawn from the top of this many BM25 results
     batch_queries: int = 8  # training queries (groups) per optimiser step
     learning_rate: float = 3e-5
-    epochs: int = 1
+    epochs: int = 3  # SciFact dev, BM25 top 20 re-ranked: 0.425 after 1 epoch, 0.588 after 2, 0.623 after 3 (CPU)
     train_layers: int = 0  # fine-tune only the top N encoder layers (0: all)
     time_budget_min: float = 0.0  # stop training after this many minutes (0: no limit)
     eval_depth: int = 20  # per-epoch dev check: re-rank BM25's top N of each dev query, keep the best epoch (0: off)
