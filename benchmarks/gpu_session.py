@@ -13,11 +13,12 @@ Steps (``--steps`` picks a subset; default all, in this order):
   pagerank   benchmarks/pagerank.py without Spark: networkx vs scipy vs torch on CUDA     -> pagerank_gpu.md
   dense      zero-shot MiniLM vectors; dual encoder fine-tuned with shared towers, re-embedded
   cross      cross-encoder, listwise, best dev epoch kept (bf16 autocast)
-  coarse     LightGBM LambdaMART on hybrid candidates
+  coarse     LightGBM LambdaMART on hybrid candidates: tuned dense (leaky: shared towers cannot be
+             cross-fitted over one vector index) and zero-shot dense features
   funnel     benchmarks/funnel.py --profile gpu (CE on the top 100)                         -> funnel_gpu.md
   prune      funnel prune on CUDA: 50% heads + 40% FFN, and 40% heads + 20% FFN, distilled
   pruning    benchmarks/pruning.py: pruned vs unpruned, CPU (2 threads) and GPU side by side -> pruning_gpu.md
-  recall     query-tower and unsupervised (ICT sentences) encoders; benchmarks/recall.py   -> recall_gpu.md
+  recall     query-tower and unsupervised (ICT sentences, both towers) encoders; recall.py -> recall_gpu.md
   variants   the funnel with zero-shot dense features, and with the pruned cross-encoder   -> funnel_gpu_*.md
   pack       results + logs -> OUT/results.tar.gz; the cross-encoder in fp16 -> OUT/cross-encoder.tar.*
 
