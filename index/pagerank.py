@@ -106,7 +106,8 @@ def adjacency(src: np.ndarray, dst: np.ndarray, n: int, *, collapse_duplicates: 
         raise InputError(f"adjacency: {len(src)} sources but {len(dst)} targets")
     if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
         raise InputError(f"adjacency: node ids must lie in [0, {n})")
-    keys = np.sort(src * n + dst)  # (m,) by source, then target
+    keys = src * n + dst  # (m,) by source, then target once sorted (in place: no second copy)
+    keys.sort()
     first = np.ones(len(keys), dtype=bool)
     np.not_equal(keys[1:], keys[:-1], out=first[1:])
     starts = np.flatnonzero(first)
