@@ -108,12 +108,12 @@ class Session:
             self.record(step=name, status="failed", seconds=round(time.time() - t, 1), error=repr(exc)[-500:],
                         traceback=traceback.format_exc()[-3000:])
 
-    def bench(self, script: str, *argv: str, timeout: float | None = None) -> None:
-        """Run a benchmark script as its own process (its output streams into this run's log)."""
+    def bench(self, script: str, *argv: str) -> None:
+        """Run a benchmark script as its own process (its output streams into this run's log), within
+        what is left of the budget."""
         cmd = [sys.executable, str(ROOT / "benchmarks" / script), *argv]
         print("[gpu_session] $", " ".join(cmd), flush=True)
-        budget = max(10.0, self.left() - RESERVE_S) if timeout is None else timeout
-        subprocess.run(cmd, check=True, timeout=budget, cwd=ROOT)
+        subprocess.run(cmd, check=True, timeout=max(10.0, self.left() - RESERVE_S), cwd=ROOT)
 
 
 def clone_home(src: Path, dst: Path) -> None:
@@ -133,9 +133,8 @@ def step_index(s: Session) -> None:
     from index.analyze import Analyzer
     from index.builder import build_index
 
-    for h in (s.home, s.home_zs):
-        if h.exists():
-            shutil.rmtree(h)
+    if s.home.exists():
+        shutil.rmtree(s.home)
     config = s.config(s.home)
     s.home.mkdir(parents=True)
     with DocumentStore(config.paths.store) as store:
@@ -303,7 +302,8 @@ def step_pack(s: Session) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(ROOT / ".device" / "scifact"), help="BEIR folder (train and dev judgements)")
+    ap.add_argument("--data", help="BEIR folder with train and dev judgements (default .device/scifact; with "
+                                   "--smoke, the tests' tiny corpus)")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/gpu-session"), help="where results go ($OUT)")
     ap.add_argument("--work", default="/tmp/gpu-session-work", help="scratch: homes and models")
     ap.add_argument("--budget-s", type=float, default=520,
@@ -312,6 +312,7 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny corpus and models on whatever device there is")
     ap.add_argument("--no-models", action="store_true", help="pack only the results, no model weights")
     args = ap.parse_args()
+    args.data = args.data or str(ROOT / ("tests/data/tiny" if args.smoke else ".device/scifact"))
     wanted = [x.strip() for x in args.steps.split(",") if x.strip()]
     unknown = sorted(set(wanted) - set(STEPS))
     if unknown:

@@ -137,6 +137,11 @@ def main() -> None:
 
     import torch
 
+    graphs = {"javadoc": ("javadoc (openjdk-17-doc)", lambda: javadoc_edges(Path(args.javadoc_links))),
+              "power-law": ("power-law synthetic", lambda: power_law_edges(args.nodes, args.edges))}
+    wanted = [g.strip() for g in args.graphs.split(",") if g.strip()]
+    if not wanted or set(wanted) - set(graphs):
+        ap.error(f"--graphs: choose from {', '.join(graphs)}")
     spark = None
     if args.spark_master != "none":
         from funnel.config import SparkConfig
@@ -152,11 +157,6 @@ def main() -> None:
         rows.append(f"| {graph} | {n:,} | {m:,} | {method} | {secs:.2f} | {iters} | {l1} | {note} |")
         print(rows[-1], flush=True)
 
-    graphs = {"javadoc": ("javadoc (openjdk-17-doc)", lambda: javadoc_edges(Path(args.javadoc_links))),
-              "power-law": ("power-law synthetic", lambda: power_law_edges(args.nodes, args.edges))}
-    wanted = [g.strip() for g in args.graphs.split(",") if g.strip()]
-    if not wanted or set(wanted) - set(graphs):
-        ap.error(f"--graphs: choose from {', '.join(graphs)}")
     for graph, load in (graphs[g] for g in wanted):
         src, dst, n = load()
         big = n > 100_000

@@ -174,7 +174,7 @@ def main() -> int:
         f"query by query; CPU fp32 with {torch.get_num_threads()} threads over {len(cpu_batches)} queries"
         f"{', GPU fp16 over all' if 'cuda' in timings else ''}; speed-up = teacher total time / model total time. "
         f"One-shot rows: least important heads sliced out of the "
-        f"teacher, no recovery (importance on {args.importance_queries} other {args.split} queries).",
+        f"teacher, no recovery (importance on a seeded sample of {args.importance_queries} {args.split} queries).",
         "",
         format_table(rows, cols),
         "",

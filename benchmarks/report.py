@@ -25,15 +25,14 @@ def cpu_model() -> str:
 
 def machine() -> str:
     """e.g. 'AMD EPYC 7B13, 2 cores, no GPU; torch 2.13.0+cpu (2 threads); Python 3.11.7'."""
-    parts = [f"{cpu_model()}, {os.cpu_count()} cores"]
     try:
         import torch
 
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-        parts.append(f"{gpu}; torch {torch.__version__} ({torch.get_num_threads()} threads)")
+        accel = f"{gpu}; torch {torch.__version__} ({torch.get_num_threads()} threads)"
     except ImportError:
-        parts.append("torch not installed")
-    return ", ".join(parts[:1]) + ", " + parts[1] + f"; Python {platform.python_version()}"
+        accel = "torch not installed"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {accel}; Python {platform.python_version()}"
 
 
 def command() -> str:

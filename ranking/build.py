@@ -101,6 +101,7 @@ def _build_dense(config: Config, data_dir: Path, train_split: str, dev_split: st
     are encoded once, by the frozen starting tower, before training; training reads those vectors and
     the index stays valid after it. A fully fine-tuned encoder re-embeds the corpus afterwards."""
     from funnel.device import resolve_device
+    from ranking.cross_fit import FOLDS_DIR, train_fold_encoders
     from ranking.dual_encoder import embed_store
     from ranking.train_dense import resolve_towers, train_dual_encoder
 
@@ -113,8 +114,6 @@ def _build_dense(config: Config, data_dir: Path, train_split: str, dev_split: st
                        log_file=tmp / "train_log.jsonl", device=device, progress=progress)
     publish(tmp, models / "dual-encoder")
     manifest = embed_store(config, str(models / "dual-encoder"), rebuild=towers != "query", progress=progress)
-    from ranking.cross_fit import FOLDS_DIR, train_fold_encoders
-
     stale = models / FOLDS_DIR
     if stale.exists():  # folds of an earlier encoder or corpus must not feed this build's coarse ranker
         shutil.rmtree(stale)

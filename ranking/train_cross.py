@@ -92,7 +92,7 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     from funnel.store import DocumentStore
     from index.searcher import Bm25Retriever
     from ranking.backbone import load_tokenizer
-    from ranking.cross_encoder import build_cross_encoder, pair_text, save_cross_encoder
+    from ranking.cross_encoder import META, build_cross_encoder, pair_text, save_cross_encoder
     from ranking.optim import adamw_linear, update
     from ranking.rerank_sets import evaluate_rerank, load_rerank_sets
 
@@ -140,7 +140,7 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     log_f = open(log_file, "w", encoding="utf-8") if log_file else None
     meta = {"max_length": fc.max_length, "backbone": str(fc.backbone), "train_split": split,
             "data": str(data_dir), "fine_config": config.to_dict()["fine"]}
-    best: dict = {"epoch": None, "nDCG@10": float("-inf")}
+    best: dict = {"epoch": None, "score": float("-inf")}
     history: list[dict] = []
 
     def log_line(rec: dict) -> None:
@@ -151,18 +151,17 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     def end_of_epoch(epoch: int) -> None:
         """Dev check; the best epoch so far is saved (every epoch is, without dev judgements)."""
         rec = {"eval": dev_split, "epoch": epoch, "seconds": round(time.perf_counter() - t0, 1)}
+        model.eval()
         if dev_sets:
             rec["nDCG@10"] = round(evaluate_rerank(model, tokenizer, dev_sets, fc.max_length, dev_qrels)["nDCG@10"], 4)
-            model.train()
             log.info("cross-encoder epoch %d: dev nDCG@10 %.4f (BM25 top %d re-ranked)", epoch, rec["nDCG@10"],
                      fc.eval_depth)
         history.append(rec)
         log_line(rec)
-        if not dev_sets or rec["nDCG@10"] > best["nDCG@10"]:
-            best.update(epoch=epoch, **{"nDCG@10": rec.get("nDCG@10", float("nan"))})
-            model.eval()
+        if not dev_sets or rec["nDCG@10"] > best["score"]:
+            best.update(epoch=epoch, score=rec.get("nDCG@10"))
             save_cross_encoder(model, tokenizer, out_dir, {**meta, "epoch": epoch, "dev": rec})
-            model.train()
+        model.train()
 
     t0 = time.perf_counter()
     step, losses, stopped_early = 0, [], False
@@ -204,7 +203,7 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     if log_f:
         log_f.close()
     # the saved checkpoint (best epoch) gets the whole run's summary beside its own dev line
-    meta_file = out_dir / "funnel_meta.json"
+    meta_file = out_dir / META
     saved = json.loads(meta_file.read_text(encoding="utf-8"))
     meta_file.write_text(json.dumps({**saved, "training": summary}, indent=2), encoding="utf-8")
     log.info("cross-encoder saved to %s (epoch %s of %d; %s)", out_dir, best["epoch"], len(history), summary)

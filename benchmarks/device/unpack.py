@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import shutil
 import sys
 import tarfile
 from pathlib import Path
@@ -39,6 +40,7 @@ def unpack(files: Path, results: Path | None, models: Path | None) -> dict[str, 
             names = _safe_extract(tar, staged)
         for p in sorted((staged / "results").iterdir()):
             p.replace(results / p.name)
+        shutil.rmtree(staged)
         out["results"] = [n for n in names if n != "results"]
     parts = sorted(files.glob("cross-encoder.tar.*"), key=lambda p: int(p.suffix[1:]))
     if models is not None and parts:
