@@ -102,16 +102,10 @@ def adjacency(src: np.ndarray, dst: np.ndarray, n: int, *, collapse_duplicates: 
     """
     src = np.asarray(src, np.int64)
     dst = np.asarray(dst, np.int64)
-    if len(src) != len(dst):
-        raise InputError(f"adjacency: {len(src)} sources but {len(dst)} targets")
-    if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
-        raise InputError(f"adjacency: node ids must lie in [0, {n})")
+    _check_edges(src, dst, n)
     keys = src * n + dst  # (m,) by source, then target once sorted (in place: no second copy)
     keys.sort()
-    first = np.ones(len(keys), dtype=bool)
-    np.not_equal(keys[1:], keys[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
-    uniq = keys[starts]
+    starts, uniq = _unique_sorted(keys)
     rows = uniq // n
     cols = (uniq - rows * n).astype(np.int32 if n < 2**31 else np.int64)
     if collapse_duplicates:
@@ -121,6 +115,21 @@ def adjacency(src: np.ndarray, dst: np.ndarray, n: int, *, collapse_duplicates: 
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
     return sp.csr_array((data, cols, indptr), shape=(n, n))
+
+
+def _check_edges(src: np.ndarray, dst: np.ndarray, n: int) -> None:
+    if len(src) != len(dst):
+        raise InputError(f"adjacency: {len(src)} sources but {len(dst)} targets")
+    if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
+        raise InputError(f"adjacency: node ids must lie in [0, {n})")
+
+
+def _unique_sorted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start of each run, the distinct values) of sorted `keys`."""
+    first = np.ones(len(keys), dtype=bool)
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    return starts, keys[starts]
 
 
 def _distribution(vec: np.ndarray | None, n: int, name: str) -> np.ndarray | None:
@@ -134,6 +143,49 @@ def _distribution(vec: np.ndarray | None, n: int, name: str) -> np.ndarray | Non
     return vec / vec.sum()
 
 
+def transition_from_edges(src: np.ndarray, dst: np.ndarray, n: int, *,
+                          collapse_duplicates: bool = True) -> tuple[sp.csr_array, np.ndarray]:
+    """Integer edge arrays -> (``P^T`` as CSR, is_dangling): the transposed transition matrix, built directly.
+
+    ``P[i, j] = adj[i, j] / out(i)``; its transpose's rows are the in-links of each node, so one
+    PageRank step is a CSR mat-vec (a gather) with no transpose copy. Built by one sort of
+    ``dst * n + src`` keys, 32-bit when ``n * n`` fits (half the bytes to sort).
+    """
+    src = np.asarray(src)
+    dst = np.asarray(dst)
+    _check_edges(src, dst, n)
+    small = n * n < 2**32
+    kt = np.uint32 if small else np.int64
+    keys = dst.astype(kt) * kt(n)  # (m,) by target, then source once sorted
+    keys += src.astype(kt)
+    keys.sort()
+    starts, uniq = _unique_sorted(keys)
+    rows = uniq // kt(n)  # targets
+    cols = uniq - rows * kt(n)  # sources
+    idx = np.int32 if max(len(uniq), n) < 2**31 else np.int64
+    weight = None if collapse_duplicates else np.diff(np.append(starts, len(keys))).astype(np.float64)
+    out = np.bincount(cols, weights=weight, minlength=n).astype(np.float64)  # (n,) out-weight of each node
+    is_dangling = out == 0
+    inv = np.divide(1.0, out, out=np.zeros(n), where=~is_dangling)
+    data = inv[cols] if weight is None else weight * inv[cols]
+    indptr = np.zeros(n + 1, dtype=idx)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return sp.csr_array((data, cols.astype(idx), indptr), shape=(n, n)), is_dangling
+
+
+def pagerank_edges(src: np.ndarray, dst: np.ndarray, n: int, damping: float = 0.85, tol: float = 1e-10,
+                   max_iter: int = 200, *, collapse_duplicates: bool = True, **kwargs) -> PageRankResult:
+    """`pagerank` straight from integer edge arrays (node ids in ``[0, n)``): the fast path for big graphs."""
+    _check_damping(damping)
+    mt, is_dangling = transition_from_edges(src, dst, n, collapse_duplicates=collapse_duplicates)
+    return _power_iteration(mt, is_dangling, damping, tol, max_iter, **kwargs)
+
+
+def _check_damping(damping: float) -> None:
+    if not 0.0 <= damping < 1.0:
+        raise InputError(f"pagerank: damping must lie in [0, 1), got {damping}")
+
+
 def pagerank(adj: sp.csr_array | sp.csr_matrix, damping: float = 0.85, tol: float = 1e-10, max_iter: int = 200, *,
              personalization: np.ndarray | None = None, dangling: np.ndarray | None = None,
              backend: str = "auto", strict: bool = False) -> PageRankResult:
@@ -143,18 +195,11 @@ def pagerank(adj: sp.csr_array | sp.csr_matrix, damping: float = 0.85, tol: floa
     "scipy", "torch" (torch sparse on CUDA when present, else CPU) or "auto" (torch on a GPU, scipy
     otherwise). With `strict`, not converging within `max_iter` raises instead of logging a warning.
     """
-    if not 0.0 <= damping < 1.0:
-        raise InputError(f"pagerank: damping must lie in [0, 1), got {damping}")
+    _check_damping(damping)
     adj = sp.csr_array(adj, dtype=np.float64)
     n = adj.shape[0]
     if adj.shape != (n, n):
         raise InputError(f"pagerank: adjacency must be square, got {adj.shape}")
-    if n == 0:
-        return PageRankResult(np.zeros(0), 0, True, "scipy")
-    p = _distribution(personalization, n, "personalization")
-    p = np.full(n, 1.0 / n) if p is None else p
-    w = _distribution(dangling, n, "dangling")
-    w = p if w is None else w
     out = np.asarray(adj.sum(axis=1)).ravel()  # (n,) out-weight of each node
     is_dangling = out == 0
     inv = np.divide(1.0, out, out=np.zeros(n), where=~is_dangling)
@@ -162,7 +207,21 @@ def pagerank(adj: sp.csr_array | sp.csr_matrix, damping: float = 0.85, tol: floa
     # x' = P^T x, and P^T is P's arrays read as CSC: a mat-vec without any transpose copy.
     rows = np.repeat(np.arange(n), np.diff(adj.indptr))  # (nnz,) source of each stored edge
     trans = sp.csr_array((adj.data * inv[rows], adj.indices, adj.indptr), shape=(n, n))
-    m = trans.T  # (n, n) csc
+    return _power_iteration(trans.T, is_dangling, damping, tol, max_iter, personalization=personalization,
+                            dangling=dangling, backend=backend, strict=strict)
+
+
+def _power_iteration(m, is_dangling: np.ndarray, damping: float, tol: float, max_iter: int, *,
+                     personalization: np.ndarray | None = None, dangling: np.ndarray | None = None,
+                     backend: str = "auto", strict: bool = False) -> PageRankResult:
+    """The iteration of the module docstring on ``m = P^T`` (CSR or CSC) with the given dangling nodes."""
+    n = m.shape[0]
+    if n == 0:
+        return PageRankResult(np.zeros(0), 0, True, "scipy")
+    p = _distribution(personalization, n, "personalization")
+    p = np.full(n, 1.0 / n) if p is None else p
+    w = _distribution(dangling, n, "dangling")
+    w = p if w is None else w
     if backend == "auto":
         backend = "torch" if _cuda_available() else "scipy"
     if backend == "torch":

@@ -160,13 +160,13 @@ def run_pagerank_job(spark, parquet_dir: str | Path, out_path: str | Path, dampi
 def _pagerank_on_driver(ids, edges, n, damping, tol, max_iter, collapse_duplicates, out_path):
     import numpy as np
 
-    from index.pagerank import adjacency, pagerank, save_pagerank
+    from index.pagerank import pagerank_edges, save_pagerank
 
     t0 = time.perf_counter()
     e = edges.toArrow()
     node_ids = ids.toArrow()
-    res = pagerank(adjacency(e.column("src").to_numpy(), e.column("dst").to_numpy(), n,
-                             collapse_duplicates=collapse_duplicates), damping, tol, max_iter)
+    res = pagerank_edges(e.column("src").to_numpy(), e.column("dst").to_numpy(), n, damping, tol, max_iter,
+                         collapse_duplicates=collapse_duplicates)
     doc_ids = np.empty(n, dtype=object)  # (n,) doc id of each node
     doc_ids[node_ids.column("node").to_numpy()] = node_ids.column("doc_id").to_pylist()
     save_pagerank(out_path, doc_ids.tolist(), res.scores)  # replaces an earlier run's file or folder

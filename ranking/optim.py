@@ -4,11 +4,19 @@ to 0, gradients clipped to norm 1. One place, so the three cannot drift apart.""
 from __future__ import annotations
 
 
-def adamw_linear(params, lr: float, total_steps: int, *, weight_decay: float = 0.01, warmup_frac: float = 0.1):
-    """(optimizer, scheduler) for `total_steps` updates of `params`."""
+def adamw_linear(params, lr: float, total_steps: int, *, weight_decay: float = 0.01, warmup_frac: float = 0.1,
+                 fast_params=(), fast_lr: float = 0.0):
+    """(optimizer, scheduler) for `total_steps` updates of `params`.
+
+    `fast_params` (e.g. a freshly initialised head) train at `fast_lr` instead, on the same schedule.
+    """
     import torch
 
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    fast = {id(p) for p in fast_params}
+    groups = [{"params": [p for p in params if id(p) not in fast], "lr": lr}]
+    if fast:
+        groups.append({"params": [p for p in params if id(p) in fast], "lr": fast_lr or lr})
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     warmup = max(1, int(total_steps * warmup_frac))
     sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then linear decay to 0
         opt, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(total_steps - warmup, 1))))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from funnel.errors import InputError
-from index.pagerank import (adjacency, graph_from_edges, load_pagerank, pagerank, pagerank_graph, pagerank_prior,
-                            save_pagerank)
+from index.pagerank import (adjacency, graph_from_edges, load_pagerank, pagerank, pagerank_edges, pagerank_graph,
+                            pagerank_prior, save_pagerank)
 
 # dangling nodes (d, e), a self-loop (a), duplicate edges (a->b twice), two components (x-y-z), an isolated node (q)
 EDGES = [("a", "b"), ("a", "b"), ("a", "a"), ("a", "c"), ("b", "c"), ("c", "a"), ("c", "d"), ("b", "e"),
@@ -67,6 +67,29 @@ def test_matches_networkx_on_random_graphs_with_personalisation_and_dangling():
     ours = pagerank_graph(graph, personalization=pers, dangling=dang)
     ref = _nx(edges, nodes, personalization=dict(zip(nodes, pers)), dangling=dict(zip(nodes, dang)))
     assert _l1(ours, ref) < 1e-6
+
+
+@pytest.mark.parametrize("n", [400, 70_000])  # 32-bit sort keys (n * n < 2**32), then 64-bit ones
+@pytest.mark.parametrize("multi", [False, True])
+def test_pagerank_from_edge_arrays_matches_networkx(n, multi):
+    """The direct path (``P^T`` built from the edges) on a graph with dangling nodes, self-loops,
+    duplicates and nodes without any link, against networkx and against the adjacency path."""
+    edges = random_graph(400, 1500, seed=4)
+    src = np.array([int(s[1:]) for s, _ in edges])
+    dst = np.array([int(d[1:]) for _, d in edges])
+    if n > 400:  # the same graph spread over a large id range: most nodes isolated
+        src, dst = src * 170, dst * 170
+    nodes = [f"n{i}" for i in range(n)]
+    res = pagerank_edges(src, dst, n, tol=1e-14, max_iter=10_000, collapse_duplicates=not multi)
+    assert res.converged
+    ref = _nx([(f"n{s}", f"n{d}") for s, d in zip(src, dst)], nodes, multi=multi)
+    assert _l1(dict(zip(nodes, res.scores.tolist())), ref) < 1e-6
+    via_adj = pagerank(adjacency(src, dst, n, collapse_duplicates=not multi), tol=1e-14, max_iter=10_000)
+    assert np.abs(res.scores - via_adj.scores).sum() < 1e-12
+    with pytest.raises(InputError):
+        pagerank_edges(np.array([0]), np.array([n]), n)
+    with pytest.raises(InputError):
+        pagerank_edges(src, dst, n, damping=1.0)
 
 
 def test_networkx_stopping_point_and_iterations():
