@@ -16,6 +16,10 @@ Semantics (chosen to match ``networkx.pagerank`` on a ``DiGraph``, and documente
   renormalisation, and stops when ``|x' - x|_1 < tol`` (networkx stops at ``N * tol``: pass its ``tol``
   times N to reproduce its stopping point, or a tight tol on both to compare fixed points).
 
+Entry points: `pagerank(adj)` on a CSR adjacency (what `graph_from_edges` builds from id pairs), and
+`pagerank_edges(src, dst, n)` straight from integer edge arrays, which builds the transposed transition
+matrix in one sort and skips the adjacency (the Spark driver path and the benchmark use it).
+
 Files (written by `save_pagerank`, read by `load_pagerank`)
 -----------------------------------------------------------
 - ``HOME/features/pagerank.parquet``: columns ``doc_id`` (string), ``pagerank`` (float64, sums to 1 over

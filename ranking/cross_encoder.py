@@ -1,7 +1,8 @@
 """Fine ranking: a transformer cross-encoder reads "[CLS] query [SEP] document [SEP]" and scores the pair.
 Feeds the re-rank stage with the top few candidates of the coarse ranker.
 
-The model is a plain `transformers.BertForSequenceClassification(num_labels=1)`, initialised from a
+The model is a `transformers.BertForSequenceClassification(num_labels=1)`, by default with its head over
+mean-pooled token states (`ranking.ce_model`; ``fine.pooling``), initialised from a
 backbone of `ranking.backbone` (MiniLM for real use, the tiny random config for tests), saved with
 ``save_pretrained`` (safetensors) and loaded only through `load_cross_encoder`, the one loader (the
 pruning stage extends it for models whose layers keep different numbers of heads).
@@ -32,22 +33,25 @@ META = "funnel_meta.json"
 FORMAT_VERSION = 1
 
 
-def build_cross_encoder(backbone: str | Path = "minilm", *, seed: int = 0):
+def build_cross_encoder(backbone: str | Path = "minilm", *, seed: int = 0, pooling: str = "mean"):
     """A new `BertForSequenceClassification(num_labels=1)` whose encoder carries the backbone's weights.
 
-    The classification head (and the pooler, when the backbone has none) starts random.
+    `pooling` ("mean" or "cls", see `ranking.ce_model`) is recorded in the config. The classification
+    head (and the pooler, when the backbone has none) starts random.
     """
     import torch
-    from transformers import BertForSequenceClassification
 
     from ranking.backbone import load_backbone
+    from ranking.ce_model import POOLING_KEY, model_class
 
+    cls = model_class(pooling)
     encoder = load_backbone(backbone, seed=seed)
     config = encoder.config
     config.num_labels = 1
     config.problem_type = "regression"  # one logit; the loss is computed by the trainer anyway
+    setattr(config, POOLING_KEY, pooling)
     torch.manual_seed(seed)
-    model = BertForSequenceClassification(config)
+    model = cls(config)
     missing, unexpected = model.bert.load_state_dict(encoder.state_dict(), strict=False)
     if unexpected or any(not k.startswith("pooler.") for k in missing):
         raise InputError(f"backbone {backbone}: weights do not fit a BERT encoder "
@@ -102,11 +106,8 @@ def load_cross_encoder(path: str | Path, device: str = "auto", *, dtype: str = "
     ``device``/``dtype`` go through `funnel.device.resolve_device` (fp16/bf16 on a GPU, fp32 on CPU).
     ``max_length`` defaults to the one the model was trained with.
     """
-    from transformers import BertForSequenceClassification
-
     from funnel.device import resolve_device
     from ranking.backbone import load_tokenizer
-    from ranking.heads import load_pruned
 
     dev, dt = resolve_device(device, dtype)
     if str(path) == "tiny":
@@ -116,15 +117,34 @@ def load_cross_encoder(path: str | Path, device: str = "auto", *, dtype: str = "
         if not (path / "config.json").exists():
             raise InputError(f"{path}: no cross-encoder here (config.json missing); "
                              f"train one with `funnel train cross-encoder`")
-        # load_pruned rebuilds models whose layers keep different numbers of heads (funnel prune);
-        # unpruned folders go through from_pretrained as usual.
-        model = load_pruned(path, BertForSequenceClassification)
+        model = load_model(path)
         meta = read_meta(path)
     if dev.type == "cuda":
         model = model.to(dtype=dt)  # weights in half precision: half the memory traffic
     model = model.to(dev).eval()
     tokenizer = load_tokenizer(path)
     return CrossEncoder(model, tokenizer, dev, dt, max_length or int(meta.get("max_length", 256)))
+
+
+def load_model(path: str | Path):
+    """The model of a cross-encoder folder, of the class its config's pooling names (float32, eval mode).
+
+    `ranking.heads.load_pruned` rebuilds models whose layers keep different numbers of heads
+    (``funnel prune``); unpruned folders go through ``from_pretrained`` as usual.
+    """
+    from transformers import AutoConfig
+
+    from ranking.ce_model import class_of
+    from ranking.heads import load_pruned
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise InputError(f"{path}: no cross-encoder here (no config.json); train one with `funnel train cross-encoder`")
+    config = AutoConfig.from_pretrained(str(path))
+    if not {"BertForSequenceClassification", "MeanPoolBertForSequenceClassification"} & set(config.architectures or []):
+        raise InputError(f"{path}: not a cross-encoder (config.json names {config.architectures}, "
+                         f"expected BertForSequenceClassification)")
+    return load_pruned(path, class_of(config)).eval()
 
 
 def save_cross_encoder(model, tokenizer, out_dir: str | Path, meta: dict) -> Path:

@@ -258,7 +258,7 @@ def prune_model(config: Config, model_path: str | Path, data_dir: str | Path, ou
     import torch
 
     from ranking.backbone import load_tokenizer
-    from ranking.cross_encoder import read_meta, save_cross_encoder
+    from ranking.cross_encoder import load_model, read_meta, save_cross_encoder
     from crawler.beir import read_qrels
 
     pc = config.prune
@@ -272,7 +272,7 @@ def prune_model(config: Config, model_path: str | Path, data_dir: str | Path, ou
 
     torch.manual_seed(pc.seed)
     dev, _ = resolve_device(device)  # float32 everywhere: importance gradients and recovery need it
-    teacher = H.load_pruned(model_path).to(dev).eval()
+    teacher = load_model(model_path).to(dev)
     if not hasattr(teacher, "classifier"):
         raise InputError(f"{model_path}: not a cross-encoder (expected BertForSequenceClassification)")
     tokenizer = load_tokenizer(model_path)

@@ -126,7 +126,7 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
         dev_qrels = read_qrels(data_dir, dev_split)
 
     dev, _ = resolve_device(device)
-    model = build_cross_encoder(fc.backbone, seed=fc.seed).to(dev)
+    model = build_cross_encoder(fc.backbone, seed=fc.seed, pooling=fc.pooling).to(dev)
     tokenizer = load_tokenizer(fc.backbone)
     freeze_lower_layers(model, fc.train_layers)
     model.train()

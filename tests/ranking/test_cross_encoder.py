@@ -66,6 +66,36 @@ def test_save_and_load_round_trip(tiny_ce):
     np.testing.assert_allclose(ce.score("vitamin d", DOCS), want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_pooling_is_recorded_and_loaded_back(tmp_path, pooling):
+    from ranking.ce_model import MeanPoolBertForSequenceClassification
+
+    model = build_cross_encoder("tiny", seed=2, pooling=pooling).eval()
+    path = save_cross_encoder(model, load_tokenizer("tiny"), tmp_path / pooling, {"max_length": 48})
+    assert json.loads((path / "config.json").read_text())["funnel_pooling"] == pooling
+    ce = load_cross_encoder(path, "cpu")
+    assert isinstance(ce.model, MeanPoolBertForSequenceClassification) == (pooling == "mean")
+    enc = ce.tokenizer(["fracture"] * 2, DOCS[:2], truncation="only_second", max_length=48, padding=True,
+                       return_tensors="pt")
+    with torch.inference_mode():
+        np.testing.assert_allclose(ce.model(**enc).logits.numpy(), model(**enc).logits.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="fine.pooling"):
+        build_cross_encoder("tiny", pooling="max")
+
+
+def test_mean_pooling_ignores_padding(tiny_ce):
+    """A pair padded inside a batch of longer pairs gets the score it gets alone (the mask excludes pads)."""
+    model = tiny_ce[0]
+    tok = load_tokenizer("tiny")
+    alone = tok(["tnf"], [DOCS[2]], return_tensors="pt")
+    padded = tok(["tnf", "tnf"], [DOCS[2], DOCS[1]], truncation="only_second", max_length=48, padding=True,
+                 return_tensors="pt")
+    assert padded["attention_mask"][0].sum() < padded["attention_mask"].shape[1]  # really padded
+    with torch.inference_mode():
+        a, b = float(model(**alone).logits[0, 0]), float(model(**padded).logits[0, 0])
+    assert a == pytest.approx(b, abs=1e-5)
+
+
 def test_scores_do_not_depend_on_batching_or_order(tiny_ce):
     ce = load_cross_encoder(tiny_ce[1], "cpu")
     full = ce.score("breast cancer", DOCS, batch_size=16)
