@@ -156,6 +156,29 @@ def _json_hits(result: SearchResult, explain: bool) -> dict[str, Any]:
     return out
 
 
+def _offline_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/docs`` from the `swagger-ui-bundle` package's files, served by this app.
+
+    FastAPI's own ``/docs`` loads its JavaScript and CSS from a CDN, which leaves the page blank on a
+    machine without internet (the usual place a search engine runs).
+    """
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def _docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title}: docs",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
 def create_app(service: SearchService) -> FastAPI:
     """The FastAPI app over an opened service (loaded once, shared by every request thread)."""
     serve = service.config.serve
@@ -163,12 +186,13 @@ def create_app(service: SearchService) -> FastAPI:
     metrics = Metrics(service)
     errors = {422: {"model": schemas.ErrorResponse, "description": "invalid parameters"}}
 
-    app = FastAPI(title="Funnel search API", version="1",
+    app = FastAPI(title="Funnel search API", version="1", docs_url=None, redoc_url=None,  # /docs: see _offline_docs
                   description="Search a Funnel index through its ranking funnel "
                               f"(profiles: {', '.join(service.profiles)}; stages: "
                               f"{' -> '.join(service.stage_names())}).")
     app.state.service = service
     app.state.metrics = metrics
+    _offline_docs(app)
     app.add_middleware(_BodyLimitMiddleware)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)  # added last = outermost: counts the 413s too
 

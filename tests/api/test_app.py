@@ -141,6 +141,17 @@ def test_openapi_states_the_limits(client):
     assert client.get("/docs").status_code == 200
 
 
+def test_docs_page_and_its_assets_are_served_without_a_cdn(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "cdn" not in page.text.lower() and "/openapi.json" in page.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/docs-assets/{asset}" in page.text
+        got = client.get(f"/docs-assets/{asset}")
+        assert got.status_code == 200 and len(got.content) > 10_000  # the real Swagger UI files
+    assert "/docs" not in client.get("/openapi.json").json()["paths"]
+
+
 def test_live_server_answers_concurrent_clients_like_one(live_server):
     with httpx.Client(base_url=live_server, timeout=30) as c:
         want = {q: c.get("/search", params={"q": q, "k": 10}).json()["hits"] for q in QUERIES}
