@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # transformers 5 draws a bar for every load and save of weights ("Loading weights", "Writing model
+    # shards"): noise between Funnel's own bars, a checkpoint per epoch
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # LightGBM and torch share one OpenMP runtime: spinning idle threads made recall 10x slower
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
