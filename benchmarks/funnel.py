@@ -23,7 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from funnel.cli import set_runtime_env  # noqa: E402
+
+set_runtime_env()  # as `funnel eval` / `funnel serve` run: OMP_WAIT_POLICY=PASSIVE among others
 
 from benchmarks.report import command, machine, publish  # noqa: E402
 
@@ -53,7 +55,7 @@ def main() -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--split", default="dev")
     ap.add_argument("--profile", default="cpu", choices=["cpu", "gpu"])
-    ap.add_argument("--weights", default="0,0.25,0.5,1,2,4,8", help="fine_weight values to sweep ('' to skip)")
+    ap.add_argument("--weights", default="0,1,2,4,8,16,32,64", help="fine_weight values to sweep ('' to skip)")
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="config override section.key=value")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "funnel.md"))
     args = ap.parse_args()

@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def set_runtime_env() -> None:
+    """Environment every Funnel process runs with (the CLI, and benchmarks that time the same code);
+    set before torch, LightGBM or transformers are imported, never over a user's own value."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     # transformers 5 draws a bar for every load and save of weights ("Loading weights", "Writing model
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # LightGBM and torch share one OpenMP runtime: spinning idle threads made recall 10x slower
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def main(argv: list[str] | None = None) -> int:
+    set_runtime_env()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)

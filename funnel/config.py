@@ -171,11 +171,11 @@ class PipelineConfig:
     recall_k: int = 200  # candidates the coarse ranker scores (= coarse.train_depth, the lists it learned on)
     coarse_k: int = 100
     final_k: int = 10
-    cpu_fine_k: int = 6  # cross-encoder depth of the `cpu` profile (p95 ~200 ms per query on 2 cores; 20: ~1 s)
+    cpu_fine_k: int = 3  # cross-encoder depth of the `cpu` profile (whole query p95 291 ms on an AMD EPYC 2-core VM; 4: 322 ms, 6: 372 ms)
     gpu_fine_k: int = 100  # cross-encoder depth of the `gpu` profile (fp16/bf16)
     cpu_fine_max_length: int = 128  # cross-encoder tokens per pair in the `cpu` profile
     gpu_fine_max_length: int = 256  # ... and in the `gpu` profile
-    fine_weight: float = 2.0  # fine score = cross-encoder logit + fine_weight x coarse score (swept on SciFact dev)
+    fine_weight: float = 32.0  # fine score = cross-encoder logit + fine_weight x coarse score (swept on SciFact dev: benchmarks/results/funnel.md)
     stages: str = "recall,coarse,fine,rerank"  # drop a name to skip that stage
 
 
