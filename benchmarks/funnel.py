@@ -14,7 +14,6 @@ Writes ``benchmarks/results/funnel.md`` (or ``--out``).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import replace

@@ -158,8 +158,7 @@ def transition_from_edges(src: np.ndarray, dst: np.ndarray, n: int, *,
     src = np.asarray(src)
     dst = np.asarray(dst)
     _check_edges(src, dst, n)
-    small = n * n < 2**32
-    kt = np.uint32 if small else np.int64
+    kt = np.uint32 if n * n < 2**32 else np.int64  # 32-bit keys when they fit: half the bytes to sort
     keys = dst.astype(kt) * kt(n)  # (m,) by target, then source once sorted
     keys += src.astype(kt)
     keys.sort()
