@@ -101,24 +101,40 @@ def graph_from_edges(edges: Iterable[tuple[str, str]], nodes: Sequence[str] | No
 def adjacency(src: np.ndarray, dst: np.ndarray, n: int, *, collapse_duplicates: bool = True) -> sp.csr_array:
     """Integer edge arrays -> (n, n) CSR adjacency; duplicates become weight 1 or their count.
 
-    Built by one sort of ``src * n + dst`` keys (faster than scipy's COO conversion plus
-    ``sum_duplicates``), which leaves rows and their column indices sorted.
+    Built by one sort of ``src * n + dst`` keys (`_sorted_pairs`: faster than scipy's COO
+    conversion plus ``sum_duplicates``), which leaves rows and their column indices sorted.
     """
-    src = np.asarray(src, np.int64)
-    dst = np.asarray(dst, np.int64)
-    _check_edges(src, dst, n)
-    keys = src * n + dst  # (m,) by source, then target once sorted (in place: no second copy)
+    rows, cols, counts = _sorted_pairs(src, dst, n)
+    data = np.ones(len(cols)) if collapse_duplicates else counts
+    return _csr(rows, cols, data, n)
+
+
+def _sorted_pairs(major: np.ndarray, minor: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (major, minor) pairs of two edge arrays, sorted, and how often each occurs.
+
+    One sort of ``major * n + minor`` keys, 32-bit when ``n * n`` fits (half the bytes to sort).
+    Returns (rows, cols, counts): (k,) arrays, counts as float64.
+    """
+    major = np.asarray(major)
+    minor = np.asarray(minor)
+    _check_edges(major, minor, n)
+    kt = np.uint32 if n * n < 2**32 else np.int64
+    keys = major.astype(kt) * kt(n)  # (m,) by major, then minor once sorted
+    keys += minor.astype(kt)
     keys.sort()
     starts, uniq = _unique_sorted(keys)
-    rows = uniq // n
-    cols = (uniq - rows * n).astype(np.int32 if n < 2**31 else np.int64)
-    if collapse_duplicates:
-        data = np.ones(len(uniq))
-    else:
-        data = np.diff(np.append(starts, len(keys))).astype(np.float64)  # multiplicity of each edge
-    indptr = np.zeros(n + 1, dtype=np.int64)
+    rows = uniq // kt(n)
+    cols = uniq - rows * kt(n)
+    counts = np.diff(np.append(starts, len(keys))).astype(np.float64)
+    return rows, cols, counts
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, n: int) -> sp.csr_array:
+    """(n, n) CSR from sorted, distinct (row, col) pairs."""
+    idx = np.int32 if max(len(cols), n) < 2**31 else np.int64
+    indptr = np.zeros(n + 1, dtype=idx)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    return sp.csr_array((data, cols, indptr), shape=(n, n))
+    return sp.csr_array((data, cols.astype(idx), indptr), shape=(n, n))
 
 
 def _check_edges(src: np.ndarray, dst: np.ndarray, n: int) -> None:
@@ -153,27 +169,15 @@ def transition_from_edges(src: np.ndarray, dst: np.ndarray, n: int, *,
 
     ``P[i, j] = adj[i, j] / out(i)``; its transpose's rows are the in-links of each node, so one
     PageRank step is a CSR mat-vec (a gather) with no transpose copy. Built by one sort of
-    ``dst * n + src`` keys, 32-bit when ``n * n`` fits (half the bytes to sort).
+    ``dst * n + src`` keys (`_sorted_pairs`).
     """
-    src = np.asarray(src)
-    dst = np.asarray(dst)
-    _check_edges(src, dst, n)
-    kt = np.uint32 if n * n < 2**32 else np.int64  # 32-bit keys when they fit: half the bytes to sort
-    keys = dst.astype(kt) * kt(n)  # (m,) by target, then source once sorted
-    keys += src.astype(kt)
-    keys.sort()
-    starts, uniq = _unique_sorted(keys)
-    rows = uniq // kt(n)  # targets
-    cols = uniq - rows * kt(n)  # sources
-    idx = np.int32 if max(len(uniq), n) < 2**31 else np.int64
-    weight = None if collapse_duplicates else np.diff(np.append(starts, len(keys))).astype(np.float64)
+    rows, cols, counts = _sorted_pairs(dst, src, n)  # rows: targets, cols: sources
+    weight = None if collapse_duplicates else counts
     out = np.bincount(cols, weights=weight, minlength=n).astype(np.float64)  # (n,) out-weight of each node
     is_dangling = out == 0
     inv = np.divide(1.0, out, out=np.zeros(n), where=~is_dangling)
     data = inv[cols] if weight is None else weight * inv[cols]
-    indptr = np.zeros(n + 1, dtype=idx)
-    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    return sp.csr_array((data, cols.astype(idx), indptr), shape=(n, n)), is_dangling
+    return _csr(rows, cols, data, n), is_dangling
 
 
 def pagerank_edges(src: np.ndarray, dst: np.ndarray, n: int, damping: float = 0.85, tol: float = 1e-10,
