@@ -9,6 +9,8 @@ gets a 4xx whose JSON names the field and what was expected; a 500 only ever mea
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from typing import Annotated, Any
 
@@ -28,11 +30,20 @@ MAX_BODY_BYTES = 64 * 1024  # a search body is a few hundred bytes; anything far
 _LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
 class Metrics:
-    """Prometheus metrics of one app, in their own registry (several apps can live in one process)."""
+    """Prometheus metrics of one app, in their own registry (several apps can live in one process).
+
+    Under ``funnel serve --workers N`` every worker is its own process: `serve` points
+    ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder, each worker's values go to files there, and
+    /metrics, whichever worker answers it, reports the sum over all workers.
+    """
 
     def __init__(self, service: SearchService):
         self.registry = CollectorRegistry()
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         self.requests = Counter("funnel_http_requests_total", "HTTP requests by route and status",
                                 ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("funnel_http_request_seconds", "HTTP request latency by route", ["route"],
@@ -41,8 +52,19 @@ class Metrics:
                                ["profile", "stage"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.results = Histogram("funnel_search_results", "results returned per search",
                                  buckets=(0, 1, 5, 10, 20, 50, 100), registry=self.registry)
-        docs = Gauge("funnel_index_docs", "documents in the loaded index", registry=self.registry)
+        docs = Gauge("funnel_index_docs", "documents in the loaded index", registry=self.registry,
+                     multiprocess_mode="max")  # every worker loads the same index
         docs.set(service.n_docs)
+
+    def exposition(self) -> bytes:
+        """The text format of every metric, summed over the workers in multiprocess mode."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
 
     def observe_search(self, result: SearchResult) -> None:
         self.results.observe(len(result.hits))
@@ -261,7 +283,7 @@ def create_app(service: SearchService) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def prometheus_metrics():
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -286,8 +308,13 @@ def serve(config, *, use_funnel: bool = True, log_level: str = "info") -> None:
         print(banner, flush=True)
         os.environ["FUNNEL_CONFIG_JSON"] = json.dumps(config.to_dict())
         os.environ["FUNNEL_USE_FUNNEL"] = "1" if use_funnel else "0"
-        uvicorn.run("api.app:app_from_env", factory=True, host=s.host, port=s.port, workers=s.workers,
-                    log_level=log_level)
+        metrics_dir = tempfile.mkdtemp(prefix="funnel-metrics-")  # one per server: no stale counts
+        os.environ[MULTIPROC_ENV] = metrics_dir
+        try:
+            uvicorn.run("api.app:app_from_env", factory=True, host=s.host, port=s.port, workers=s.workers,
+                        log_level=log_level)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         return
     app = create_app(SearchService.open(config, use_funnel=use_funnel))  # fails here, before the banner
     print(banner, flush=True)

@@ -47,6 +47,13 @@ def model_class(pooling: str):
     raise InputError(f"fine.pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
 
 
+def head_parameters(model) -> list:
+    """The trainable parameters outside BERT's embeddings and encoder layers: the pooler and the
+    classifier, which start (partly) random and train at ``fine.head_learning_rate``."""
+    return [p for n, p in model.named_parameters() if p.requires_grad
+            and not n.startswith(("bert.encoder.", "bert.embeddings."))]
+
+
 def class_of(config) -> type:
     """The class of a saved cross-encoder's config (models saved before pooling was recorded: "cls")."""
     return model_class(getattr(config, POOLING_KEY, "cls"))

@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, help="pruning rounds (prune.steps)")
     p.add_argument("--recover-steps", type=int, dest="recover_steps",
                    help="distillation steps after pruning, 0 for none (prune.recover_steps)")
+    p.add_argument("--recover-schedule", choices=["end", "rounds"], dest="recover_schedule",
+                   help="recovery after the last cut, or a share after every cut (prune.recover_schedule)")
+    p.add_argument("--recover-lr", type=float, dest="recover_lr", help="recovery learning rate (prune.recover_lr)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.set_defaults(handler=_prune)
 
@@ -26,7 +29,8 @@ def _prune(args, config) -> int:
 
     from ranking.prune import prune_model
 
-    given = {k: getattr(args, k) for k in ("target", "ffn_target", "latency_budget", "steps", "recover_steps")
+    given = {k: getattr(args, k) for k in ("target", "ffn_target", "latency_budget", "steps", "recover_steps",
+                                           "recover_schedule", "recover_lr")
              if getattr(args, k) is not None}
     config = replace(config, prune=replace(config.prune, **given))
     out = prune_model(config, args.model, args.data, args.out, device=args.device, progress=not args.quiet)

@@ -13,7 +13,10 @@ recover with a short distillation fine-tune. Feeds the fine-ranking stage a smal
    FFN neurons (``ffn_target``, a fraction per layer) are scored and cut the same way in the same rounds.
 3. Recovery: fine-tune the pruned student on the training judgements with the unpruned model as
    teacher: ``alpha * listwise CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)`` over
-   groups of (positive, BM25 negatives), where ``_T`` is a softmax at temperature T.
+   groups of (positive, BM25 negatives), where ``_T`` is a softmax at temperature T. Schedule
+   ``prune.recover_schedule``: "end" runs all ``recover_steps`` after the last cut; "rounds" runs
+   ``recover_steps / steps`` after every cut, so each round's importance is measured on a model
+   that has recovered from the previous cut (gradual pruning).
 
 Files written into the output folder (a cross-encoder folder, see `ranking.cross_encoder`)
 ------------------------------------------------------------------------------------------
@@ -29,7 +32,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -144,8 +147,12 @@ def measure_latency(model, tokenizer, query: str, texts: list[str], max_length: 
 
 
 def prune_iteratively(model, tokenizer, sets: list[RerankSet], pc: PruneConfig, max_length: int, *,
-                      progress: bool = False) -> list[dict]:
-    """Prune `model` in place per `pc` (see the module docstring); returns the per-round log."""
+                      after_round=None, progress: bool = False) -> list[dict]:
+    """Prune `model` in place per `pc` (see the module docstring); returns the per-round log.
+
+    `after_round(model, round)`, when given, runs after each round's cut (e.g. a recovery fine-tune)
+    and its return value is logged with the round.
+    """
     from tqdm.auto import tqdm
 
     n_heads0 = sum(H.heads_per_layer(model))
@@ -172,10 +179,11 @@ def prune_iteratively(model, tokenizer, sets: list[RerankSet], pc: PruneConfig, 
         if need_ffn:
             H.prune_ffn(model, choose_ffn(ffn_imp, ffn_goal))
         lat = measure_latency(model, tokenizer, probe.query, probe.texts, max_length)
+        recovery = after_round(model, step) if after_round else None
         rounds.append({"round": step, "removed": {str(k): v for k, v in remove.items()},
                        "importance": [np.round(x, 4).tolist() for x in head_imp],
                        "heads_left": sum(H.heads_per_layer(model)), "ffn_sizes": H.ffn_sizes(model),
-                       "latency_ratio": round(lat / lat0, 3)})
+                       "latency_ratio": round(lat / lat0, 3), **({"recovery": recovery} if recovery else {})})
         log.info("prune round %d: %d/%d heads left, FFN %s, latency x%.2f of the original", step,
                  rounds[-1]["heads_left"], n_heads0, H.ffn_sizes(model), lat / lat0)
         bar.update(1)
@@ -186,50 +194,73 @@ def prune_iteratively(model, tokenizer, sets: list[RerankSet], pc: PruneConfig, 
     return rounds
 
 
-def recover(student, teacher, tokenizer, config: Config, data_dir: str | Path, max_length: int, *,
-            progress: bool = False) -> dict:
-    """Distillation fine-tune of the pruned `student` from `teacher` on the training judgements."""
-    import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
+@dataclass
+class RecoveryData:
+    """What recovery trains on: (query id, [positive, BM25 negatives...]) groups of the training
+    judgements, and the query and document texts they name."""
+    groups: list
+    queries: dict
+    texts: dict
 
+
+def recovery_data(config: Config, data_dir: str | Path) -> RecoveryData:
+    """Groups of ``prune.recover_group_size`` (one judged positive, BM25 hard negatives) on ``prune.recover_split``."""
     from crawler.beir import read_qrels, read_queries
     from funnel.store import DocumentStore
     from index.searcher import Bm25Retriever
     from ranking.cross_encoder import pair_text
-    from ranking.optim import adamw_linear, update
-    from ranking.train_cross import listwise_loss, make_groups, mine_negatives
+    from ranking.train_cross import make_groups, mine_negatives
 
     pc = config.prune
-    if pc.recover_steps <= 0:
-        return {"steps": 0}
-    rng = random.Random(pc.seed)
-    torch.manual_seed(pc.seed)
     qrels = read_qrels(Path(data_dir), pc.recover_split)
     queries = read_queries(Path(data_dir))
     qrels = {q: d for q, d in qrels.items() if q in queries and any(g > 0 for g in d.values())}
     retriever = Bm25Retriever.open(config.paths.index, config.bm25)
     negatives = mine_negatives(retriever, queries, qrels, config.fine.negatives_depth)
-    groups = make_groups(qrels, negatives, pc.recover_group_size, rng)
+    groups = make_groups(qrels, negatives, pc.recover_group_size, random.Random(pc.seed))
     with DocumentStore(config.paths.store, readonly=True) as store:
         docs = store.get_many({d for _, ds in groups for d in ds})
     groups = [(q, ds) for q, ds in groups if all(d in docs for d in ds)]
     if not groups:
         raise InputError(f"{data_dir}/qrels/{pc.recover_split}.tsv: no recovery group could be built")
-    texts = {d: pair_text(doc.title, doc.text) for d, doc in docs.items()}
+    return RecoveryData(groups, queries, {d: pair_text(doc.title, doc.text) for d, doc in docs.items()})
 
+
+def recover(student, teacher, tokenizer, config: Config, data_dir: str | Path, max_length: int, *,
+            progress: bool = False) -> dict:
+    """Distillation fine-tune of the pruned `student` from `teacher`: ``prune.recover_steps`` steps."""
+    if config.prune.recover_steps <= 0:
+        return {"steps": 0}
+    return distill(student, teacher, tokenizer, config, recovery_data(config, data_dir), max_length,
+                   config.prune.recover_steps, progress=progress)
+
+
+def distill(student, teacher, tokenizer, config: Config, data: RecoveryData, max_length: int, total: int, *,
+            offset: int = 0, progress: bool = False) -> dict:
+    """`total` optimiser steps of ``alpha * listwise CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``.
+
+    `offset`: groups already used by earlier calls (rounds), so each call reads the next groups.
+    """
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from ranking.optim import adamw_linear, update
+    from ranking.train_cross import listwise_loss
+
+    pc = config.prune
+    torch.manual_seed(pc.seed + offset)
     teacher.eval()
     student.train()
     params = [p for p in student.parameters() if p.requires_grad]
-    total = pc.recover_steps
     opt, sched = adamw_linear(params, pc.recover_lr, total)
-    g, temp, alpha = pc.recover_group_size, pc.distill_temperature, pc.distill_alpha
+    g, temp, alpha, nq = pc.recover_group_size, pc.distill_temperature, pc.distill_alpha, pc.recover_batch_queries
     t0, losses, step = time.perf_counter(), [], 0
     bar = tqdm(total=total, desc="recover", unit="step", disable=not progress)
     while step < total:
-        batch = [groups[(step * pc.recover_batch_queries + i) % len(groups)] for i in range(pc.recover_batch_queries)]
-        qs = [queries[q] for q, ds in batch for _ in ds]
-        ds = [texts[d] for _, dd in batch for d in dd]
+        batch = [data.groups[(offset + step * nq + i) % len(data.groups)] for i in range(nq)]
+        qs = [data.queries[q] for q, ds in batch for _ in ds]
+        ds = [data.texts[d] for _, dd in batch for d in dd]
         enc = tokenizer(qs, ds, truncation="only_second", max_length=max_length, padding=True, return_tensors="pt")
         enc = {k: v.to(student.device) for k, v in enc.items()}
         with torch.no_grad():
@@ -248,7 +279,7 @@ def recover(student, teacher, tokenizer, config: Config, data_dir: str | Path, m
             break
     bar.close()
     student.eval()
-    return {"steps": step, "planned_steps": total, "groups": len(groups), "seconds": round(time.perf_counter() - t0, 1),
+    return {"steps": step, "planned_steps": total, "groups": len(data.groups), "seconds": round(time.perf_counter() - t0, 1),
             "first_loss": round(float(np.mean(losses[:10])), 4), "last_loss": round(float(np.mean(losses[-10:])), 4)}
 
 
@@ -264,6 +295,8 @@ def prune_model(config: Config, model_path: str | Path, data_dir: str | Path, ou
     pc = config.prune
     if not 0 <= pc.target < 1 or not 0 <= pc.ffn_target < 1:
         raise InputError(f"prune.target and prune.ffn_target must be in [0, 1), got {pc.target}, {pc.ffn_target}")
+    if pc.recover_schedule not in ("end", "rounds"):
+        raise InputError(f"prune.recover_schedule must be 'end' or 'rounds', got {pc.recover_schedule!r}")
     model_path = Path(model_path)
     out_dir = Path(out_dir) if out_dir else model_path.parent / f"{model_path.name}-pruned"
     if out_dir.resolve() == model_path.resolve():
@@ -284,13 +317,28 @@ def prune_model(config: Config, model_path: str | Path, data_dir: str | Path, ou
 
     student = copy.deepcopy(teacher)
     before = H.describe(teacher)
-    rounds = prune_iteratively(student, tokenizer, imp_sets, pc, max_length, progress=progress)
-    ndcg = {"teacher": evaluate_rerank(teacher, tokenizer, eval_sets, max_length, qrels, progress=progress)["nDCG@10"],
-            "pruned": evaluate_rerank(student, tokenizer, eval_sets, max_length, qrels, progress=progress)["nDCG@10"]}
-    recovery = recover(student, teacher, tokenizer, config, data_dir, max_length, progress=progress)
-    if recovery["steps"]:
-        ndcg["recovered"] = evaluate_rerank(student, tokenizer, eval_sets, max_length, qrels,
-                                            progress=progress)["nDCG@10"]
+    data = recovery_data(config, data_dir) if pc.recover_steps > 0 else None
+    per_round = pc.recover_steps // max(1, pc.steps)
+
+    def recover_round(model, step: int):  # schedule "rounds": a share of the recovery after every cut
+        return distill(model, teacher, tokenizer, config, data, max_length, per_round,
+                       offset=(step - 1) * per_round * pc.recover_batch_queries, progress=progress)
+
+    interleave = pc.recover_schedule == "rounds" and data is not None and per_round > 0
+    rounds = prune_iteratively(student, tokenizer, imp_sets, pc, max_length,
+                               after_round=recover_round if interleave else None, progress=progress)
+    evaluate = lambda m: evaluate_rerank(m, tokenizer, eval_sets, max_length, qrels, progress=progress)["nDCG@10"]
+    ndcg = {"teacher": evaluate(teacher)}
+    if interleave:
+        recovery = {"schedule": "rounds", "steps": sum(r.get("recovery", {}).get("steps", 0) for r in rounds),
+                    "seconds": round(sum(r.get("recovery", {}).get("seconds", 0) for r in rounds), 1)}
+        ndcg["recovered"] = evaluate(student)
+    else:
+        ndcg["pruned"] = evaluate(student)
+        recovery = ({"schedule": "end", **distill(student, teacher, tokenizer, config, data, max_length,
+                                                    pc.recover_steps, progress=progress)} if data else {"steps": 0})
+        if recovery["steps"]:
+            ndcg["recovered"] = evaluate(student)
     after = H.describe(student)
     summary = {"heads_before": before["heads_total"], "heads_after": after["heads_total"],
                "parameters_before": before["parameters"], "parameters_after": after["parameters"],

@@ -92,6 +92,7 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     from funnel.store import DocumentStore
     from index.searcher import Bm25Retriever
     from ranking.backbone import load_tokenizer
+    from ranking.ce_model import head_parameters
     from ranking.cross_encoder import META, build_cross_encoder, pair_text, save_cross_encoder
     from ranking.optim import adamw_linear, update
     from ranking.rerank_sets import evaluate_rerank, load_rerank_sets
@@ -133,9 +134,8 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     params = [p for p in model.parameters() if p.requires_grad]
     steps_per_epoch = (len(groups) + fc.batch_queries - 1) // fc.batch_queries
     total = steps_per_epoch * fc.epochs
-    head = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("bert.encoder.")
-            and not n.startswith("bert.embeddings.")]  # pooler + classifier: the head starts (partly) random
-    opt, sched = adamw_linear(params, fc.learning_rate, total, fast_params=head, fast_lr=fc.head_learning_rate)
+    opt, sched = adamw_linear(params, fc.learning_rate, total, fast_params=head_parameters(model),
+                              fast_lr=fc.head_learning_rate)
     use_amp = dev.type == "cuda"
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)

@@ -39,16 +39,15 @@ def client(service):
         yield c
 
 
-@pytest.fixture(scope="session")
-def live_server(tiny_home):
+def _serve(tiny_home, *extra: str):
     """`funnel serve` in its own process, as a user starts it; yields its base URL."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "funnel.cli", "-q", "--home", str(tiny_home),
-                             "--set", 'pipeline.recall="bm25"', "serve",
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             "--set", 'pipeline.recall="bm25"', "serve", "--port", str(port), *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"funnel serve exited early:\n{proc.stdout.read().decode(errors='replace')}")
@@ -59,7 +58,18 @@ def live_server(tiny_home):
             pass
         if time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError("funnel serve did not answer /health within 60 s")
+            raise RuntimeError("funnel serve did not answer /health within 90 s")
         time.sleep(0.2)
     yield base
     stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_home):
+    yield from _serve(tiny_home)
+
+
+@pytest.fixture(scope="module")
+def live_server_2_workers(tiny_home):
+    """Two uvicorn worker processes behind one port."""
+    yield from _serve(tiny_home, "--workers", "2")

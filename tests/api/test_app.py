@@ -173,6 +173,25 @@ def test_live_server_answers_concurrent_clients_like_one(live_server):
         assert json.dumps(hits) == json.dumps(want[q])
 
 
+def test_metrics_sum_over_workers(live_server_2_workers):
+    """With --workers 2, each request lands on either process; /metrics counts them all, whichever answers."""
+    def searches(c) -> float:
+        for fam in text_string_to_metric_families(c.get("/metrics").text):
+            if fam.name == "funnel_http_requests":
+                return sum(s.value for s in fam.samples if s.name.endswith("_total") and s.labels["route"] == "/search")
+        return 0.0
+
+    with httpx.Client(base_url=live_server_2_workers, timeout=30) as c:
+        before = searches(c)
+    for _ in range(20):  # a fresh connection each time, so the kernel spreads them over both workers
+        with httpx.Client(base_url=live_server_2_workers, timeout=30) as c:
+            assert c.get("/search", params={"q": "cancer"}).status_code == 200
+    for _ in range(5):  # every worker's answer sums over both
+        with httpx.Client(base_url=live_server_2_workers, timeout=30) as c:
+            assert searches(c) == before + 20
+            assert "funnel_index_docs 50.0" in c.get("/metrics").text
+
+
 def test_oversized_body_gets_413(client):
     from api.app import MAX_BODY_BYTES
 

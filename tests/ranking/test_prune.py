@@ -121,11 +121,9 @@ def test_latency_budget_keeps_pruning_up_to_max_target(tiny_ce, sets):
 
 
 def test_recovery_moves_the_student_towards_the_teacher(tiny_ce, tiny_home, tiny_dir):
-    import torch.nn.functional as F
-
-    from ranking.train_cross import make_groups, mine_negatives
-
     import copy
+
+    import torch.nn.functional as F
 
     teacher, tok = _model(tiny_ce)
     student = copy.deepcopy(teacher)
@@ -133,27 +131,16 @@ def test_recovery_moves_the_student_towards_the_teacher(tiny_ce, tiny_home, tiny
     config = Config(paths=PathsConfig(home=str(tiny_home)))
     config = replace(config, prune=replace(config.prune, recover_steps=30, recover_lr=3e-3, distill_temperature=1.0,
                                            recover_group_size=4, distill_alpha=0.0))
-    # Check on the training groups: KL(teacher || student) over each group's logits.
-    import random
+    data = P.recovery_data(config, tiny_dir)  # the groups recovery trains on
+    assert data.groups and all(len(ds) == 4 for _, ds in data.groups)
 
-    from crawler.beir import read_qrels, read_queries
-    from funnel.store import DocumentStore
-    from index.searcher import Bm25Retriever
-    from ranking.cross_encoder import pair_text
-
-    queries, qrels = read_queries(tiny_dir), read_qrels(tiny_dir, "train")
-    negs = mine_negatives(Bm25Retriever.open(config.paths.index), queries, qrels, 30)
-    groups = make_groups(qrels, negs, 4, random.Random(config.prune.seed))  # the groups recovery trains on
-    with DocumentStore(config.paths.store, readonly=True) as store:
-        docs = store.get_many({d for _, ds in groups for d in ds})
-
-    def kl():
+    def kl():  # on the training groups: KL(teacher || student) over each group's logits
         total = 0.0
         with torch.no_grad():
-            for q, ds in groups:
-                texts = [pair_text(docs[d].title, docs[d].text) for d in ds]
-                t = P.score_pairs(teacher, tok, queries[q], texts, 64)
-                s = P.score_pairs(student, tok, queries[q], texts, 64)
+            for q, ds in data.groups:
+                texts = [data.texts[d] for d in ds]
+                t = P.score_pairs(teacher, tok, data.queries[q], texts, 64)
+                s = P.score_pairs(student, tok, data.queries[q], texts, 64)
                 total += float(F.kl_div(F.log_softmax(s, 0), F.log_softmax(t, 0), log_target=True, reduction="sum"))
         return total
 
@@ -187,6 +174,20 @@ def test_funnel_prune_end_to_end(tiny_ce, tiny_home, tiny_dir, tmp_path, capsys)
     np.testing.assert_allclose(ce.score("vitamin d", ["vitamin d levels", "a cat"]), ref, rtol=1e-5, atol=1e-6)
 
 
+def test_recovery_between_rounds(tiny_ce, tiny_home, tiny_dir):
+    """Schedule "rounds": each cut is followed by its share of the recovery, logged with the round."""
+    config = Config(paths=PathsConfig(home=str(tiny_home)))
+    config = replace(config, prune=replace(config.prune, target=0.5, steps=2, recover_steps=4, recover_group_size=4,
+                                           depth=8, recover_schedule="rounds"))
+    out = P.prune_model(config, tiny_ce, tiny_dir, progress=False)
+    from ranking.cross_encoder import read_meta
+
+    meta = read_meta(out)["pruning"]
+    assert [r["recovery"]["steps"] for r in meta["rounds"]] == [2, 2]
+    assert meta["recovery"]["schedule"] == "rounds" and meta["recovery"]["steps"] == 4
+    assert set(meta["ndcg_at_10"]) == {"teacher", "recovered"} and meta["heads_after"] == 4
+
+
 def test_bad_requests_are_refused(tiny_ce, tiny_home, tiny_dir, tmp_path, capsys):
     from funnel.cli import main
     from ranking.backbone import load_backbone, save_backbone
@@ -199,5 +200,8 @@ def test_bad_requests_are_refused(tiny_ce, tiny_home, tiny_dir, tmp_path, capsys
     save_backbone(load_backbone("tiny"), None, tmp_path / "bare")
     assert main(args + ["--model", str(tmp_path / "bare")]) == 2
     assert "not a cross-encoder" in capsys.readouterr().err
+    with pytest.raises(InputError, match="recover_schedule"):
+        P.prune_model(replace(Config(paths=PathsConfig(home=str(tiny_home))),
+                              prune=replace(Config().prune, recover_schedule="often")), tiny_ce, tiny_dir)
     with pytest.raises(InputError, match="overwrite"):
         P.prune_model(Config(paths=PathsConfig(home=str(tiny_home))), tiny_ce, tiny_dir, tiny_ce)
