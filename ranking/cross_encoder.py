@@ -114,9 +114,6 @@ def load_cross_encoder(path: str | Path, device: str = "auto", *, dtype: str = "
         model, meta = build_cross_encoder("tiny"), {}
     else:
         path = Path(path)
-        if not (path / "config.json").exists():
-            raise InputError(f"{path}: no cross-encoder here (config.json missing); "
-                             f"train one with `funnel train cross-encoder`")
         model = load_model(path)
         meta = read_meta(path)
     if dev.type == "cuda":
@@ -134,12 +131,11 @@ def load_model(path: str | Path):
     """
     from transformers import AutoConfig
 
+    from ranking.backbone import model_folder
     from ranking.ce_model import class_of
     from ranking.heads import load_pruned
 
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise InputError(f"{path}: no cross-encoder here (no config.json); train one with `funnel train cross-encoder`")
+    path = model_folder(path, "a cross-encoder", "train one with `funnel train cross-encoder`")
     config = AutoConfig.from_pretrained(str(path))
     if not {"BertForSequenceClassification", "MeanPoolBertForSequenceClassification"} & set(config.architectures or []):
         raise InputError(f"{path}: not a cross-encoder (config.json names {config.architectures}, "

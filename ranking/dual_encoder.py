@@ -175,17 +175,14 @@ def load_dual_encoder(path: str | Path = "minilm", device: str = "auto") -> Dual
     default lengths. The model is put on `device` (resolved by `funnel.device.resolve_device`).
     """
     from funnel.device import resolve_device
-    from ranking.backbone import load_backbone, load_tokenizer
+    from ranking.backbone import load_backbone, load_tokenizer, model_folder
 
     dev, _ = resolve_device(device)
     name = str(path)
     if name in ("minilm", "tiny"):
         model = build_dual_encoder(name)
     else:
-        p = Path(path)
-        if not (p / "config.json").exists():
-            raise InputError(f"{p}: not a dual-encoder folder (no config.json); train one with "
-                             f"`funnel train dual-encoder` or pass 'minilm'")
+        p = model_folder(path, "a dual-encoder folder", "train one with `funnel train dual-encoder` or pass 'minilm'")
         meta = read_meta(p)
         if meta and meta.get("format", FORMAT) > FORMAT:
             raise InputError(f"{p / META_FILE}: format {meta['format']} is newer than this Funnel reads ({FORMAT})")

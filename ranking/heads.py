@@ -225,9 +225,9 @@ def load_pruned(path: str | Path, model_class=None):
     from safetensors.torch import load_file
     from transformers import AutoConfig
 
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise InputError(f"{path}: not a model folder (no config.json)")
+    from ranking.backbone import model_folder
+
+    path = model_folder(path)
     config = AutoConfig.from_pretrained(str(path))
     if model_class is None:
         arch = (config.architectures or ["BertModel"])[0]
