@@ -109,8 +109,10 @@ def main() -> int:
         name = Path(path).name
         models[name] = m
         s = json.loads((Path(path) / "funnel_meta.json").read_text()).get("pruning", {})
-        notes[name] = (f"funnel prune: target {s.get('prune_config', {}).get('target')}, "
-                       f"FFN {s.get('prune_config', {}).get('ffn_target')}, recovery {s.get('recovery', {}).get('steps')} steps")
+        pc = s.get("prune_config", {})
+        notes[name] = (f"funnel prune: target {pc.get('target')}, FFN {pc.get('ffn_target')}, "
+                       f"recovery {s.get('recovery', {}).get('steps')} steps at lr {pc.get('recover_lr')} "
+                       f"({pc.get('recover_schedule', 'end')})")
 
     # One pre-tokenised batch per query: every model sees exactly the same input.
     batches = [tok([s.query] * len(s.texts), s.texts, truncation="only_second", max_length=max_length,
