@@ -152,6 +152,7 @@ class FineConfig:
     seed: int = 0
     batch_size: int = 32  # pairs per inference batch
     dtype: str = "auto"  # inference dtype on GPU: auto (bf16/fp16), fp16, bf16, fp32
+    cpu_dtype: str = "fp32"  # inference on CPU: fp32, or int8 (Linear layers dynamically quantised: ranking.quantize)
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,7 @@ class DenseConfig:
     batch_size: int = 64  # texts per encoding batch
     device: str = "auto"
     dtype: str = "auto"  # encoding dtype on GPU (bf16/fp16); fp32 on CPU
+    cpu_dtype: str = "fp32"  # serving queries on CPU: fp32, or int8 (query tower dynamically quantised: ranking.quantize)
 
 
 @dataclass(frozen=True)

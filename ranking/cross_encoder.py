@@ -100,12 +100,16 @@ def read_meta(path: str | Path) -> dict:
 
 
 def load_cross_encoder(path: str | Path, device: str = "auto", *, dtype: str = "auto",
-                       max_length: int | None = None) -> CrossEncoder:
+                       max_length: int | None = None, cpu_dtype: str = "fp32") -> CrossEncoder:
     """The one loader of a cross-encoder folder (or ``"tiny"``: a random tiny model for tests).
 
     ``device``/``dtype`` go through `funnel.device.resolve_device` (fp16/bf16 on a GPU, fp32 on CPU).
+    ``cpu_dtype`` "int8": on CPU, the Linear layers dynamically quantised (`ranking.quantize`).
     ``max_length`` defaults to the one the model was trained with.
     """
+    from ranking.quantize import check_cpu_dtype, quantize_int8
+
+    check_cpu_dtype(cpu_dtype)
     from funnel.device import resolve_device
     from ranking.backbone import load_tokenizer
 
@@ -119,6 +123,8 @@ def load_cross_encoder(path: str | Path, device: str = "auto", *, dtype: str = "
     if dev.type == "cuda":
         model = model.to(dtype=dt)  # weights in half precision: half the memory traffic
     model = model.to(dev).eval()
+    if dev.type == "cpu" and cpu_dtype == "int8":
+        model = quantize_int8(model)
     tokenizer = load_tokenizer(path)
     return CrossEncoder(model, tokenizer, dev, dt, max_length or int(meta.get("max_length", 256)))
 

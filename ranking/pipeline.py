@@ -102,7 +102,7 @@ class Pipeline:
 
                 gpu = profile == "gpu"
                 encoder = load_cross_encoder(fine_dir, device or ("auto" if gpu else "cpu"),
-                                             dtype=config.fine.dtype,
+                                             dtype=config.fine.dtype, cpu_dtype=config.fine.cpu_dtype,
                                              max_length=pc.gpu_fine_max_length if gpu else pc.cpu_fine_max_length)
                 depth = pc.gpu_fine_k if gpu else pc.cpu_fine_k
                 fuse = pc.fine_weight if len(plan) > 1 else 0.0  # the coarse score is what gets fused

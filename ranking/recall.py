@@ -210,6 +210,7 @@ def open_dense(config, model: str | None = None):
     """(DualEncoder, VectorIndex) for HOME's vector index, checking the encoder matches the index."""
     from index.vectors import VectorIndex
     from ranking.dual_encoder import dense_index_dir, load_dual_encoder, resolve_model_path, tower_fingerprint
+    from ranking.quantize import check_cpu_dtype, quantize_int8
 
     rc = config.recall
     from funnel.device import resolve_device
@@ -225,6 +226,10 @@ def open_dense(config, model: str | None = None):
                           f"encoder differs from {name!r}: run `funnel embed --rebuild` or pass that model")
     if "query_max_len" in vectors.meta and str(name) in ("minilm", "tiny"):
         encoder.query_max_len = int(vectors.meta["query_max_len"])
+    if dev.type == "cpu" and check_cpu_dtype(config.dense.cpu_dtype) == "int8":
+        # queries only: the index's document vectors stay those of the fp32 document tower
+        encoder.doc_tower = doc_tower
+        encoder.query_tower = quantize_int8(encoder.query_tower)
     return encoder, vectors
 
 

@@ -114,6 +114,20 @@ def test_max_length_truncates_the_document(tiny_ce):
     assert a != pytest.approx(b, abs=1e-6)
 
 
+def test_int8_on_cpu_quantises_every_linear_and_keeps_the_scores(tiny_ce):
+    fp32 = load_cross_encoder(tiny_ce[1], "cpu")
+    int8 = load_cross_encoder(tiny_ce[1], "cpu", cpu_dtype="int8")
+    kinds = {type(m).__module__ for m in int8.model.modules() if "Linear" in type(m).__name__}
+    assert kinds and all("quantized" in k for k in kinds)  # no fp32 Linear left
+    assert any(isinstance(m, torch.nn.Linear) for m in fp32.model.modules())  # the fp32 one untouched
+    queries = ["breast cancer", "vitamin d fracture", "zebrafish tnf"]
+    a = np.concatenate([fp32.score(q, DOCS) for q in queries])
+    b = np.concatenate([int8.score(q, DOCS) for q in queries])
+    assert np.abs(a - b).max() <= 0.05 * (a.max() - a.min()) + 1e-3  # int8 error small against the spread
+    with pytest.raises(InputError, match="int8"):
+        load_cross_encoder(tiny_ce[1], "cpu", cpu_dtype="int4")
+
+
 def test_loader_refuses_a_folder_without_a_model(tmp_path):
     with pytest.raises(InputError, match="config.json"):
         load_cross_encoder(tmp_path, "cpu")

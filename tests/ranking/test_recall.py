@@ -76,6 +76,23 @@ def test_dense_recall_returns_nearest_documents(dense_home):
     assert c.trace[-1].stage == "dense"
 
 
+def test_int8_query_tower_keeps_the_fp32_document_tower(dense_home):
+    import torch
+
+    from ranking.recall import open_dense
+
+    fp32, _ = open_dense(_config(dense_home))
+    int8, vectors = open_dense(_config(dense_home, 'dense.cpu_dtype="int8"'))
+    assert not any(isinstance(m, torch.nn.Linear) for m in int8.query_tower.modules())  # all quantised
+    assert any(isinstance(m, torch.nn.Linear) for m in int8.doc_tower.modules())  # documents stay fp32
+    queries = ["vitamin D and bone health", "tumour necrosis factor", "breast cancer risk"]
+    a, b = fp32.encode_queries(queries), int8.encode_queries(queries)
+    assert np.abs(a - b).max() < 0.1 and (a * b).sum(1).min() > 0.99  # the same directions, nearly
+    np.testing.assert_allclose(int8.encode_docs(["a document"]), fp32.encode_docs(["a document"]), atol=1e-6)
+    with pytest.raises(InputError, match="int8"):
+        open_dense(_config(dense_home, 'dense.cpu_dtype="fp8"'))
+
+
 @pytest.mark.parametrize("fusion", ["rrf", "weighted"])
 def test_hybrid_recall_fuses_both_routes_with_complete_features(dense_home, fusion):
     from ranking.recall import HybridRecall, build_recall
