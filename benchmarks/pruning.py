@@ -40,15 +40,22 @@ from ranking import heads as H  # noqa: E402
 from ranking import prune as P  # noqa: E402
 from ranking.cross_encoder import load_cross_encoder  # noqa: E402
 from ranking.evaluate import evaluate, format_table  # noqa: E402
+from ranking.quantize import quantize_int8  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run_models(models: dict, batches: list[dict], device, dtype) -> dict:
-    """Scores and per-query forward seconds of every model, models taking turns query by query."""
+def run_models(models: dict, batches: list[dict], device, dtype, int8: frozenset = frozenset()) -> dict:
+    """Scores and per-query forward seconds of every model, models taking turns query by query.
+
+    Models named in `int8` run dynamically quantised (`ranking.quantize`), on the CPU only.
+    """
+    if device.type != "cpu":
+        models = {n: m for n, m in models.items() if n not in int8}
     scores = {n: [] for n in models}
     secs = {n: [] for n in models}
     placed = {n: copy.deepcopy(m).to(device=device, dtype=dtype).eval() for n, m in models.items()}
+    placed = {n: quantize_int8(m) if n in int8 else m for n, m in placed.items()}
     names = list(placed)
     with torch.inference_mode():
         for m in placed.values():  # warm-up
@@ -82,6 +89,8 @@ def main() -> int:
     ap.add_argument("--cpu-threads", type=int, default=0, help="torch CPU threads for the CPU timing (0: torch's default)")
     ap.add_argument("--cpu-queries", type=int, default=0,
                     help="time the CPU on the first N queries only (0: all); nDCG@10 always uses every query")
+    ap.add_argument("--int8", action="store_true",
+                    help="add CPU int8 rows (dynamic quantisation) of the teacher and every --pruned model")
     ap.add_argument("--out", default=str(RESULTS / "pruning.md"))
     args = ap.parse_args()
 
@@ -114,6 +123,13 @@ def main() -> int:
                        f"recovery {s.get('recovery', {}).get('steps')} steps at lr {pc.get('recover_lr')} "
                        f"({pc.get('recover_schedule', 'end')})")
 
+    int8 = set()
+    if args.int8:
+        for name in [n for n in models if not n.startswith("one-shot")]:
+            models[f"{name} int8"] = models[name]
+            notes[f"{name} int8"] = "CPU int8 dynamic quantisation of the row above"
+            int8.add(f"{name} int8")
+    int8 = frozenset(int8)
     # One pre-tokenised batch per query: every model sees exactly the same input.
     batches = [tok([s.query] * len(s.texts), s.texts, truncation="only_second", max_length=max_length,
                    padding=True, return_tensors="pt") for s in sets]
@@ -126,11 +142,14 @@ def main() -> int:
     timings = {}
     for key, dev, dt, bs in runs:
         t0 = time.perf_counter()
-        timings[key] = run_models(models, bs, dev, dt)
+        timings[key] = run_models(models, bs, dev, dt, int8)
         print(f"{key}: {len(models)} models x {len(bs)} queries in {time.perf_counter() - t0:.0f}s", flush=True)
     if len(cpu_batches) < len(batches):  # quality from an untimed fp32 pass over every query
         where = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         quality = run_models(models, batches, where, torch.float32)["scores"]
+        if int8:
+            quality.update(run_models({n: models[n] for n in int8}, batches, torch.device("cpu"), torch.float32,
+                                      int8)["scores"])
     else:
         quality = timings["cpu"]["scores"]
 
@@ -148,12 +167,14 @@ def main() -> int:
                "ΔnDCG@10": round(ndcg - base_ndcg, 4), "CPU p50 ms": f"{np.percentile(ms, 50):.0f}",
                "CPU p99 ms": f"{np.percentile(ms, 99):.0f}",
                "CPU speed-up": f"{base['cpu'] / ms.sum() * 1000:.2f}x"}
-        if "cuda" in timings:
+        if "cuda" in timings and name in timings["cuda"]["secs"]:
             gms = np.array(timings["cuda"]["secs"][name]) * 1000
             row["GPU p50 ms"] = f"{np.percentile(gms, 50):.2f}"
             row["GPU speed-up"] = f"{base['cuda'] / gms.sum() * 1000:.2f}x"
         else:
-            row["GPU speed-up"] = "n/a (no GPU)"
+            if "cuda" in timings:
+                row["GPU p50 ms"] = ""
+            row["GPU speed-up"] = "n/a (CPU only)" if name in int8 else "n/a (no GPU)"
         row["notes"] = notes[name]
         rows.append(row)
         curve.append((row["heads"], ndcg, float(np.percentile(ms, 50)), name))
@@ -171,7 +192,8 @@ def main() -> int:
         f"Command: `{command}`",
         "",
         f"SciFact `{args.split}`: {len(sets)} judged queries ({'all' if not args.queries else 'seeded sample'}), "
-        f"each re-ranking BM25's top {args.depth} at max_length {max_length}; nDCG@10 of that re-ranking (fp32). "
+        f"each re-ranking BM25's top {args.depth} at max_length {max_length}; nDCG@10 of that re-ranking "
+        f"(fp32; int8 rows: their own CPU int8 scores). "
         f"Latency: model forward on one query's {args.depth} pre-tokenised pairs (one batch), models taking turns "
         f"query by query; CPU fp32 with {torch.get_num_threads()} threads over {len(cpu_batches)} queries"
         f"{', GPU fp16 over all' if 'cuda' in timings else ''}; speed-up = teacher total time / model total time. "
