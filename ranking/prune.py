@@ -226,15 +226,6 @@ def recovery_data(config: Config, data_dir: str | Path) -> RecoveryData:
     return RecoveryData(groups, queries, {d: pair_text(doc.title, doc.text) for d, doc in docs.items()})
 
 
-def recover(student, teacher, tokenizer, config: Config, data_dir: str | Path, max_length: int, *,
-            progress: bool = False) -> dict:
-    """Distillation fine-tune of the pruned `student` from `teacher`: ``prune.recover_steps`` steps."""
-    if config.prune.recover_steps <= 0:
-        return {"steps": 0}
-    return distill(student, teacher, tokenizer, config, recovery_data(config, data_dir), max_length,
-                   config.prune.recover_steps, progress=progress)
-
-
 def distill(student, teacher, tokenizer, config: Config, data: RecoveryData, max_length: int, total: int, *,
             offset: int = 0, progress: bool = False) -> dict:
     """`total` optimiser steps of ``alpha * listwise CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``.

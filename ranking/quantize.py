@@ -2,8 +2,9 @@
 
 The weights of every ``torch.nn.Linear`` become int8 (one scale per output channel); activations are
 quantised on the fly per batch, and the matrix products run in int8 (fbgemm on x86). Embeddings,
-layer norms, softmax and the small head stay in fp32. On the 2-core VMs of this project the
-cross-encoder's forward runs about 1.4x faster at scores within ~1e-2 of fp32. Never used for
+layer norms, softmax and the small head stay in fp32. On SciFact dev (AMD EPYC 2-core VM,
+`benchmarks/results/pruning_rounds_int8.md`) the cross-encoder ran 1.37x faster and lost 0.025
+nDCG@10 re-ranking BM25's top 20, so fp32 stays the default. Never used for
 training (`funnel prune` and the trainers keep fp32) nor on a GPU (fp16/bf16 there).
 
 It uses ``torch.ao.quantization.quantize_dynamic``, which torch marks as deprecated: where a torch

@@ -145,7 +145,7 @@ def test_recovery_moves_the_student_towards_the_teacher(tiny_ce, tiny_home, tiny
         return total
 
     before = kl()
-    summary = P.recover(student, teacher, tok, config, tiny_dir, 64)
+    summary = P.distill(student, teacher, tok, config, data, 64, config.prune.recover_steps)
     assert summary["steps"] == 30
     assert kl() < 0.5 * before
 
