@@ -121,7 +121,8 @@ def main() -> int:
         pc = s.get("prune_config", {})
         notes[name] = (f"funnel prune: target {pc.get('target')}, FFN {pc.get('ffn_target')}, "
                        f"recovery {s.get('recovery', {}).get('steps')} steps at lr {pc.get('recover_lr')} "
-                       f"({pc.get('recover_schedule', 'end')})")
+                       f"({pc.get('recover_schedule', 'end')}"
+                       + (f", hidden-state MSE x{pc['distill_hidden']}" if pc.get("distill_hidden") else "") + ")")
 
     int8 = set()
     if args.int8:

@@ -203,6 +203,7 @@ class PruneConfig:
     recover_schedule: str = "end"  # "end": all recover_steps after the last cut; "rounds": recover_steps / steps after every cut
     distill_alpha: float = 0.5  # weight of the label loss; 1 - alpha goes to matching the teacher
     distill_temperature: float = 2.0
+    distill_hidden: float = 0.0  # weight of the layer-by-layer hidden-state MSE to the teacher (0: logits only)
     seed: int = 0
 
 @dataclass(frozen=True)

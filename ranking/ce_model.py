@@ -25,9 +25,9 @@ class MeanPoolBertForSequenceClassification(BertForSequenceClassification):
     """`BertForSequenceClassification` scoring the masked mean of the last hidden states."""
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, output_attentions=None,
-                **unused) -> SequenceClassifierOutput:
+                output_hidden_states=None, **unused) -> SequenceClassifierOutput:
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        output_attentions=output_attentions)
+                        output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         h = out.last_hidden_state  # (batch, seq, hidden)
         if attention_mask is None:
             pooled = h.mean(1)
@@ -35,7 +35,7 @@ class MeanPoolBertForSequenceClassification(BertForSequenceClassification):
             m = attention_mask.unsqueeze(-1).to(h.dtype)  # (batch, seq, 1)
             pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
         logits = self.classifier(self.dropout(pooled))  # (batch, num_labels)
-        return SequenceClassifierOutput(logits=logits, attentions=out.attentions)
+        return SequenceClassifierOutput(logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
 
 
 def model_class(pooling: str):

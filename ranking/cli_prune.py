@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--recover-schedule", choices=["end", "rounds"], dest="recover_schedule",
                    help="recovery after the last cut, or a share after every cut (prune.recover_schedule)")
     p.add_argument("--recover-lr", type=float, dest="recover_lr", help="recovery learning rate (prune.recover_lr)")
+    p.add_argument("--distill-hidden", type=float, dest="distill_hidden",
+                   help="weight of the hidden-state MSE to the teacher during recovery (prune.distill_hidden, default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.set_defaults(handler=_prune)
 
@@ -30,7 +32,7 @@ def _prune(args, config) -> int:
     from ranking.prune import prune_model
 
     given = {k: getattr(args, k) for k in ("target", "ffn_target", "latency_budget", "steps", "recover_steps",
-                                           "recover_schedule", "recover_lr")
+                                           "recover_schedule", "recover_lr", "distill_hidden")
              if getattr(args, k) is not None}
     config = replace(config, prune=replace(config.prune, **given))
     out = prune_model(config, args.model, args.data, args.out, device=args.device, progress=not args.quiet)

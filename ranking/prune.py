@@ -13,7 +13,8 @@ recover with a short distillation fine-tune. Feeds the fine-ranking stage a smal
    FFN neurons (``ffn_target``, a fraction per layer) are scored and cut the same way in the same rounds.
 3. Recovery: fine-tune the pruned student on the training judgements with the unpruned model as
    teacher: ``alpha * listwise CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)`` over
-   groups of (positive, BM25 negatives), where ``_T`` is a softmax at temperature T. Schedule
+   groups of (positive, BM25 negatives), where ``_T`` is a softmax at temperature T; with
+   ``prune.distill_hidden`` > 0, plus that weight x the layer-by-layer hidden-state MSE. Schedule
    ``prune.recover_schedule``: "end" runs all ``recover_steps`` after the last cut; "rounds" runs
    ``recover_steps / steps`` after every cut, so each round's importance is measured on a model
    that has recovered from the previous cut (gradual pruning).
@@ -226,9 +227,23 @@ def recovery_data(config: Config, data_dir: str | Path) -> RecoveryData:
     return RecoveryData(groups, queries, {d: pair_text(doc.title, doc.text) for d, doc in docs.items()})
 
 
+def hidden_loss(student_states, teacher_states, attention_mask):
+    """Mean over layers of the MSE between student and teacher hidden states, padding excluded.
+
+    Pruning heads and FFN neurons keeps the hidden size and the number of layers, so layer l of the
+    student matches layer l of the teacher (TinyBERT-style intermediate distillation; the embedding
+    output, index 0, is not pruned and is skipped). states: tuples of (batch, seq, hidden); mask: (batch, seq).
+    """
+    m = attention_mask.unsqueeze(-1).to(student_states[-1].dtype)  # (batch, seq, 1)
+    denom = m.sum() * student_states[-1].shape[-1]
+    per_layer = [(((s - t) ** 2) * m).sum() / denom for s, t in zip(student_states[1:], teacher_states[1:])]
+    return sum(per_layer) / len(per_layer)
+
+
 def distill(student, teacher, tokenizer, config: Config, data: RecoveryData, max_length: int, total: int, *,
             offset: int = 0, progress: bool = False) -> dict:
-    """`total` optimiser steps of ``alpha * listwise CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``.
+    """`total` optimiser steps of ``alpha * listwise CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``,
+    plus ``prune.distill_hidden`` x `hidden_loss` when that weight is above 0.
 
     `offset`: groups already used by earlier calls (rounds), so each call reads the next groups.
     """
@@ -246,6 +261,7 @@ def distill(student, teacher, tokenizer, config: Config, data: RecoveryData, max
     params = [p for p in student.parameters() if p.requires_grad]
     opt, sched = adamw_linear(params, pc.recover_lr, total)
     g, temp, alpha, nq = pc.recover_group_size, pc.distill_temperature, pc.distill_alpha, pc.recover_batch_queries
+    beta = pc.distill_hidden
     t0, losses, step = time.perf_counter(), [], 0
     bar = tqdm(total=total, desc="recover", unit="step", disable=not progress)
     while step < total:
@@ -255,12 +271,17 @@ def distill(student, teacher, tokenizer, config: Config, data: RecoveryData, max
         enc = tokenizer(qs, ds, truncation="only_second", max_length=max_length, padding=True, return_tensors="pt")
         enc = {k: v.to(student.device) for k, v in enc.items()}
         with torch.no_grad():
-            t_logits = teacher(**enc).logits[:, 0].view(-1, g).float()  # (batch_queries, group)
-        s_logits = student(**enc).logits[:, 0].view(-1, g).float()  # (batch_queries, group)
+            t_out = teacher(**enc, output_hidden_states=beta > 0)
+        s_out = student(**enc, output_hidden_states=beta > 0)
+        t_logits = t_out.logits[:, 0].view(-1, g).float()  # (batch_queries, group)
+        s_logits = s_out.logits[:, 0].view(-1, g).float()
         hard = listwise_loss(s_logits.reshape(-1), g)  # positive first in every group
         soft = F.kl_div(F.log_softmax(s_logits / temp, -1), F.log_softmax(t_logits / temp, -1),
                         log_target=True, reduction="batchmean") * temp ** 2
-        losses.append(update(alpha * hard + (1 - alpha) * soft, params, opt, sched))
+        loss = alpha * hard + (1 - alpha) * soft
+        if beta > 0:
+            loss = loss + beta * hidden_loss(s_out.hidden_states, t_out.hidden_states, enc["attention_mask"])
+        losses.append(update(loss, params, opt, sched))
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")

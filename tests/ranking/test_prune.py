@@ -150,6 +150,41 @@ def test_recovery_moves_the_student_towards_the_teacher(tiny_ce, tiny_home, tiny
     assert kl() < 0.5 * before
 
 
+def test_hidden_state_distillation_pulls_every_layer_to_the_teacher(tiny_ce, tiny_home, tiny_dir):
+    """prune.distill_hidden > 0: recovery also matches the teacher's hidden states layer by layer."""
+    import copy
+
+    teacher, tok = _model(tiny_ce)
+    student = copy.deepcopy(teacher)
+    H.prune_heads(student, {0: [0, 1, 2], 1: [1, 2, 3]})
+    H.prune_ffn(student, {0: list(range(16)), 1: list(range(16))})
+    config = Config(paths=PathsConfig(home=str(tiny_home)))
+    config = replace(config, prune=replace(config.prune, recover_lr=3e-3, recover_group_size=4, distill_alpha=0.0,
+                                           distill_hidden=1.0))
+    data = P.recovery_data(config, tiny_dir)
+    q, ds = data.groups[0]
+    enc = tok([data.queries[q]] * len(ds), [data.texts[d] for d in ds], truncation="only_second", max_length=64,
+              padding=True, return_tensors="pt")
+
+    def states():
+        with torch.no_grad():
+            return (teacher(**enc, output_hidden_states=True).hidden_states,
+                    student(**enc, output_hidden_states=True).hidden_states)
+
+    def gap():
+        t, s = states()
+        return float(P.hidden_loss(s, t, enc["attention_mask"]))
+
+    t, s = states()
+    assert len(t) == len(s) == 3 and torch.equal(t[0], s[0])  # embeddings are not pruned
+    before = gap()
+    assert before > 0 and P.hidden_loss(teacher(**enc, output_hidden_states=True).hidden_states,
+                                        teacher(**enc, output_hidden_states=True).hidden_states,
+                                        enc["attention_mask"]) == 0
+    P.distill(student, teacher, tok, config, data, 64, 30)
+    assert gap() < 0.5 * before
+
+
 def test_funnel_prune_end_to_end(tiny_ce, tiny_home, tiny_dir, tmp_path, capsys):
     from funnel.cli import main
     from ranking.cross_encoder import load_cross_encoder, read_meta
