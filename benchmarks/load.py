@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
     sys.path[0] = str(ROOT)  # run as a script: benchmarks/funnel.py must not shadow the funnel package
 
+from funnel.procs import stop_process  # noqa: E402
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -133,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         lat, statuses, wall = asyncio.run(run_clients(base, queries, args.clients, args.seconds, args.profile, args.k))
         metrics = httpx.get(f"{base}/metrics").text
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop_process(proc, grace_s=20)
 
     ok = statuses.get("200", 0)
     errors = sum(v for key, v in statuses.items() if key != "200")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from funnel.config import Config
 from funnel.errors import FunnelError
+from funnel.procs import stop_process
 
 log = logging.getLogger(__name__)
 
@@ -258,9 +259,7 @@ def run_demo(config: Config, *, site_dir: str | Path | None = None, max_pages: i
             pass
         finally:
             api.should_exit = True
-            if dash.poll() is None:
-                dash.terminate()
-                dash.wait(timeout=10)
+            stop_process(dash)
             service.close()
         return report
     finally:

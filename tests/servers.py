@@ -3,7 +3,8 @@ a free port to give it, and stopping it afterwards."""
 from __future__ import annotations
 
 import socket
-import subprocess
+
+from funnel.procs import stop_process  # noqa: F401  (re-exported for the tests)
 
 
 def free_port() -> int:
@@ -11,12 +12,3 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL if the process has not exited within 10 s."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
