@@ -295,38 +295,65 @@ def distill(student, teacher, tokenizer, config: Config, data: RecoveryData, max
             "first_loss": round(float(np.mean(losses[:10])), 4), "last_loss": round(float(np.mean(losses[-10:])), 4)}
 
 
-def prune_model(config: Config, model_path: str | Path, data_dir: str | Path, out_dir: str | Path | None = None,
-                *, device: str = "auto", progress: bool = True) -> Path:
-    """`funnel prune`: importance, iterative pruning, recovery, evaluation; saves the pruned cross-encoder."""
-    import torch
+@dataclass
+class PruneInputs:
+    """What every pruning run of one teacher shares: the model, its tokenizer and meta, and the
+    importance and evaluation sets (`load_inputs`)."""
+    model_path: Path
+    teacher: object
+    tokenizer: object
+    meta: dict
+    max_length: int
+    imp_sets: list
+    eval_sets: list
+    qrels: dict
 
-    from ranking.backbone import load_tokenizer
-    from ranking.cross_encoder import load_model, read_meta, save_cross_encoder
-    from crawler.beir import read_qrels
 
-    pc = config.prune
+def check_prune_config(pc: PruneConfig) -> None:
     if not 0 <= pc.target < 1 or not 0 <= pc.ffn_target < 1:
         raise InputError(f"prune.target and prune.ffn_target must be in [0, 1), got {pc.target}, {pc.ffn_target}")
     if pc.recover_schedule not in ("end", "rounds"):
         raise InputError(f"prune.recover_schedule must be 'end' or 'rounds', got {pc.recover_schedule!r}")
-    model_path = Path(model_path)
-    out_dir = Path(out_dir) if out_dir else model_path.parent / f"{model_path.name}-pruned"
-    if out_dir.resolve() == model_path.resolve():
-        raise InputError(f"--out {out_dir}: would overwrite the model being pruned")
-    from funnel.device import resolve_device
+    if pc.distill_hidden < 0:
+        raise InputError(f"prune.distill_hidden must be >= 0, got {pc.distill_hidden}")
 
+
+def load_inputs(config: Config, model_path: str | Path, data_dir: str | Path, device: str = "auto") -> PruneInputs:
+    """Load the teacher (float32 on `device`: importance gradients and recovery need it) and the sets."""
+    import torch
+
+    from crawler.beir import read_qrels
+    from funnel.device import resolve_device
+    from ranking.backbone import load_tokenizer
+    from ranking.cross_encoder import load_model, read_meta
+
+    pc = config.prune
     torch.manual_seed(pc.seed)
-    dev, _ = resolve_device(device)  # float32 everywhere: importance gradients and recovery need it
+    dev, _ = resolve_device(device)
     teacher = load_model(model_path).to(dev)
     if not hasattr(teacher, "classifier"):
         raise InputError(f"{model_path}: not a cross-encoder (expected BertForSequenceClassification)")
-    tokenizer = load_tokenizer(model_path)
     meta = read_meta(model_path)
-    max_length = pc.max_length or int(meta.get("max_length", 256))
-    imp_sets = load_rerank_sets(config, data_dir, pc.importance_split, pc.depth, pc.importance_queries, pc.seed)
-    eval_sets = load_rerank_sets(config, data_dir, pc.eval_split, pc.depth, pc.eval_queries, pc.seed)
-    qrels = read_qrels(Path(data_dir), pc.eval_split)
+    return PruneInputs(Path(model_path), teacher, load_tokenizer(model_path), meta,
+                       pc.max_length or int(meta.get("max_length", 256)),
+                       load_rerank_sets(config, data_dir, pc.importance_split, pc.depth, pc.importance_queries, pc.seed),
+                       load_rerank_sets(config, data_dir, pc.eval_split, pc.depth, pc.eval_queries, pc.seed),
+                       read_qrels(Path(data_dir), pc.eval_split))
 
+
+def prune_student(config: Config, inp: PruneInputs, data_dir: str | Path, *, teacher_ndcg: float | None = None,
+                  progress: bool = False):
+    """Prune a copy of ``inp.teacher`` per ``config.prune``, recover it, evaluate it; returns (student, summary).
+
+    `teacher_ndcg`: the teacher's nDCG@10 on the evaluation sets when already known (it is the same for
+    every run over one `PruneInputs`).
+    """
+    import torch
+
+    pc = config.prune
+    check_prune_config(pc)
+    torch.manual_seed(pc.seed)
+    teacher, tokenizer, max_length = inp.teacher, inp.tokenizer, inp.max_length
     student = copy.deepcopy(teacher)
     before = H.describe(teacher)
     data = recovery_data(config, data_dir) if pc.recover_steps > 0 else None
@@ -337,10 +364,11 @@ def prune_model(config: Config, model_path: str | Path, data_dir: str | Path, ou
                        offset=(step - 1) * per_round * pc.recover_batch_queries, progress=progress)
 
     interleave = pc.recover_schedule == "rounds" and data is not None and per_round > 0
-    rounds = prune_iteratively(student, tokenizer, imp_sets, pc, max_length,
+    rounds = prune_iteratively(student, tokenizer, inp.imp_sets, pc, max_length,
                                after_round=recover_round if interleave else None, progress=progress)
-    evaluate = lambda m: evaluate_rerank(m, tokenizer, eval_sets, max_length, qrels, progress=progress)["nDCG@10"]
-    ndcg = {"teacher": evaluate(teacher)}
+    evaluate = lambda m: evaluate_rerank(m, tokenizer, inp.eval_sets, max_length, inp.qrels,
+                                         progress=progress)["nDCG@10"]
+    ndcg = {"teacher": evaluate(teacher) if teacher_ndcg is None else teacher_ndcg}
     if interleave:
         recovery = {"schedule": "rounds", "steps": sum(r.get("recovery", {}).get("steps", 0) for r in rounds),
                     "seconds": round(sum(r.get("recovery", {}).get("seconds", 0) for r in rounds), 1)}
@@ -356,13 +384,35 @@ def prune_model(config: Config, model_path: str | Path, data_dir: str | Path, ou
                "parameters_before": before["parameters"], "parameters_after": after["parameters"],
                "ffn_sizes": after["ffn_sizes"], "heads_kept": after["heads_kept"],
                "ndcg_at_10": {k: round(v, 4) for k, v in ndcg.items()},
-               "eval": {"split": pc.eval_split, "queries": len(eval_sets), "depth": pc.depth},
-               "importance": {"split": pc.importance_split, "queries": len(imp_sets)},
-               "rounds": rounds, "recovery": recovery, "prune_config": asdict(pc), "teacher": str(model_path),
-               "device": str(dev)}
-    save_cross_encoder(student.cpu(), tokenizer, out_dir, {**{k: v for k, v in meta.items() if k != "format_version"},
-                                                     "max_length": max_length, "pruning": summary})
+               "eval": {"split": pc.eval_split, "queries": len(inp.eval_sets), "depth": pc.depth},
+               "importance": {"split": pc.importance_split, "queries": len(inp.imp_sets)},
+               "rounds": rounds, "recovery": recovery, "prune_config": asdict(pc), "teacher": str(inp.model_path),
+               "device": str(next(teacher.parameters()).device)}
+    return student, summary
+
+
+def save_pruned(student, inp: PruneInputs, summary: dict, out_dir: str | Path) -> Path:
+    """The pruned model as a cross-encoder folder; its meta is the teacher's plus ``pruning``."""
+    from ranking.cross_encoder import save_cross_encoder
+
+    meta = {k: v for k, v in inp.meta.items() if k != "format_version"}
+    save_cross_encoder(copy.deepcopy(student).cpu(), inp.tokenizer, out_dir,
+                       {**meta, "max_length": inp.max_length, "pruning": summary})
+    return Path(out_dir)
+
+
+def prune_model(config: Config, model_path: str | Path, data_dir: str | Path, out_dir: str | Path | None = None,
+                *, device: str = "auto", progress: bool = True) -> Path:
+    """`funnel prune`: importance, iterative pruning, recovery, evaluation; saves the pruned cross-encoder."""
+    check_prune_config(config.prune)
+    model_path = Path(model_path)
+    out_dir = Path(out_dir) if out_dir else model_path.parent / f"{model_path.name}-pruned"
+    if out_dir.resolve() == model_path.resolve():
+        raise InputError(f"--out {out_dir}: would overwrite the model being pruned")
+    inp = load_inputs(config, model_path, data_dir, device)
+    student, summary = prune_student(config, inp, data_dir, progress=progress)
+    save_pruned(student, inp, summary, out_dir)
     log.info("pruned model saved to %s: %d -> %d heads, %d -> %d parameters, nDCG@10 %s", out_dir,
-             before["heads_total"], after["heads_total"], before["parameters"], after["parameters"],
-             json.dumps(summary["ndcg_at_10"]))
+             summary["heads_before"], summary["heads_after"], summary["parameters_before"],
+             summary["parameters_after"], json.dumps(summary["ndcg_at_10"]))
     return out_dir
