@@ -15,6 +15,7 @@ import functools
 import http.server
 import logging
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -160,6 +161,10 @@ def top_pages(config: Config, n: int = 5) -> list[tuple[str, float]]:
     return sorted(pr.items(), key=lambda x: -x[1])[:n]
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def start_api(service, config: Config):
     """uvicorn in a daemon thread over the already-opened service; returns the server (``should_exit`` stops it)."""
     import uvicorn
@@ -251,6 +256,7 @@ def run_demo(config: Config, *, site_dir: str | Path | None = None, max_pages: i
         report.dashboard_url = f"http://{serve_config.serve.host}:{serve_config.serve.dashboard_port}"
         print(f"\n  API:        {report.api_url}/search?q=list+comprehension   (docs: {report.api_url}/docs)\n"
               f"  Dashboard:  {report.dashboard_url}\n  Site:       {base}\n\nCtrl-C stops everything.", flush=True)
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops it like Ctrl-C does
         try:
             while dash.poll() is None:
                 time.sleep(0.5)
@@ -258,6 +264,7 @@ def run_demo(config: Config, *, site_dir: str | Path | None = None, max_pages: i
         except KeyboardInterrupt:
             pass
         finally:
+            signal.signal(signal.SIGTERM, previous)
             api.should_exit = True
             stop_process(dash)
             service.close()

@@ -79,12 +79,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_demo_serves_api_and_dashboard_until_interrupted(site, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_demo_serves_api_and_dashboard_until_interrupted(site, tmp_path, stop):
     api, dash = _free_port(), _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "funnel.cli", "-q", "--home", str(tmp_path), "--set", f"serve.port={api}",
          "--set", f"serve.dashboard_port={dash}", "demo", "--site-dir", str(site), "--no-spark", "--no-dense"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        # as from a terminal: a test run started in the background (`nohup pytest &`) ignores SIGINT,
+        # and its children would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -101,7 +105,7 @@ def test_demo_serves_api_and_dashboard_until_interrupted(site, tmp_path):
         hits = httpx.get(f"http://127.0.0.1:{api}/search", params={"q": "asyncio event loop"}).json()["hits"]
         assert hits[0]["doc_id"].endswith("/library.html") and hits[0]["title"] == "The Python standard library"
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert f"API:        http://127.0.0.1:{api}" in out and f"Dashboard:  http://127.0.0.1:{dash}" in out
