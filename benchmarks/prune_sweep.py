@@ -55,12 +55,12 @@ def row(name: str, given: dict, summary: dict) -> dict:
     rounds = summary["rounds"]
     return {"variant": name, "settings": ", ".join(f"{k}={v}" for k, v in given.items()),
             "heads": summary["heads_after"], "FFN": "/".join(map(str, summary["ffn_sizes"])),
-            "params (M)": round(summary["parameters_after"] / 1e6, 2),
+            "params (M)": f"{summary['parameters_after'] / 1e6:.2f}",
             "nDCG@10 pruned": nd.get("pruned", ""), "nDCG@10 recovered": nd.get("recovered", ""),
             "Δ vs teacher": round(nd.get("recovered", nd.get("pruned", 0.0)) - nd["teacher"], 4),
             "recovery steps": summary["recovery"].get("steps", 0),
-            "recovery s": summary["recovery"].get("seconds", ""),
-            "probe latency": rounds[-1]["latency_ratio"] if rounds else 1.0}
+            "recovery s": f"{summary['recovery'].get('seconds', 0):.0f}",
+            "probe latency": f"{rounds[-1]['latency_ratio'] if rounds else 1.0:.2f}x"}
 
 
 def main() -> int:
