@@ -16,7 +16,7 @@ Steps (``--steps`` picks a subset; default all, in this order):
   coarse     LightGBM LambdaMART on hybrid candidates: tuned dense (leaky: shared towers cannot be
              cross-fitted over one vector index) and zero-shot dense features
   funnel     benchmarks/funnel.py --profile gpu (CE on the top 100)                         -> funnel_gpu.md
-  prune      funnel prune on CUDA: 50% heads + 40% FFN, and 40% heads + 20% FFN, distilled
+  prune      funnel prune on CUDA: 50% heads + 40% FFN, and 40% heads + 25% FFN, distilled
   pruning    benchmarks/pruning.py: pruned vs unpruned, CPU (2 threads) and GPU side by side -> pruning_gpu.md
   recall     query-tower and unsupervised (ICT sentences, both towers) encoders; recall.py -> recall_gpu.md
   variants   the funnel with zero-shot dense features, and with the pruned cross-encoder   -> funnel_gpu_*.md
@@ -220,7 +220,7 @@ def step_prune(s: Session) -> None:
     from ranking.prune import prune_model
 
     ce = s.home / "models" / "cross-encoder"
-    plans = (("cross-encoder-h50-f40", "0.5", "0.4"), ("cross-encoder-h40-f20", "0.4", "0.2"))
+    plans = (("cross-encoder-h50-f40", "0.5", "0.4"), ("cross-encoder-h40-f25", "0.4", "0.25"))
     for name, target, ffn in plans:
         if s.left() - RESERVE_S < ESTIMATE_S["prune"] / 2:
             s.record(step=f"prune {name}", status="skipped", reason="time")
