@@ -195,7 +195,7 @@ class PruneConfig:
     eval_split: str = "dev"
     eval_queries: int = 0  # seeded sample for the nDCG@10 check (0: all)
     recover_split: str = "train"
-    recover_steps: int = 400  # distillation steps (0: no recovery); 150 lost 0.022, 400 lost 0.0076 (pruning_400steps.md)
+    recover_steps: int = 400  # distillation steps (0: no recovery); 40% heads + 25% FFN: 400 lost 0.0076, 800 lost 0.018 (pruning_sweep*.md)
     recover_group_size: int = 8  # 1 positive + BM25 negatives per group
     recover_batch_queries: int = 2  # groups per step
     recover_lr: float = 3e-5

@@ -320,15 +320,12 @@ def check_prune_config(pc: PruneConfig) -> None:
 
 def load_inputs(config: Config, model_path: str | Path, data_dir: str | Path, device: str = "auto") -> PruneInputs:
     """Load the teacher (float32 on `device`: importance gradients and recovery need it) and the sets."""
-    import torch
-
     from crawler.beir import read_qrels
     from funnel.device import resolve_device
     from ranking.backbone import load_tokenizer
     from ranking.cross_encoder import load_model, read_meta
 
     pc = config.prune
-    torch.manual_seed(pc.seed)
     dev, _ = resolve_device(device)
     teacher = load_model(model_path).to(dev)
     if not hasattr(teacher, "classifier"):
@@ -392,11 +389,12 @@ def prune_student(config: Config, inp: PruneInputs, data_dir: str | Path, *, tea
 
 
 def save_pruned(student, inp: PruneInputs, summary: dict, out_dir: str | Path) -> Path:
-    """The pruned model as a cross-encoder folder; its meta is the teacher's plus ``pruning``."""
+    """The pruned model as a cross-encoder folder; its meta is the teacher's plus ``pruning``.
+    Moves `student` to the CPU."""
     from ranking.cross_encoder import save_cross_encoder
 
     meta = {k: v for k, v in inp.meta.items() if k != "format_version"}
-    save_cross_encoder(copy.deepcopy(student).cpu(), inp.tokenizer, out_dir,
+    save_cross_encoder(student.cpu(), inp.tokenizer, out_dir,
                        {**meta, "max_length": inp.max_length, "pruning": summary})
     return Path(out_dir)
 

@@ -1,10 +1,8 @@
 """For tests that run a server (`funnel serve`, the Streamlit dashboard) in a child process on loopback:
-a free port to give it, and stopping it afterwards."""
+a free port to give it (stop it with `funnel.procs.stop_process`)."""
 from __future__ import annotations
 
 import socket
-
-from funnel.procs import stop_process  # noqa: F401  (re-exported for the tests)
 
 
 def free_port() -> int:

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from funnel.config import load_config
-from tests.servers import free_port, stop_process
+from funnel.procs import stop_process
+from tests.servers import free_port
 
 
 @pytest.fixture(scope="session")

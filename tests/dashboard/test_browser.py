@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port, stop_process
+from funnel.procs import stop_process
+from tests.servers import free_port
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
