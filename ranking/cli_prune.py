@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--recover-lr", type=float, dest="recover_lr", help="recovery learning rate (prune.recover_lr)")
     p.add_argument("--distill-hidden", type=float, dest="distill_hidden",
                    help="weight of the hidden-state MSE to the teacher during recovery (prune.distill_hidden, default 0)")
+    p.add_argument("--pseudo-queries", type=int, dest="recover_pseudo_queries",
+                   help="document titles to add as unjudged recovery queries (prune.recover_pseudo_queries, default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.set_defaults(handler=_prune)
 
@@ -32,7 +34,8 @@ def _prune(args, config) -> int:
     from ranking.prune import prune_model
 
     given = {k: getattr(args, k) for k in ("target", "ffn_target", "latency_budget", "steps", "recover_steps",
-                                           "recover_schedule", "recover_lr", "distill_hidden")
+                                           "recover_schedule", "recover_lr", "distill_hidden",
+                                           "recover_pseudo_queries")
              if getattr(args, k) is not None}
     config = replace(config, prune=replace(config.prune, **given))
     out = prune_model(config, args.model, args.data, args.out, device=args.device, progress=not args.quiet)

@@ -14,7 +14,10 @@ recover with a short distillation fine-tune. Feeds the fine-ranking stage a smal
 3. Recovery: fine-tune the pruned student on the training judgements with the unpruned model as
    teacher: ``alpha * listwise CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)`` over
    groups of (positive, BM25 negatives), where ``_T`` is a softmax at temperature T; with
-   ``prune.distill_hidden`` > 0, plus that weight x the layer-by-layer hidden-state MSE. Schedule
+   ``prune.recover_pseudo_queries`` > 0, that many document titles join the training queries as
+   unjudged queries (their own document as the group's positive): more in-domain data to match the
+   teacher on. With ``prune.distill_hidden`` > 0, plus that weight x the layer-by-layer
+   hidden-state MSE. Schedule
    ``prune.recover_schedule``: "end" runs all ``recover_steps`` after the last cut; "rounds" runs
    ``recover_steps / steps`` after every cut, so each round's importance is measured on a model
    that has recovered from the previous cut (gradual pruning).
@@ -197,15 +200,33 @@ def prune_iteratively(model, tokenizer, sets: list[RerankSet], pc: PruneConfig, 
 
 @dataclass
 class RecoveryData:
-    """What recovery trains on: (query id, [positive, BM25 negatives...]) groups of the training
-    judgements, and the query and document texts they name."""
+    """What recovery trains on: (query id, [positive, BM25 negatives...]) groups, and the query and
+    document texts they name. Groups come from the judged queries of ``prune.recover_split`` and,
+    with ``prune.recover_pseudo_queries``, from document titles used as queries (`pseudo_queries`)."""
     groups: list
     queries: dict
     texts: dict
+    pseudo_groups: int = 0
+
+
+PSEUDO_PREFIX = "title:"
+
+
+def pseudo_queries(store, n: int, rng: random.Random, min_words: int = 4) -> tuple[dict, dict]:
+    """A seeded sample of `n` documents' titles as queries, each judging its own document relevant.
+
+    Distillation needs no labels, so these unjudged queries add in-domain training data for free; the
+    own document only anchors the group as its "positive". Titles shorter than `min_words` are skipped.
+    Returns (queries, qrels) keyed ``title:DOC_ID``.
+    """
+    titled = sorted((d.doc_id, d.title.strip()) for d in store.iter_docs() if len(d.title.split()) >= min_words)
+    chosen = rng.sample(titled, min(n, len(titled)))
+    return ({PSEUDO_PREFIX + d: t for d, t in chosen}, {PSEUDO_PREFIX + d: {d: 1} for d, _ in chosen})
 
 
 def recovery_data(config: Config, data_dir: str | Path) -> RecoveryData:
-    """Groups of ``prune.recover_group_size`` (one judged positive, BM25 hard negatives) on ``prune.recover_split``."""
+    """Groups of ``prune.recover_group_size`` (one positive, BM25 hard negatives) on ``prune.recover_split``,
+    plus ``prune.recover_pseudo_queries`` title-query groups, shuffled together."""
     from crawler.beir import read_qrels, read_queries
     from funnel.store import DocumentStore
     from index.searcher import Bm25Retriever
@@ -213,18 +234,28 @@ def recovery_data(config: Config, data_dir: str | Path) -> RecoveryData:
     from ranking.train_cross import make_groups, mine_negatives
 
     pc = config.prune
+    rng = random.Random(pc.seed)
     qrels = read_qrels(Path(data_dir), pc.recover_split)
     queries = read_queries(Path(data_dir))
     qrels = {q: d for q, d in qrels.items() if q in queries and any(g > 0 for g in d.values())}
     retriever = Bm25Retriever.open(config.paths.index, config.bm25)
     negatives = mine_negatives(retriever, queries, qrels, config.fine.negatives_depth)
-    groups = make_groups(qrels, negatives, pc.recover_group_size, random.Random(pc.seed))
+    groups = make_groups(qrels, negatives, pc.recover_group_size, rng)
     with DocumentStore(config.paths.store, readonly=True) as store:
+        pseudo = []
+        if pc.recover_pseudo_queries > 0:
+            pq, pqrels = pseudo_queries(store, pc.recover_pseudo_queries, rng)
+            queries = {**queries, **pq}
+            pseudo = make_groups(pqrels, mine_negatives(retriever, pq, pqrels, config.fine.negatives_depth),
+                                 pc.recover_group_size, rng)
+            groups = groups + pseudo
+            rng.shuffle(groups)
         docs = store.get_many({d for _, ds in groups for d in ds})
     groups = [(q, ds) for q, ds in groups if all(d in docs for d in ds)]
     if not groups:
         raise InputError(f"{data_dir}/qrels/{pc.recover_split}.tsv: no recovery group could be built")
-    return RecoveryData(groups, queries, {d: pair_text(doc.title, doc.text) for d, doc in docs.items()})
+    return RecoveryData(groups, queries, {d: pair_text(doc.title, doc.text) for d, doc in docs.items()},
+                        sum(q.startswith(PSEUDO_PREFIX) for q, _ in groups))
 
 
 def hidden_loss(student_states, teacher_states, attention_mask):
@@ -291,7 +322,8 @@ def distill(student, teacher, tokenizer, config: Config, data: RecoveryData, max
             break
     bar.close()
     student.eval()
-    return {"steps": step, "planned_steps": total, "groups": len(data.groups), "seconds": round(time.perf_counter() - t0, 1),
+    return {"steps": step, "planned_steps": total, "groups": len(data.groups), "pseudo_groups": data.pseudo_groups,
+            "seconds": round(time.perf_counter() - t0, 1),
             "first_loss": round(float(np.mean(losses[:10])), 4), "last_loss": round(float(np.mean(losses[-10:])), 4)}
 
 

@@ -120,6 +120,27 @@ def test_latency_budget_keeps_pruning_up_to_max_target(tiny_ce, sets):
     assert sum(H.heads_per_layer(model)) == 2 and all(r["latency_ratio"] > 0 for r in rounds)
 
 
+def test_pseudo_queries_add_title_groups(tiny_home, tiny_dir):
+    """prune.recover_pseudo_queries: document titles join the recovery queries, each group led by its own document."""
+    from funnel.store import DocumentStore
+
+    config = Config(paths=PathsConfig(home=str(tiny_home)))
+    config = replace(config, prune=replace(config.prune, recover_group_size=4))
+    judged = P.recovery_data(config, tiny_dir)
+    assert judged.pseudo_groups == 0
+    mixed = P.recovery_data(replace(config, prune=replace(config.prune, recover_pseudo_queries=10)), tiny_dir)
+    # up to 10: a title whose BM25 results hold fewer than 3 other documents makes no group
+    assert 5 <= mixed.pseudo_groups <= 10 and len(mixed.groups) == len(judged.groups) + mixed.pseudo_groups
+    as_set = lambda groups: {(q, tuple(ds)) for q, ds in groups}
+    assert as_set(judged.groups) <= as_set(mixed.groups)  # the judged groups are unchanged
+    with DocumentStore(tiny_home / "store.sqlite", readonly=True) as store:
+        for q, ds in mixed.groups:
+            if q.startswith(P.PSEUDO_PREFIX):
+                own = q[len(P.PSEUDO_PREFIX):]
+                assert ds[0] == own and own not in ds[1:] and len(ds) == 4
+                assert mixed.queries[q] == store.get(own).title.strip()
+
+
 def test_recovery_moves_the_student_towards_the_teacher(tiny_ce, tiny_home, tiny_dir):
     import copy
 
@@ -192,13 +213,13 @@ def test_funnel_prune_end_to_end(tiny_ce, tiny_home, tiny_dir, tmp_path, capsys)
     out = tmp_path / "pruned"
     rc = main(["-q", "--home", str(tiny_home), "--set", "prune.depth=8", "--set", "prune.recover_group_size=4",
                "prune", "--model", str(tiny_ce), "--data", str(tiny_dir), "--out", str(out),
-               "--target", "0.5", "--ffn", "0.5", "--steps", "2", "--recover-steps", "2"])
+               "--target", "0.5", "--ffn", "0.5", "--steps", "2", "--recover-steps", "2", "--pseudo-queries", "5"])
     assert rc == 0
     assert "heads 8 -> 4" in capsys.readouterr().out
     meta = read_meta(out)["pruning"]
     assert meta["heads_after"] == 4 and meta["parameters_after"] < meta["parameters_before"]
     assert set(meta["ndcg_at_10"]) == {"teacher", "pruned", "recovered"}
-    assert meta["recovery"]["steps"] == 2
+    assert meta["recovery"]["steps"] == 2 and meta["recovery"]["pseudo_groups"] > 0
     assert H.read_structure(out) == {"heads_kept": meta["heads_kept"], "ffn_sizes": [32, 32]}
     # The serving loader takes the pruned folder as it is, and scores like the saved model.
     ce = load_cross_encoder(out, device="cpu")
