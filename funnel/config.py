@@ -202,7 +202,7 @@ class PruneConfig:
     recover_pseudo_queries: int = 0  # document titles added as unjudged recovery queries (0: judged queries only); 40% heads + 25% FFN with 2000: -0.022 nDCG@10 vs -0.0075 without (pruning_sweep_pseudo.md)
     recover_time_budget_min: float = 0.0  # stop recovery after this many minutes (0: no limit)
     recover_schedule: str = "end"  # "end": all recover_steps after the last cut; "rounds": recover_steps / steps after every cut
-    distill_alpha: float = 0.5  # weight of the label loss; 1 - alpha goes to matching the teacher (0.0: -0.024, 0.8: -0.012, 0.5: -0.0075; pruning_sweep_alpha*.md)
+    distill_alpha: float = 0.5  # weight of the label loss; 1 - alpha goes to matching the teacher (40% heads + 25% FFN: 0.0 -0.024, 0.5 -0.0075, 0.8 -0.012; pruning_sweep_alpha0.md, pruning_sweep.md, pruning_sweep_alpha08.md)
     distill_temperature: float = 2.0
     distill_hidden: float = 0.0  # weight of the layer-by-layer hidden-state MSE to the teacher (0: logits only)
     seed: int = 0
