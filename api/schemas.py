@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from api.service import Hit
-from funnel.config import ServeConfig
+from funnel.api.service import Hit
+from funnel.core.config import ServeConfig
 
 
 def _not_blank(value: str) -> str:

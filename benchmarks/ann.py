@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import publish  # noqa: E402
-from index.vectors import VectorIndex, build_ann  # noqa: E402
+from funnel.index.vectors import VectorIndex, build_ann  # noqa: E402
 
 
 def make_vectors(base: np.ndarray, n: int, sigma: float, rng) -> np.ndarray:
@@ -79,8 +79,8 @@ def main() -> None:
         base = centers / np.linalg.norm(centers, axis=1, keepdims=True)
     vecs = make_vectors(base, args.n + args.queries, args.sigma, rng)
     if args.data and args.vectors:
-        from crawler.beir import read_queries
-        from ranking.dual_encoder import load_dual_encoder
+        from funnel.crawler.beir import read_queries
+        from funnel.ranking.models.dual_encoder import load_dual_encoder
 
         texts = list(read_queries(Path(args.data)).values())[: args.queries]
         queries = load_dual_encoder(vi.meta.get("model", "minilm"), "cpu").encode_queries(texts)

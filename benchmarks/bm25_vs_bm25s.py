@@ -28,12 +28,12 @@ import numpy as np  # noqa: E402
 import Stemmer  # noqa: E402
 
 from benchmarks.report import machine  # noqa: E402
-from crawler.beir import read_corpus, read_qrels, read_queries  # noqa: E402
-from funnel.config import BM25Config  # noqa: E402
-from index.analyze import Analyzer  # noqa: E402
-from index.builder import IndexWriter, build_segment, doc_text  # noqa: E402
-from index.searcher import Bm25Retriever  # noqa: E402
-from ranking.evaluate import evaluate, format_table  # noqa: E402
+from funnel.crawler.beir import read_corpus, read_qrels, read_queries  # noqa: E402
+from funnel.core.config import BM25Config  # noqa: E402
+from funnel.index.analyze import Analyzer  # noqa: E402
+from funnel.index.builder import IndexWriter, build_segment, doc_text  # noqa: E402
+from funnel.index.searcher import Bm25Retriever  # noqa: E402
+from funnel.ranking.evaluate import evaluate, format_table  # noqa: E402
 
 
 def best_of(fn, repeat: int) -> float:

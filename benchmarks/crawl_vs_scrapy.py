@@ -182,7 +182,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/crawl_vs_scrapy.md"))
     args = ap.parse_args()
 
-    from crawler.sites import debian_site
+    from funnel.crawler.sites import debian_site
 
     api = debian_site("openjdk-17-doc")
     site_root = api.parent
@@ -210,7 +210,7 @@ def main() -> None:
                              "-"))
             if "funnel" in only:
                 home = tmp / "funnel-home"
-                cmd = [py, "-m", "funnel.cli", "-q", "--home", str(home),
+                cmd = [py, "-m", "funnel.cli.main", "-q", "--home", str(home),
                        "--set", "crawl.max_bytes=64000000",  # javadoc has 5-6 MB pages; Scrapy's cap is 1 GB
                        "crawl", start, "--prefix", prefix,
                        "--allow-private", "--concurrency", str(args.concurrency), "--per-host", str(args.concurrency),

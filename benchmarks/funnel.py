@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from funnel.cli import set_runtime_env  # noqa: E402
+from funnel.cli.main import set_runtime_env  # noqa: E402
 
 set_runtime_env()  # as `funnel eval` / `funnel serve` run: OMP_WAIT_POLICY=PASSIVE among others
 
@@ -31,8 +31,8 @@ from benchmarks.report import command, machine, publish  # noqa: E402
 
 def sweep_fine_weight(pipe, queries, qrels, weights):
     """nDCG@10 of the fine stage's cascade for each fusion weight, from one pass of CE logits."""
-    from ranking.evaluate import evaluate
-    from ranking.pipeline import cascade_runs
+    from funnel.ranking.evaluate import evaluate
+    from funnel.ranking.serving.pipeline import cascade_runs
 
     runs = {w: {} for w in weights}
     for qid in sorted(q for q in qrels if q in queries):
@@ -59,10 +59,10 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "funnel.md"))
     args = ap.parse_args()
 
-    from crawler.beir import read_qrels, read_queries
-    from funnel.config import load_config
-    from ranking.evaluate import format_table
-    from ranking.pipeline import Pipeline, evaluate_pipeline
+    from funnel.core.judgements import read_qrels, read_queries
+    from funnel.core.config import load_config
+    from funnel.ranking.evaluate import format_table
+    from funnel.ranking.serving.pipeline import Pipeline, evaluate_pipeline
 
     config = load_config(None, [f'paths.home="{args.home}"'] + args.overrides)
     queries, qrels = read_queries(Path(args.data)), read_qrels(Path(args.data), args.split)

@@ -77,7 +77,7 @@ class Session:
         return self.args.budget_s - (time.time() - self.t0)
 
     def config(self, home: Path, *overrides: str):
-        from funnel.config import load_config
+        from funnel.core.config import load_config
 
         return load_config(None, self.settings(home) + list(overrides))
 
@@ -128,10 +128,10 @@ def clone_home(src: Path, dst: Path) -> None:
 # ---- steps -------------------------------------------------------------------------------------
 
 def step_index(s: Session) -> None:
-    from crawler.beir import ingest_beir
-    from funnel.store import DocumentStore
-    from index.analyze import Analyzer
-    from index.builder import build_index
+    from funnel.crawler.beir import ingest_beir
+    from funnel.core.store import DocumentStore
+    from funnel.index.analyze import Analyzer
+    from funnel.index.builder import build_index
 
     if s.home.exists():
         shutil.rmtree(s.home)
@@ -157,7 +157,7 @@ def step_pagerank(s: Session) -> None:
 
 
 def _train_dense(s: Session, config, out: Path, log_name: str) -> dict:
-    from ranking.train_dense import train_dual_encoder
+    from funnel.ranking.training.train_dense import train_dual_encoder
 
     summary = train_dual_encoder(config, s.data, out, log_file=s.results / log_name, device="auto", progress=False)
     s.record(step=log_name, best_epoch=summary["best_epoch"], dev=summary["dev"], seconds=summary["seconds"])
@@ -165,7 +165,7 @@ def _train_dense(s: Session, config, out: Path, log_name: str) -> dict:
 
 
 def step_dense(s: Session) -> None:
-    from ranking.dual_encoder import embed_store
+    from funnel.ranking.models.dual_encoder import embed_store
 
     embed_store(s.config(s.home_zs), s.backbone, rebuild=True, progress=False)
     epochs = "1" if s.smoke else "10"
@@ -176,7 +176,7 @@ def step_dense(s: Session) -> None:
 
 
 def step_cross(s: Session) -> None:
-    from ranking.train_cross import train_cross_encoder
+    from funnel.ranking.training.train_cross import train_cross_encoder
 
     over = (["fine.epochs=1", "fine.max_length=64", "fine.eval_depth=8"] if s.smoke else
             ["fine.epochs=10", "fine.max_length=256", "fine.group_size=8", "fine.batch_queries=16",
@@ -192,7 +192,7 @@ def step_cross(s: Session) -> None:
 
 
 def step_coarse(s: Session) -> None:
-    from ranking.train_coarse import train_coarse
+    from funnel.ranking.training.train_coarse import train_coarse
 
     for home, log_name in ((s.home, "train_coarse_gpu.jsonl"), (s.home_zs, "train_coarse_zeroshot_dense.jsonl")):
         if home is s.home_zs and s.left() - RESERVE_S < ESTIMATE_S["coarse"] / 2:
@@ -217,7 +217,7 @@ def step_funnel(s: Session) -> None:
 
 
 def step_prune(s: Session) -> None:
-    from ranking.prune import prune_model
+    from funnel.ranking.training.prune import prune_model
 
     ce = s.home / "models" / "cross-encoder"
     plans = (("cross-encoder-h50-f40", "0.5", "0.4"), ("cross-encoder-h40-f25", "0.4", "0.25"))
@@ -244,7 +244,7 @@ def step_pruning(s: Session) -> None:
 
 
 def step_recall(s: Session) -> None:
-    from ranking.dual_encoder import embed_store
+    from funnel.ranking.models.dual_encoder import embed_store
 
     epochs = "1" if s.smoke else "5"
     q = s.work / "dual-query"

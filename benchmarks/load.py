@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
     sys.path[0] = str(ROOT)  # run as a script: benchmarks/funnel.py must not shadow the funnel package
 
-from funnel.procs import stop_process  # noqa: E402
+from funnel.core.procs import stop_process  # noqa: E402
 
 
 def free_port() -> int:
@@ -55,7 +55,7 @@ def machine() -> str:
 
 
 def load_queries(home: Path, limit: int = 300) -> list[str]:
-    from funnel.store import DocumentStore
+    from funnel.core.store import DocumentStore
 
     with DocumentStore(home / "store.sqlite", readonly=True) as store:
         queries = list(store.queries().values())
@@ -65,7 +65,7 @@ def load_queries(home: Path, limit: int = 300) -> list[str]:
 
 
 def start_server(home: Path, port: int, extra: list[str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "funnel.cli", "-q", "--home", str(home), *extra, "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "funnel.cli.main", "-q", "--home", str(home), *extra, "serve", "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

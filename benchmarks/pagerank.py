@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import command, machine, publish  # noqa: E402
-from index.pagerank import adjacency, pagerank, pagerank_edges  # noqa: E402
+from funnel.index.pagerank import adjacency, pagerank, pagerank_edges  # noqa: E402
 
 
 def javadoc_edges(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
@@ -36,8 +36,8 @@ def javadoc_edges(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
 
     cache = path.parent
     if not path.exists():
-        from crawler.sites import debian_site
-        from pipelines.site_files import site_documents
+        from funnel.crawler.sites import debian_site
+        from funnel.pipelines.site_files import site_documents
 
         root = debian_site("openjdk-17-doc")
         ids, src, dst = {}, [], []
@@ -96,7 +96,7 @@ def run_single(src, dst, n, damping, tol, backend="scipy", repeat=1):
 
 
 def run_spark(spark, src, dst, n, damping, tol, max_iter):
-    from pipelines.pagerank_job import pagerank_df
+    from funnel.pipelines.pagerank_job import pagerank_df
 
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -144,8 +144,8 @@ def main() -> None:
         ap.error(f"--graphs: choose from {', '.join(graphs)}")
     spark = None
     if args.spark_master != "none":
-        from funnel.config import SparkConfig
-        from pipelines.session import spark_session
+        from funnel.core.config import SparkConfig
+        from funnel.pipelines.session import spark_session
 
         spark = spark_session(SparkConfig(master=args.spark_master, driver_memory="6g", shuffle_partitions=4))
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None

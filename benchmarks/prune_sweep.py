@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.report import command as command_line, machine, publish  # noqa: E402
-from funnel.config import PruneConfig, load_config  # noqa: E402
-from funnel.errors import InputError  # noqa: E402
-from ranking import prune as P  # noqa: E402
-from ranking.evaluate import format_table  # noqa: E402
-from ranking.rerank_sets import evaluate_rerank  # noqa: E402
+from funnel.core.config import PruneConfig, load_config  # noqa: E402
+from funnel.core.errors import InputError  # noqa: E402
+from funnel.ranking.training import prune as P  # noqa: E402
+from funnel.ranking.evaluate import format_table  # noqa: E402
+from funnel.ranking.training.rerank_sets import evaluate_rerank  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

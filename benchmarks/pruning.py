@@ -34,13 +34,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.report import command as command_line, machine  # noqa: E402
-from crawler.beir import read_qrels  # noqa: E402
-from funnel.config import load_config  # noqa: E402
-from ranking import heads as H  # noqa: E402
-from ranking import prune as P  # noqa: E402
-from ranking.cross_encoder import load_cross_encoder  # noqa: E402
-from ranking.evaluate import evaluate, format_table  # noqa: E402
-from ranking.quantize import quantize_int8  # noqa: E402
+from funnel.core.judgements import read_qrels  # noqa: E402
+from funnel.core.config import load_config  # noqa: E402
+from funnel.ranking.models import heads as H  # noqa: E402
+from funnel.ranking.training import prune as P  # noqa: E402
+from funnel.ranking.models.cross_encoder import load_cross_encoder  # noqa: E402
+from funnel.ranking.evaluate import evaluate, format_table  # noqa: E402
+from funnel.ranking.models.quantize import quantize_int8  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import command, machine, publish  # noqa: E402
-from crawler.beir import read_qrels, read_queries  # noqa: E402
-from funnel.config import load_config  # noqa: E402
-from ranking.evaluate import evaluate  # noqa: E402
-from ranking.recall import build_recall  # noqa: E402
-from ranking.stages import Candidates, Request  # noqa: E402
+from funnel.core.judgements import read_qrels, read_queries  # noqa: E402
+from funnel.core.config import load_config  # noqa: E402
+from funnel.ranking.evaluate import evaluate  # noqa: E402
+from funnel.ranking.serving.recall import build_recall  # noqa: E402
+from funnel.ranking.serving.stages import Candidates, Request  # noqa: E402
 
 
 def run_stage(stage, queries: dict[str, str], qids: list[str], k: int):

@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import publish  # noqa: E402
-from funnel.config import SparkConfig  # noqa: E402
-from funnel.store import DocumentStore  # noqa: E402
-from index.analyze import Analyzer  # noqa: E402
-from index.builder import build_index  # noqa: E402
-from index.searcher import Bm25Retriever, IndexReader  # noqa: E402
-from index.segments import read_segment  # noqa: E402
+from funnel.core.config import SparkConfig  # noqa: E402
+from funnel.core.store import DocumentStore  # noqa: E402
+from funnel.index.analyze import Analyzer  # noqa: E402
+from funnel.index.builder import build_index  # noqa: E402
+from funnel.index.searcher import Bm25Retriever, IndexReader  # noqa: E402
+from funnel.index.segments import read_segment  # noqa: E402
 
 
 def identical(a_dir: Path, b_dir: Path, queries: list[str]) -> str:
@@ -49,7 +49,7 @@ def identical(a_dir: Path, b_dir: Path, queries: list[str]) -> str:
 
 
 def prepare_scifact(home: Path, data: Path) -> list[str]:
-    from crawler.beir import ingest_beir
+    from funnel.crawler.beir import ingest_beir
 
     store_path = home / "store.sqlite"
     with DocumentStore(store_path) as store:
@@ -62,8 +62,8 @@ def prepare_scifact(home: Path, data: Path) -> list[str]:
 
 
 def prepare_javadoc(home: Path) -> list[str]:
-    from crawler.sites import debian_site
-    from pipelines.site_files import load_site
+    from funnel.crawler.sites import debian_site
+    from funnel.pipelines.site_files import load_site
 
     with DocumentStore(home / "store.sqlite") as store:
         if store.count() == 0:
@@ -81,8 +81,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "spark_index.md"))
     args = ap.parse_args()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    from pipelines.index_job import run_index_job
-    from pipelines.session import spark_session
+    from funnel.pipelines.index_job import run_index_job
+    from funnel.pipelines.session import spark_session
 
     work = Path(args.work)
     corpora = []

@@ -7,100 +7,23 @@ write is one transaction, so bad input leaves the store exactly as it was.
 """
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 
-from funnel.errors import InputError
-from funnel.store import Document, DocumentStore
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of non-blank lines; invalid UTF-8 is an error naming the line."""
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    empty = True
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: invalid UTF-8 at byte {exc.start}") from None
-            if lineno == 1:
-                line = line.lstrip("\ufeff")
-            if line.strip():
-                empty = False
-                yield lineno, line
-    if empty:
-        raise InputError(f"{path}: file is empty")
-
-
-def _read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
-    seen: dict[str, int] = {}
-    for lineno, line in _lines(path):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        for key in required:
-            if key not in obj:
-                raise InputError(f"{path}:{lineno}: missing field '{key}'")
-        _id = obj["_id"]
-        if isinstance(_id, bool) or not isinstance(_id, (str, int)) or str(_id).strip() == "":
-            raise InputError(f"{path}:{lineno}: '_id' must be a non-empty string, got {_id!r}")
-        obj["_id"] = _id = str(_id)
-        for key in required[1:]:
-            if not isinstance(obj[key], str):
-                raise InputError(f"{path}:{lineno}: field '{key}' must be a string")
-        if _id in seen:
-            raise InputError(f"{path}:{lineno}: duplicate _id {_id!r} (first on line {seen[_id]})")
-        seen[_id] = lineno
-        yield lineno, obj
+from funnel.core.errors import InputError
+from funnel.core.judgements import read_jsonl, read_qrels, read_queries
+from funnel.core.store import Document, DocumentStore
 
 
 def read_corpus(data_dir: Path, source: str) -> list[Document]:
     path = Path(data_dir) / "corpus.jsonl"
     docs = []
-    for lineno, obj in _read_jsonl(path, ("_id", "text")):
+    for lineno, obj in read_jsonl(path, ("_id", "text")):
         title = obj.get("title") or ""
         if not isinstance(title, str):
             raise InputError(f"{path}:{lineno}: field 'title' must be a string")
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
         docs.append(Document(doc_id=obj["_id"], title=title, text=obj["text"], source=source, meta=meta))
     return docs
-
-
-def read_queries(data_dir: Path) -> dict[str, str]:
-    return {obj["_id"]: obj["text"] for _, obj in _read_jsonl(Path(data_dir) / "queries.jsonl", ("_id", "text"))}
-
-
-def read_qrels(data_dir: Path, split: str) -> dict[str, dict[str, int]]:
-    """Judgements of one split: ``qrels/SPLIT.tsv`` -> {query id: {doc id: grade}}."""
-    path = Path(data_dir) / "qrels" / f"{split}.tsv"
-    if not path.exists():
-        have = sorted(p.stem for p in (Path(data_dir) / "qrels").glob("*.tsv"))
-        raise InputError(f"{path}: no judgements for split '{split}' (splits here: {', '.join(have) or 'none'})")
-    qrels: dict[str, dict[str, int]] = {}
-    for lineno, line in _lines(path):
-        cols = line.rstrip("\r\n").split("\t")
-        if lineno == 1 and cols[0].strip().lower() in ("query-id", "query_id", "qid"):
-            continue  # header
-        if len(cols) == 4:  # TREC qrels: qid iter docid rel
-            cols = [cols[0], cols[2], cols[3]]
-        if len(cols) != 3:
-            raise InputError(f"{path}:{lineno}: expected 3 tab-separated columns "
-                             f"(query-id, corpus-id, score), got {len(cols)}")
-        qid, did, score = (c.strip() for c in cols)
-        try:
-            grade = int(score)
-        except ValueError:
-            raise InputError(f"{path}:{lineno}: score must be an integer, got {score!r}") from None
-        if not qid or not did:
-            raise InputError(f"{path}:{lineno}: empty query-id or corpus-id")
-        qrels.setdefault(qid, {})[did] = grade
-    return qrels
 
 
 def ingest_beir(data_dir: str | Path, store: DocumentStore, name: str | None = None) -> dict:

@@ -30,15 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-from crawler.dedup import NearDupIndex, simhash
-from crawler.fetcher import Fetcher, FetchResult
-from crawler.frontier import Frontier, State
-from crawler.parser import ParsedPage, decode, parse_html, parse_plain
-from crawler.robots import RobotsCache, sitemap_urls
-from crawler.urls import Scope, canonicalize, host_key
-from funnel.config import CrawlConfig
-from funnel.errors import InputError
-from funnel.store import Document, DocumentStore, Link, content_hash
+from funnel.crawler.dedup import NearDupIndex, simhash
+from funnel.crawler.fetcher import Fetcher, FetchResult
+from funnel.crawler.frontier import Frontier, State
+from funnel.crawler.parser import ParsedPage, decode, parse_html, parse_plain
+from funnel.crawler.robots import RobotsCache, sitemap_urls
+from funnel.crawler.urls import Scope, canonicalize, host_key
+from funnel.core.config import CrawlConfig, PathsConfig
+from funnel.core.errors import InputError
+from funnel.core.store import Document, DocumentStore, Link, content_hash
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _problem_kind(error: str | None) -> str:
 
 
 def frontier_path(home: str | Path) -> Path:
-    return Path(home) / "crawl" / "frontier.sqlite"
+    return PathsConfig(str(home)).frontier
 
 
 def crawl(seeds: list[str], store: DocumentStore, config: CrawlConfig, frontier_file: str | Path, *,

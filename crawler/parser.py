@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from selectolax.lexbor import LexborHTMLParser
 
-from crawler.urls import absolutize
+from funnel.crawler.urls import absolutize
 
 _DROP = "script, style, noscript, template, svg, iframe, object, embed"
 _NON_LATIN = frozenset({

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from protego import Protego
 
-from crawler.fetcher import Fetcher
-from crawler.urls import canonicalize
+from funnel.crawler.fetcher import Fetcher
+from funnel.crawler.urls import canonicalize
 
 
 @dataclass

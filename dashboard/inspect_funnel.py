@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from api.service import SearchResult, SearchService
+from funnel.api.service import SearchResult, SearchService
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -139,7 +139,7 @@ def cross_encoder_attention(service: SearchService, profile: str, query: str, do
 
 def pagerank_top(service: SearchService, n: int = 20) -> pd.DataFrame | None:
     """The `n` pages with the highest PageRank (None when PageRank was not computed)."""
-    from index.pagerank import load_pagerank
+    from funnel.index.pagerank import load_pagerank
 
     pr = load_pagerank(service.config.paths.home)
     if not pr:
@@ -188,7 +188,7 @@ def stage_metrics(service: SearchService, dataset: str, split: str, profile: str
     Returns (metrics: stage x metric, latency: stage x p50/p95 ms). Queries are the first
     `max_queries` judged ones in id order (deterministic).
     """
-    from ranking.evaluate import evaluate
+    from funnel.ranking.evaluate import evaluate
 
     qrels = service.store.qrels(dataset, split)
     texts = service.store.queries(dataset)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from funnel.config import Config
+from funnel.core.config import Config
 
 APP = Path(__file__).resolve().parent / "app.py"
 

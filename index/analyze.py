@@ -20,8 +20,8 @@ from pathlib import Path
 
 import Stemmer
 
-from funnel.config import AnalyzerConfig
-from funnel.errors import FunnelError
+from funnel.core.config import AnalyzerConfig
+from funnel.core.errors import FunnelError
 
 _HERE = Path(__file__).parent
 # CJK Unified Ideographs (+ Extension A, compatibility ideographs): the runs jieba segments.

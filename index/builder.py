@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from funnel.errors import FunnelError
-from funnel.store import Document
-from index.analyze import Analyzer, check_compatible
-from index.segments import (FORMAT_VERSION, SegmentData, _fsync_dir, merge_segments, postings_from_pairs,
+from funnel.core.errors import FunnelError
+from funnel.core.store import Document
+from funnel.index.analyze import Analyzer, check_compatible
+from funnel.index.segments import (FORMAT_VERSION, SegmentData, _fsync_dir, merge_segments, postings_from_pairs,
                             read_segment, remove_tree, write_segment)
 
 MANIFEST = "manifest.json"

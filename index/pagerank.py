@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from funnel.errors import FunnelError, InputError
+from funnel.core.config import PathsConfig
+from funnel.core.errors import FunnelError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ def _iterate_torch(m, p, w, is_dangling, damping, tol, max_iter):
     """The same iteration with a torch sparse CSR mat-vec: on the GPU when there is one (float64)."""
     import torch
 
-    from funnel.device import resolve_device
+    from funnel.core.device import resolve_device
 
     device, _ = resolve_device("auto")
     m = sp.csr_array(m)  # (n, n) P^T as CSR for torch
@@ -336,7 +337,8 @@ def load_pagerank(paths_or_home: str | Path | Sequence[str | Path]) -> dict[str,
     if isinstance(paths_or_home, (str, Path)):
         p = Path(paths_or_home)
         if p.is_dir() and not p.suffix == ".parquet":
-            cands = [p / "features" / PAGERANK_FILE, p / "features" / FEATURES_FILE]
+            paths = PathsConfig(str(p))
+            cands = [paths.pagerank, paths.doc_features]
         else:
             cands = [p]
     else:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from funnel.config import AnalyzerConfig, BM25Config
-from funnel.errors import FunnelError
-from index.analyze import Analyzer, check_compatible
-from index.bm25 import SCORERS, top_k
-from index.builder import read_manifest
-from index.segments import SegmentData, read_segment
+from funnel.core.config import AnalyzerConfig, BM25Config
+from funnel.core.errors import FunnelError
+from funnel.index.analyze import Analyzer, check_compatible
+from funnel.index.bm25 import SCORERS, top_k
+from funnel.index.builder import read_manifest
+from funnel.index.segments import SegmentData, read_segment
 
 
 @dataclass

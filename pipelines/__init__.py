@@ -2,9 +2,9 @@
 
 pyspark is imported inside the jobs, so importing this package stays cheap.
 """
-from pipelines.features_job import run_features_job
-from pipelines.index_job import run_index_job
-from pipelines.pagerank_job import pagerank_df, run_pagerank_job
-from pipelines.session import spark_session
+from funnel.pipelines.features_job import run_features_job
+from funnel.pipelines.index_job import run_index_job
+from funnel.pipelines.pagerank_job import pagerank_df, run_pagerank_job
+from funnel.pipelines.session import spark_session
 
 __all__ = ["run_index_job", "run_pagerank_job", "run_features_job", "pagerank_df", "spark_session"]

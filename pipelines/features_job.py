@@ -14,10 +14,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from funnel.config import AnalyzerConfig, PageRankConfig
-from funnel.errors import FunnelError
-from index.analyze import Analyzer
-from index.builder import doc_text
+from funnel.core.config import AnalyzerConfig, PageRankConfig
+from funnel.core.errors import FunnelError
+from funnel.index.analyze import Analyzer
+from funnel.index.builder import doc_text
 
 
 def _lengths(settings: dict):
@@ -35,7 +35,7 @@ def run_features_job(spark, parquet_dir: str | Path, out_path: str | Path, analy
     """Compute the per-document features; reads PageRank from `pagerank_path` when it exists, else runs it."""
     from pyspark.sql import functions as F
 
-    from pipelines.pagerank_job import run_pagerank_job, write_parquet_atomic
+    from funnel.pipelines.pagerank_job import run_pagerank_job, write_parquet_atomic
 
     t0 = time.perf_counter()
     parquet_dir = Path(parquet_dir)

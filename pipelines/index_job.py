@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from funnel.config import AnalyzerConfig
-from funnel.errors import FunnelError
-from index.analyze import Analyzer, check_compatible
-from index.builder import IndexWriter, doc_text, read_manifest, segment_from_tokens
-from index.segments import SegmentData, merge_segments
+from funnel.core.config import AnalyzerConfig
+from funnel.core.errors import FunnelError
+from funnel.index.analyze import Analyzer, check_compatible
+from funnel.index.builder import IndexWriter, doc_text, read_manifest, segment_from_tokens
+from funnel.index.segments import SegmentData, merge_segments
 
 
 @dataclass

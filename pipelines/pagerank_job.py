@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from funnel.errors import FunnelError, InputError
+from funnel.core.errors import FunnelError, InputError
 
 
 # Up to this many links, `method="auto"` collects the edges and iterates on the driver (scipy): a graph
@@ -160,7 +160,7 @@ def run_pagerank_job(spark, parquet_dir: str | Path, out_path: str | Path, dampi
 def _pagerank_on_driver(ids, edges, n, damping, tol, max_iter, collapse_duplicates, out_path):
     import numpy as np
 
-    from index.pagerank import pagerank_edges, save_pagerank
+    from funnel.index.pagerank import pagerank_edges, save_pagerank
 
     t0 = time.perf_counter()
     e = edges.toArrow()

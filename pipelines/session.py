@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
-from funnel.config import SparkConfig
-from funnel.errors import FunnelError, MissingDependencyError
+from funnel.core.config import SparkConfig
+from funnel.core.errors import FunnelError, MissingDependencyError
 
 
 def spark_session(config: SparkConfig | None = None, master: str | None = None, app_name: str = "funnel"):

@@ -14,8 +14,8 @@ from urllib.parse import urldefrag, urljoin, urlsplit, urlunsplit
 
 from tqdm.auto import tqdm
 
-from funnel.errors import FunnelError
-from funnel.store import Document, DocumentStore, Link
+from funnel.core.errors import FunnelError
+from funnel.core.store import Document, DocumentStore, Link
 
 
 def _normalise(url: str) -> str | None:
@@ -24,7 +24,7 @@ def _normalise(url: str) -> str | None:
         return None
     path = parts.path or "/"
     if path.endswith("/"):
-        path += "index.html"
+        path += "funnel.index.html"
     return urlunsplit((parts.scheme, parts.netloc.lower(), path, "", ""))
 
 

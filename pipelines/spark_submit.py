@@ -6,7 +6,7 @@ options (``--master``, ``--driver-memory`` ...). The workers need Funnel install
 """
 import sys
 
-from funnel.cli import main
+from funnel.cli.main import main
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

@@ -61,9 +61,9 @@ def evaluate_retriever(index_dir, bm25_config, data_dir, split: str, k: int = 10
     """BM25 / TF-IDF over a split's judged queries: metrics (plus ``queries``), and the run as a TREC file."""
     from tqdm.auto import tqdm
 
-    from crawler.beir import read_qrels, read_queries
-    from funnel.errors import InputError
-    from index.searcher import Bm25Retriever
+    from funnel.core.judgements import read_qrels, read_queries
+    from funnel.core.errors import InputError
+    from funnel.index.searcher import Bm25Retriever
 
     qrels = read_qrels(Path(data_dir), split)
     queries = read_queries(Path(data_dir))

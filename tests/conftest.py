@@ -40,10 +40,10 @@ def scifact_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_home(tmp_path_factory) -> Path:
     """A Funnel home with the tiny corpus ingested and indexed (read-only for tests: copy to modify)."""
-    from crawler.beir import ingest_beir
-    from funnel.store import DocumentStore
-    from index.analyze import Analyzer
-    from index.builder import build_index
+    from funnel.crawler.beir import ingest_beir
+    from funnel.core.store import DocumentStore
+    from funnel.index.analyze import Analyzer
+    from funnel.index.builder import build_index
 
     home = tmp_path_factory.mktemp("tiny_home")
     with DocumentStore(home / "store.sqlite") as store:

@@ -46,7 +46,7 @@ def copy_data(src: Path, dst: Path) -> None:
 def copy_minilm(dst: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    from ranking.backbone import minilm_path
+    from funnel.ranking.models.backbone import minilm_path
 
     src = minilm_path()
     dst.mkdir(parents=True, exist_ok=True)

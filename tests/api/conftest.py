@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
-from funnel.config import load_config
-from funnel.procs import stop_process
+from funnel.core.config import load_config
+from funnel.core.procs import stop_process
 from tests.servers import free_port
 
 
@@ -23,7 +23,7 @@ def tiny_config(tiny_home):
 
 @pytest.fixture(scope="session")
 def service(tiny_config):
-    from api.service import SearchService
+    from funnel.api.service import SearchService
 
     svc = SearchService.open(tiny_config)
     yield svc
@@ -34,7 +34,7 @@ def service(tiny_config):
 def client(service):
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
+    from funnel.api.app import create_app
 
     with TestClient(create_app(service)) as c:
         yield c
@@ -44,7 +44,7 @@ def _serve(tiny_home, *extra: str):
     """`funnel serve` in its own process, as a user starts it; yields its base URL."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "funnel.cli", "-q", "--home", str(tiny_home),
+    proc = subprocess.Popen([sys.executable, "-m", "funnel.cli.main", "-q", "--home", str(tiny_home),
                              "--set", 'pipeline.recall="bm25"', "serve", "--port", str(port), *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

@@ -29,9 +29,9 @@ def test_get_and_post_agree_with_the_service(client, service):
 def test_bm25_only_service_matches_the_retriever(tiny_config):
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
-    from api.service import SearchService
-    from index.searcher import Bm25Retriever
+    from funnel.api.app import create_app
+    from funnel.api.service import SearchService
+    from funnel.index.searcher import Bm25Retriever
 
     retriever = Bm25Retriever.open(tiny_config.paths.index, tiny_config.bm25)
     svc = SearchService.open(tiny_config, use_funnel=False, warm=False)
@@ -193,7 +193,7 @@ def test_metrics_sum_over_workers(live_server_2_workers):
 
 
 def test_oversized_body_gets_413(client):
-    from api.app import MAX_BODY_BYTES
+    from funnel.api.app import MAX_BODY_BYTES
 
     resp = client.post("/search", content=b'{"q": "' + b"a" * MAX_BODY_BYTES + b'"}',
                        headers={"content-type": "application/json"})
@@ -202,7 +202,7 @@ def test_oversized_body_gets_413(client):
 
 
 def test_serve_without_an_index_is_a_clear_cli_error(tmp_path, capsys):
-    from funnel.cli import main
+    from funnel.cli.main import main
 
     assert main(["-q", "--home", str(tmp_path / "empty"), "serve"]) == 2
     err = capsys.readouterr().err

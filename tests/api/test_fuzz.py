@@ -12,7 +12,7 @@ from schemathesis import GenerationMode
 
 @pytest.fixture(scope="module")
 def api_schema(service):
-    from api.app import create_app
+    from funnel.api.app import create_app
 
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(service))
 

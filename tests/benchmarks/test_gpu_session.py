@@ -24,7 +24,7 @@ ABSENT_THERE = ("faiss", "pyspark", "streamlit", "fastapi", "uvicorn", "pydantic
 
 @pytest.mark.slow
 def test_every_step_runs_without_the_packages_the_gpu_machine_lacks(tmp_path, tiny_dir):
-    from ranking.backbone import minilm_path
+    from funnel.ranking.models.backbone import minilm_path
 
     block = tmp_path / "block"
     block.mkdir()
@@ -52,7 +52,7 @@ def test_every_step_runs_without_the_packages_the_gpu_machine_lacks(tmp_path, ti
     assert sorted(p.name for p in out.iterdir()) == ["cross-encoder.tar.0", "results.tar.gz"]  # <= 8 files back
 
     from benchmarks.device.unpack import unpack
-    from ranking.cross_encoder import load_cross_encoder
+    from funnel.ranking.models.cross_encoder import load_cross_encoder
 
     got = unpack(out, tmp_path / "results", tmp_path / "models")
     for name in ("funnel_gpu.md", "pruning_gpu.md", "recall_gpu.md", "pagerank_gpu.md", "funnel_gpu_pruned.md",

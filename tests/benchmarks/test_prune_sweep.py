@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_sweep_tabulates_and_saves_every_variant(tiny_home, tiny_dir, tmp_path):
     from transformers import BertForSequenceClassification
 
-    from ranking import heads as H
-    from ranking.backbone import load_tokenizer, tiny_config
-    from ranking.cross_encoder import load_cross_encoder, save_cross_encoder
+    from funnel.ranking.models import heads as H
+    from funnel.ranking.models.backbone import load_tokenizer, tiny_config
+    from funnel.ranking.models.cross_encoder import load_cross_encoder, save_cross_encoder
 
     torch.manual_seed(0)
     teacher = tmp_path / "teacher"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from crawler.beir import ingest_beir
-from funnel.errors import InputError
-from funnel.store import DocumentStore
+from funnel.crawler.beir import ingest_beir
+from funnel.core.errors import InputError
+from funnel.core.store import DocumentStore
 
 
 def _dump(store_path: Path) -> list:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from funnel.cli import main
+from funnel.cli.main import main
 from tests.crawler.test_crash import N_PAGES, grid_site
 from tests.crawler.hostile_site import serve_app
 

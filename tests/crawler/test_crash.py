@@ -46,7 +46,7 @@ def _count(db: Path) -> int:
 
 
 def _crawl_cmd(home: Path, *seeds: str) -> list[str]:
-    return [sys.executable, "-m", "funnel.cli", "-q", "--home", str(home), "--set", "crawl.flush_every=5",
+    return [sys.executable, "-m", "funnel.cli.main", "-q", "--home", str(home), "--set", "crawl.flush_every=5",
             "crawl", *seeds, "--allow-private", "--concurrency", "4", "--max-pages", "1000"]
 
 

@@ -5,10 +5,10 @@ from dataclasses import replace
 
 import pytest
 
-from crawler.crawl import crawl
-from crawler.frontier import Frontier, State
-from funnel.config import CrawlConfig
-from funnel.store import DocumentStore
+from funnel.crawler.crawl import crawl
+from funnel.crawler.frontier import Frontier, State
+from funnel.core.config import CrawlConfig
+from funnel.core.store import DocumentStore
 from tests.crawler.hostile_site import HostileSite, serve_app
 
 CFG = CrawlConfig(concurrency=4, per_host_concurrency=4, max_depth=4, max_bytes=300_000, connect_timeout=2.0,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from crawler.dedup import NearDupIndex, hamming, simhash
+from funnel.crawler.dedup import NearDupIndex, hamming, simhash
 
 TEXT = " ".join(f"the crawler fetched page {i} about topic {i % 17} and stored its outlinks" for i in range(80))
 

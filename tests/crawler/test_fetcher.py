@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from crawler.fetcher import Fetcher, GuardedResolver, RefusedError, address_refusal
+from funnel.crawler.fetcher import Fetcher, GuardedResolver, RefusedError, address_refusal
 
 
 @pytest.mark.parametrize("ip", ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",

@@ -1,7 +1,7 @@
 """Parsing and decoding of fetched bytes (pure functions; the crawl tests cover them over HTTP too)."""
 from __future__ import annotations
 
-from crawler.parser import decode, parse_html, parse_plain
+from funnel.crawler.parser import decode, parse_html, parse_plain
 
 
 def test_main_content_links_and_head_directives():

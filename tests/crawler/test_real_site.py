@@ -7,11 +7,11 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from aiohttp import web
 
-from crawler.crawl import crawl
-from crawler.frontier import Frontier, State
-from crawler.sites import debian_site
-from funnel.config import CrawlConfig
-from funnel.store import DocumentStore
+from funnel.crawler.crawl import crawl
+from funnel.crawler.frontier import Frontier, State
+from funnel.crawler.sites import debian_site
+from funnel.core.config import CrawlConfig
+from funnel.core.store import DocumentStore
 from tests.crawler.hostile_site import serve_app
 
 

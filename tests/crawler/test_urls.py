@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from crawler.urls import Scope, absolutize, canonicalize
+from funnel.crawler.urls import Scope, absolutize, canonicalize
 
 
 @pytest.mark.parametrize("raw, canon", [

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from funnel.config import load_config
+from funnel.core.config import load_config
 
 
 def _home_config(home):
@@ -17,11 +17,11 @@ def _home_config(home):
 
 @pytest.fixture(scope="session")
 def full_home(tiny_home, tiny_dir, tmp_path_factory):
-    from funnel.store import Document, Link, DocumentStore
-    from index.pagerank import save_pagerank
-    from ranking.backbone import load_tokenizer
-    from ranking.cross_encoder import build_cross_encoder, save_cross_encoder
-    from ranking.train_coarse import train_coarse
+    from funnel.core.store import Document, Link, DocumentStore
+    from funnel.index.pagerank import save_pagerank
+    from funnel.ranking.models.backbone import load_tokenizer
+    from funnel.ranking.models.cross_encoder import build_cross_encoder, save_cross_encoder
+    from funnel.ranking.training.train_coarse import train_coarse
 
     home = tmp_path_factory.mktemp("dash") / "home"
     shutil.copytree(tiny_home, home)
@@ -52,7 +52,7 @@ def full_config(full_home):
 
 @pytest.fixture(scope="session")
 def full_service(full_config):
-    from api.service import SearchService
+    from funnel.api.service import SearchService
 
     svc = SearchService.open(full_config)
     yield svc

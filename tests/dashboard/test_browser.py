@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from funnel.procs import stop_process
+from funnel.core.procs import stop_process
 from tests.servers import free_port
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(not (Path(CHROMEDRIVER).exists() and Path(CHROMI
 def dashboard_url(full_config):
     from dataclasses import replace
 
-    from dashboard.launch import run_dashboard
+    from funnel.dashboard.launch import run_dashboard
 
     config = replace(full_config, serve=replace(full_config.serve, dashboard_port=free_port()))
     proc = run_dashboard(config, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

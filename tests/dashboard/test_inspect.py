@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dashboard import inspect_funnel as fi
+from funnel.dashboard import inspect_funnel as fi
 
 
 def test_movement_labels():
@@ -60,7 +60,7 @@ def test_cross_encoder_attention_belongs_to_the_scored_pair(full_service):
 
 
 def test_bm25_only_profile_has_no_contributions(full_config):
-    from api.service import SearchService
+    from funnel.api.service import SearchService
 
     svc = SearchService.open(full_config, use_funnel=False, warm=False)
     result = svc.search("cancer", k=3, explain=True)
@@ -81,7 +81,7 @@ def test_pagerank_and_link_neighbourhood(full_service):
 
 
 def test_stage_metrics_match_a_direct_evaluation(full_service):
-    from ranking.evaluate import evaluate
+    from funnel.ranking.evaluate import evaluate
 
     assert ("tiny", "dev") in fi.judged_sets(full_service.config.paths.store)
     metrics, lat = fi.stage_metrics(full_service, "tiny", "dev", "cpu", max_queries=10)

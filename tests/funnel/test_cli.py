@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def funnel(*args, home=None):
-    cmd = [sys.executable, "-m", "funnel.cli", "-q"] + (["--home", str(home)] if home else []) + list(args)
+    cmd = [sys.executable, "-m", "funnel.cli.main", "-q"] + (["--home", str(home)] if home else []) + list(args)
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 

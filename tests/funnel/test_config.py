@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from funnel.config import Config, load_config
-from funnel.errors import FunnelError
+from funnel.core.config import Config, load_config
+from funnel.core.errors import FunnelError
 
 
 def test_defaults():

@@ -14,14 +14,14 @@ import httpx
 import pytest
 
 PAGES = {  # name -> (title, body, links)
-    "index.html": ("Python documentation index", "Welcome. Tutorial, library reference and glossary.",
+    "funnel.index.html": ("Python documentation index", "Welcome. Tutorial, library reference and glossary.",
                    ["tutorial.html", "library.html", "glossary.html"]),
     "tutorial.html": ("The Python tutorial", "Lists and list comprehensions make new lists from old ones.",
-                      ["index.html", "library.html"]),
+                      ["funnel.index.html", "library.html"]),
     "library.html": ("The Python standard library", "The asyncio event loop runs coroutines.",
-                     ["index.html", "glossary.html"]),
-    "glossary.html": ("Glossary", "Iterator: an object representing a stream of data.", ["index.html"]),
-    "orphan.html": ("Reading files", "open a file and read its lines with readlines.", ["index.html"]),
+                     ["funnel.index.html", "glossary.html"]),
+    "glossary.html": ("Glossary", "Iterator: an object representing a stream of data.", ["funnel.index.html"]),
+    "orphan.html": ("Reading files", "open a file and read its lines with readlines.", ["funnel.index.html"]),
 }
 
 
@@ -37,10 +37,10 @@ def site(tmp_path_factory) -> Path:
 
 def test_demo_ranks_with_given_models(site, tmp_path):
     """--models: trained models are copied in and the funnel's coarse stage ranks the crawled pages."""
-    from funnel.config import load_config
-    from funnel.main_job import run_demo
-    from ranking.backbone import load_tokenizer
-    from ranking.cross_encoder import build_cross_encoder, save_cross_encoder
+    from funnel.core.config import load_config
+    from funnel.cli.demo import run_demo
+    from funnel.ranking.models.backbone import load_tokenizer
+    from funnel.ranking.models.cross_encoder import build_cross_encoder, save_cross_encoder
 
     models = tmp_path / "models"
     save_cross_encoder(build_cross_encoder("tiny"), load_tokenizer("tiny"), models / "cross-encoder", {"max_length": 64})
@@ -52,10 +52,10 @@ def test_demo_ranks_with_given_models(site, tmp_path):
 
 
 def test_demo_builds_a_searchable_home(site, tmp_path, capsys):
-    from funnel.config import load_config
-    from funnel.main_job import run_demo
-    from index.pagerank import load_pagerank
-    from index.searcher import Bm25Retriever
+    from funnel.core.config import load_config
+    from funnel.cli.demo import run_demo
+    from funnel.index.pagerank import load_pagerank
+    from funnel.index.searcher import Bm25Retriever
 
     config = load_config(None, [f'paths.home="{tmp_path}"'])
     report = run_demo(config, site_dir=site, use_spark=False, dense=False, serve=False, progress=False)
@@ -83,7 +83,7 @@ def _free_port() -> int:
 def test_demo_serves_api_and_dashboard_until_interrupted(site, tmp_path, stop):
     api, dash = _free_port(), _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "funnel.cli", "-q", "--home", str(tmp_path), "--set", f"serve.port={api}",
+        [sys.executable, "-m", "funnel.cli.main", "-q", "--home", str(tmp_path), "--set", f"serve.port={api}",
          "--set", f"serve.dashboard_port={dash}", "demo", "--site-dir", str(site), "--no-spark", "--no-dense"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
         # as from a terminal: a test run started in the background (`nohup pytest &`) ignores SIGINT,
@@ -116,10 +116,10 @@ def test_demo_serves_api_and_dashboard_until_interrupted(site, tmp_path, stop):
 def test_demo_on_the_python_docs(tmp_path):
     """The README's main job without the dense index and servers: Debian's python3.11-doc crawled from
     loopback, Spark index and PageRank; the hubs lead PageRank and queries find the right pages."""
-    from crawler.sites import debian_site
-    from funnel.config import load_config
-    from funnel.main_job import run_demo, top_pages
-    from index.searcher import Bm25Retriever
+    from funnel.crawler.sites import debian_site
+    from funnel.core.config import load_config
+    from funnel.cli.demo import run_demo, top_pages
+    from funnel.index.searcher import Bm25Retriever
 
     try:
         debian_site("python3.11-doc")
@@ -131,7 +131,7 @@ def test_demo_on_the_python_docs(tmp_path):
     assert int(crawl.split()[0]) >= 500, crawl
     demo = replace_home(config, report.home)
     hubs = {doc_id.rsplit("/", 1)[-1] for doc_id, _ in top_pages(demo, 5)}
-    assert {"index.html", "genindex.html", "py-modindex.html"} & hubs, hubs
+    assert {"funnel.index.html", "genindex.html", "py-modindex.html"} & hubs, hubs
     hits = Bm25Retriever.open(report.home / "index").search("list comprehension", 5)
     assert any(d.endswith("tutorial/datastructures.html") for d in hits.doc_ids), hits.doc_ids
 

@@ -6,8 +6,8 @@ import threading
 import pyarrow.parquet as pq
 import pytest
 
-from funnel.errors import FunnelError
-from funnel.store import Document, DocumentStore, Link, content_hash
+from funnel.core.errors import FunnelError
+from funnel.core.store import Document, DocumentStore, Link, content_hash
 
 
 def _doc(i: int, **kw) -> Document:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from funnel.config import AnalyzerConfig
-from funnel.errors import FunnelError
-from index.analyze import Analyzer, check_compatible
+from funnel.core.config import AnalyzerConfig
+from funnel.core.errors import FunnelError
+from funnel.index.analyze import Analyzer, check_compatible
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from funnel.config import AnalyzerConfig, BM25Config
-from funnel.errors import FunnelError
-from funnel.store import Document
-from index.analyze import Analyzer
-from index.bm25 import top_k
-from index.builder import IndexWriter, build_segment
-from index.searcher import Bm25Retriever, IndexReader
+from funnel.core.config import AnalyzerConfig, BM25Config
+from funnel.core.errors import FunnelError
+from funnel.core.store import Document
+from funnel.index.analyze import Analyzer
+from funnel.index.bm25 import top_k
+from funnel.index.builder import IndexWriter, build_segment
+from funnel.index.searcher import Bm25Retriever, IndexReader
 
 PLAIN = AnalyzerConfig(stemmer="", stopwords=False, min_token_len=1)
 DOCS = ["apple banana apple", "banana cherry", "apple cherry cherry cherry date", "date"]
@@ -106,8 +106,8 @@ def test_boolean_and_equals_brute_force(tmp_path_factory, texts, query, n_segmen
 
 def test_boolean_and_on_tiny_corpus(tiny_home):
     """Against brute force over the store's documents, for real queries (English and Chinese)."""
-    from funnel.store import DocumentStore
-    from index.builder import doc_text
+    from funnel.core.store import DocumentStore
+    from funnel.index.builder import doc_text
 
     r = Bm25Retriever.open(tiny_home / "index")
     with DocumentStore(tiny_home / "store.sqlite", readonly=True) as store:

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crawler.beir import ingest_beir, read_qrels, read_queries
-from funnel.config import AnalyzerConfig
-from funnel.errors import FunnelError
-from funnel.store import Document, DocumentStore
-from index.analyze import Analyzer
-from index.builder import IndexWriter, build_index, build_segment, read_manifest
-from index.searcher import Bm25Retriever, IndexReader
-from index.segments import read_segment
+from funnel.crawler.beir import ingest_beir, read_qrels, read_queries
+from funnel.core.config import AnalyzerConfig
+from funnel.core.errors import FunnelError
+from funnel.core.store import Document, DocumentStore
+from funnel.index.analyze import Analyzer
+from funnel.index.builder import IndexWriter, build_index, build_segment, read_manifest
+from funnel.index.searcher import Bm25Retriever, IndexReader
+from funnel.index.segments import read_segment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,7 @@ def test_segment_round_trip_and_format(tiny_home):
     analyzer = Analyzer()
     with DocumentStore(tiny_home / "store.sqlite", readonly=True) as store:
         doc = store.get(seg.doc_ids[7])
-    from index.builder import doc_text
+    from funnel.index.builder import doc_text
     terms = analyzer(doc_text(doc))
     assert seg.doc_lens[7] == len(terms)
     t = seg.terms.index(terms[0])
@@ -145,9 +145,9 @@ def test_a_failing_build_leaves_the_previous_index(tiny_home_copy):
 
 KILLED_BUILD = textwrap.dedent("""
     import sys, time
-    import index.builder as b
-    from funnel.store import DocumentStore
-    from index.analyze import Analyzer
+    import funnel.index.builder as b
+    from funnel.core.store import DocumentStore
+    from funnel.index.analyze import Analyzer
     real = b.write_segment
     def slow_write(out_dir, seg):
         real(out_dir, seg)          # the new segment's files are on disk, not yet renamed or published

@@ -5,8 +5,8 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from funnel.errors import InputError
-from index.pagerank import (adjacency, graph_from_edges, load_pagerank, pagerank, pagerank_edges, pagerank_graph,
+from funnel.core.errors import InputError
+from funnel.index.pagerank import (adjacency, graph_from_edges, load_pagerank, pagerank, pagerank_edges, pagerank_graph,
                             pagerank_prior, save_pagerank)
 
 # dangling nodes (d, e), a self-loop (a), duplicate edges (a->b twice), two components (x-y-z), an isolated node (q)

@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from funnel.errors import FunnelError, InputError
-from index.vectors import VectorIndex, VectorIndexWriter, build_ann, exact_search, read_manifest
+from funnel.core.errors import FunnelError, InputError
+from funnel.index.vectors import VectorIndex, VectorIndexWriter, build_ann, exact_search, read_manifest
 
 
 def unit(rng, n, dim=16):
@@ -105,7 +105,7 @@ def test_orphan_part_of_a_crashed_write_is_ignored_then_removed(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np
-    from index.vectors import VectorIndexWriter
+    from funnel.index.vectors import VectorIndexWriter
     w = VectorIndexWriter(sys.argv[1])
     rng = np.random.default_rng(0)
     i = 0

@@ -4,18 +4,18 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from funnel.cli import main
-from funnel.store import DocumentStore
-from index.analyze import Analyzer
-from index.builder import doc_text
-from index.pagerank import graph_from_edges, load_pagerank, pagerank_graph
-from pipelines.site_files import load_site, parse_page
+from funnel.cli.main import main
+from funnel.core.store import DocumentStore
+from funnel.index.analyze import Analyzer
+from funnel.index.builder import doc_text
+from funnel.index.pagerank import graph_from_edges, load_pagerank, pagerank_graph
+from funnel.pipelines.site_files import load_site, parse_page
 
 pytestmark = pytest.mark.spark
 
 PAGES = {
-    "index.html": '<title>Home</title><a href="a.html">A</a> <a href="b/c.html#x">C</a> <a href="http://x.org/">out</a>',
-    "a.html": '<title>Alpha</title><p>alpha apples</p><a href="index.html">home</a><a href="a.html">self</a>',
+    "funnel.index.html": '<title>Home</title><a href="a.html">A</a> <a href="b/c.html#x">C</a> <a href="http://x.org/">out</a>',
+    "a.html": '<title>Alpha</title><p>alpha apples</p><a href="funnel.index.html">home</a><a href="a.html">self</a>',
     "b/c.html": '<title>Gamma</title><script>var s="hidden";</script>gamma <a href="../index.html?q=1">up</a>'
                 '<a href="../index.html">up again</a>',
     "b/d.html": "<title>Delta</title>delta has no links",

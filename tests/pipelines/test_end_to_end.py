@@ -8,10 +8,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from funnel.cli import main
-from funnel.config import CrawlConfig
-from funnel.store import DocumentStore
-from index.pagerank import load_pagerank
+from funnel.cli.main import main
+from funnel.core.config import CrawlConfig
+from funnel.core.store import DocumentStore
+from funnel.index.pagerank import load_pagerank
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -23,8 +23,8 @@ class _Quiet(SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def python_docs_url():
-    from crawler.sites import debian_site
-    from funnel.errors import FunnelError
+    from funnel.crawler.sites import debian_site
+    from funnel.core.errors import FunnelError
 
     try:
         root = debian_site("python3.11-doc")
@@ -38,11 +38,11 @@ def python_docs_url():
 
 
 def test_crawl_spark_index_pagerank_search(spark, python_docs_url, tmp_path, capsys):
-    from crawler.crawl import crawl
+    from funnel.crawler.crawl import crawl
 
     home = tmp_path / "home"
     with DocumentStore(home / "store.sqlite") as store:
-        stats = crawl([python_docs_url + "index.html"], store, CrawlConfig(allow_private=True, max_pages=2000),
+        stats = crawl([python_docs_url + "funnel.index.html"], store, CrawlConfig(allow_private=True, max_pages=2000),
                       home / "crawl" / "frontier.sqlite", progress=False)
         n_docs = store.count()
         n_links = sum(1 for _ in store.iter_links())
@@ -61,6 +61,6 @@ def test_crawl_spark_index_pagerank_search(spark, python_docs_url, tmp_path, cap
     assert len(pr) == n_docs and abs(sum(pr.values()) - 1) < 1e-6
     top = [u[len(python_docs_url):] for u, _ in sorted(pr.items(), key=lambda kv: -kv[1])[:10]]
     print("top PageRank pages:", top)
-    hubs = {"index.html", "contents.html", "glossary.html", "genindex.html", "library/index.html",
+    hubs = {"funnel.index.html", "contents.html", "glossary.html", "genindex.html", "library/index.html",
             "py-modindex.html", "search.html", "copyright.html", "about.html", "bugs.html"}
     assert len(hubs & set(top)) >= 3, top

@@ -6,10 +6,10 @@ import shutil
 import numpy as np
 import pytest
 
-from funnel.store import DocumentStore
-from index.analyze import Analyzer
-from index.searcher import Bm25Retriever, IndexReader
-from index.segments import read_segment
+from funnel.core.store import DocumentStore
+from funnel.index.analyze import Analyzer
+from funnel.index.searcher import Bm25Retriever, IndexReader
+from funnel.index.segments import read_segment
 
 pytestmark = pytest.mark.spark
 
@@ -32,7 +32,7 @@ def assert_same_index(a_dir, b_dir, queries):
 
 
 def test_spark_index_equals_local_index(spark, tiny_home, tmp_path):
-    from pipelines.index_job import run_index_job
+    from funnel.pipelines.index_job import run_index_job
 
     with DocumentStore(tiny_home / "store.sqlite", readonly=True) as store:
         store.export_parquet(tmp_path / "parquet")
@@ -50,9 +50,9 @@ def test_spark_index_equals_local_index(spark, tiny_home, tmp_path):
 
 def test_spark_incremental_segment_scores_like_local(spark, tiny_home_copy, tmp_path):
     """New and replaced documents become a new segment, as `funnel index` does."""
-    from funnel.store import Document
-    from index.builder import build_index
-    from pipelines.index_job import run_index_job
+    from funnel.core.store import Document
+    from funnel.index.builder import build_index
+    from funnel.pipelines.index_job import run_index_job
 
     home = tiny_home_copy
     spark_index = tmp_path / "spark_index"
@@ -72,8 +72,8 @@ def test_spark_incremental_segment_scores_like_local(spark, tiny_home_copy, tmp_
 
 
 def test_missing_export_is_a_clear_error(spark, tmp_path):
-    from funnel.errors import FunnelError
-    from pipelines.index_job import run_index_job
+    from funnel.core.errors import FunnelError
+    from funnel.pipelines.index_job import run_index_job
 
     with pytest.raises(FunnelError, match="docs.parquet not found"):
         run_index_job(spark, tmp_path / "nothing", tmp_path / "index", Analyzer())

@@ -5,7 +5,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from index.pagerank import graph_from_edges, load_pagerank, pagerank_graph
+from funnel.index.pagerank import graph_from_edges, load_pagerank, pagerank_graph
 from tests.index.test_pagerank import EDGES, NODES, random_graph
 
 pytestmark = pytest.mark.spark
@@ -33,7 +33,7 @@ def _l1(a, b):
 
 
 def test_dataframe_pagerank_matches_networkx_on_hand_graph(spark):
-    from pipelines.pagerank_job import pagerank_df
+    from funnel.pipelines.pagerank_job import pagerank_df
 
     # Stopping at an L1 change below 1e-8 leaves the ranks within d / (1 - d) x 1e-8 = 6e-8 of the fixed point.
     res = pagerank_df(spark, _edges_df(spark, EDGES, NODES), len(NODES), tol=1e-8)
@@ -43,7 +43,7 @@ def test_dataframe_pagerank_matches_networkx_on_hand_graph(spark):
 
 
 def test_dataframe_pagerank_matches_networkx_with_personalisation_and_counted_duplicates(spark):
-    from pipelines.pagerank_job import pagerank_df
+    from funnel.pipelines.pagerank_job import pagerank_df
 
     edges = random_graph(200, 700, seed=5)
     nodes = [f"n{i}" for i in range(200)]
@@ -65,8 +65,8 @@ def test_dataframe_pagerank_matches_networkx_with_personalisation_and_counted_du
 
 def test_pagerank_job_over_store_export(spark, tmp_path):
     """Store with links (some to pages outside it) -> export -> job -> pagerank.parquet the reader loads."""
-    from funnel.store import Document, DocumentStore, Link
-    from pipelines.pagerank_job import run_pagerank_job
+    from funnel.core.store import Document, DocumentStore, Link
+    from funnel.pipelines.pagerank_job import run_pagerank_job
 
     out = {}
     for s, d in EDGES:

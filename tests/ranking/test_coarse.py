@@ -8,14 +8,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from funnel.config import CoarseConfig, Config, PathsConfig
-from funnel.errors import InputError
-from funnel.store import DocumentStore
-from index.searcher import Bm25Retriever
-from ranking.coarse import CoarseModel, CoarseRanker
-from ranking.features import FEATURES, DocCache, FeatureContext
-from ranking.stages import Candidates, Request
-from ranking.train_coarse import train_coarse
+from funnel.core.config import CoarseConfig, Config, PathsConfig
+from funnel.core.errors import InputError
+from funnel.core.store import DocumentStore
+from funnel.index.searcher import Bm25Retriever
+from funnel.ranking.serving.coarse import CoarseModel, CoarseRanker
+from funnel.ranking.serving.features import FEATURES, DocCache, FeatureContext
+from funnel.ranking.serving.stages import Candidates, Request
+from funnel.ranking.training.train_coarse import train_coarse
 
 SMALL = replace(CoarseConfig(), train_depth=30, n_estimators=40, early_stopping=20, min_child_samples=5)
 
@@ -72,9 +72,9 @@ def test_missing_model_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_coarse_beats_bm25_on_scifact_dev(scifact_dir, tmp_path):
     """Quality regression: LambdaMART over the cheap features, BM25 candidates, SciFact dev."""
-    from crawler.beir import ingest_beir
-    from index.analyze import Analyzer
-    from index.builder import build_index
+    from funnel.crawler.beir import ingest_beir
+    from funnel.index.analyze import Analyzer
+    from funnel.index.builder import build_index
 
     with DocumentStore(tmp_path / "store.sqlite") as store:
         ingest_beir(scifact_dir, store)

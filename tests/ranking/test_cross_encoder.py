@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from funnel.config import Config, FineConfig, PathsConfig
-from funnel.errors import InputError
-from ranking.backbone import load_tokenizer
-from ranking.cross_encoder import (CrossEncoderReranker, build_cross_encoder, load_cross_encoder,
-                                   save_cross_encoder)
-from ranking.stages import Candidates, Request
-from ranking.train_cross import listwise_loss, make_groups, mine_negatives, train_cross_encoder
+from funnel.core.config import Config, FineConfig, PathsConfig
+from funnel.core.errors import InputError
+from funnel.ranking.models.backbone import load_tokenizer
+from funnel.ranking.models.cross_encoder import build_cross_encoder, load_cross_encoder, save_cross_encoder
+from funnel.ranking.serving.fine import CrossEncoderReranker
+from funnel.ranking.serving.stages import Candidates, Request
+from funnel.ranking.training.train_cross import listwise_loss, make_groups, mine_negatives, train_cross_encoder
 
 DOCS = ["Tumour necrosis factor signalling in zebrafish granulomas.",
         "Breast cancer risk and environmental exposure in a cohort of nurses " * 8,
@@ -35,8 +35,8 @@ def test_listwise_loss_is_softmax_cross_entropy_with_the_positive_first():
 
 
 def test_negatives_never_hold_a_judged_document(tiny_home, tiny_dir):
-    from crawler.beir import read_qrels, read_queries
-    from index.searcher import Bm25Retriever
+    from funnel.core.judgements import read_qrels, read_queries
+    from funnel.index.searcher import Bm25Retriever
 
     qrels, queries = read_qrels(tiny_dir, "train"), read_queries(tiny_dir)
     negs = mine_negatives(Bm25Retriever.open(tiny_home / "index"), queries, qrels, 10)
@@ -68,7 +68,7 @@ def test_save_and_load_round_trip(tiny_ce):
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_pooling_is_recorded_and_loaded_back(tmp_path, pooling):
-    from ranking.ce_model import MeanPoolBertForSequenceClassification
+    from funnel.ranking.models.ce_model import MeanPoolBertForSequenceClassification
 
     model = build_cross_encoder("tiny", seed=2, pooling=pooling).eval()
     path = save_cross_encoder(model, load_tokenizer("tiny"), tmp_path / pooling, {"max_length": 48})
@@ -180,8 +180,8 @@ def test_tiny_cross_encoder_learns(tiny_home, tiny_dir, tmp_path, one_thread):
 
 
 def test_training_keeps_the_epoch_with_the_best_dev_ndcg(tiny_home, tiny_dir, tmp_path, one_thread):
-    from crawler.beir import read_qrels
-    from ranking.rerank_sets import evaluate_rerank, load_rerank_sets
+    from funnel.core.judgements import read_qrels
+    from funnel.ranking.training.rerank_sets import evaluate_rerank, load_rerank_sets
 
     config = Config(paths=PathsConfig(home=str(tiny_home)),
                     fine=replace(FineConfig(), backbone="tiny", max_length=64, group_size=3, negatives_depth=10,

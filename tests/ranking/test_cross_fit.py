@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from crawler.beir import read_qrels
-from funnel.config import load_config
-from funnel.errors import InputError
-from ranking.cross_fit import FOLDS_DIR, assign_folds, read_folds, train_fold_encoders
+from funnel.core.judgements import read_qrels
+from funnel.core.config import load_config
+from funnel.core.errors import InputError
+from funnel.ranking.training.cross_fit import assign_folds, read_folds, train_fold_encoders
 
 
 def test_folds_partition_the_queries_evenly_and_reproducibly():
@@ -34,8 +34,8 @@ def _config(home, **coarse):
 
 
 def test_each_fold_trains_without_its_own_queries_and_the_coarse_ranker_uses_them(tiny_home_copy, tiny_dir):
-    from ranking.dual_encoder import embed_store
-    from ranking.train_coarse import train_coarse
+    from funnel.ranking.models.dual_encoder import embed_store
+    from funnel.ranking.training.train_coarse import train_coarse
 
     config = _config(tiny_home_copy, cross_fit=2)
     embed_store(config, "tiny", progress=False)  # the frozen document side every fold shares
@@ -44,7 +44,7 @@ def test_each_fold_trains_without_its_own_queries_and_the_coarse_ranker_uses_the
 
     folder = train_fold_encoders(config, tiny_dir, 2, progress=False, device="cpu")
     fold_of, paths = read_folds(folder)
-    assert folder == tiny_home_copy / "models" / FOLDS_DIR and [p.name for p in paths] == ["fold-0", "fold-1"]
+    assert folder == tiny_home_copy / "models" / "dual-encoder-folds" and [p.name for p in paths] == ["fold-0", "fold-1"]
     train = read_qrels(tiny_dir, "train")
     pairs = {q: sum(g > 0 for g in j.values()) for q, j in train.items()}
     assert set(fold_of) == {q for q, n in pairs.items() if n}

@@ -9,8 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from funnel.config import load_config
-from funnel.errors import InputError
+from funnel.core.config import load_config
+from funnel.core.errors import InputError
 
 TEXTS = ["Vitamin D deficiency and bone density.", "A short one.",
          "Gene expression in cancer cells changes under hypoxia, as the long abstract explains in detail.",
@@ -19,7 +19,7 @@ TEXTS = ["Vitamin D deficiency and bone density.", "A short one.",
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from ranking.dual_encoder import build_dual_encoder
+    from funnel.ranking.models.dual_encoder import build_dual_encoder
 
     return build_dual_encoder("tiny", query_max_len=16, doc_max_len=32)
 
@@ -38,7 +38,7 @@ def test_encode_unit_rows_order_and_batch_invariant(tiny_model):
 def test_mean_pool_ignores_padding():
     import torch
 
-    from ranking.dual_encoder import mean_pool
+    from funnel.ranking.models.dual_encoder import mean_pool
 
     hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])  # (1, 3, 2)
     mask = torch.tensor([[1, 1, 0]])
@@ -48,7 +48,7 @@ def test_mean_pool_ignores_padding():
 def test_save_load_round_trip_shared_and_separate(tmp_path, tiny_model):
     import copy
 
-    from ranking.dual_encoder import DualEncoder, load_dual_encoder, read_meta, save_dual_encoder, tower_fingerprint
+    from funnel.ranking.models.dual_encoder import DualEncoder, load_dual_encoder, read_meta, save_dual_encoder, tower_fingerprint
 
     save_dual_encoder(tiny_model, tmp_path / "shared", {"note": "x"})
     meta = read_meta(tmp_path / "shared")
@@ -75,7 +75,7 @@ def test_save_load_round_trip_shared_and_separate(tmp_path, tiny_model):
 def test_info_nce_matches_hand_computation_and_masks():
     import torch
 
-    from ranking.train_dense import info_nce
+    from funnel.ranking.training.train_dense import info_nce
 
     q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     d = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
@@ -94,7 +94,7 @@ def test_info_nce_matches_hand_computation_and_masks():
 
 
 def test_batch_tensors_dedups_and_masks_shared_positives():
-    from ranking.train_dense import batch_tensors
+    from funnel.ranking.training.train_dense import batch_tensors
 
     batch = [("q1", "a", ["n1"]), ("q2", "b", ["a"])]  # a: q1's positive, sampled as q2's negative
     judged = {"q1": {"a", "b"}, "q2": {"b"}}
@@ -104,9 +104,9 @@ def test_batch_tensors_dedups_and_masks_shared_positives():
 
 
 def test_mined_negatives_are_never_judged(tiny_home, tiny_dir):
-    from crawler.beir import read_qrels, read_queries
-    from index.searcher import Bm25Retriever
-    from ranking.train_dense import make_examples, mine_negatives
+    from funnel.core.judgements import read_qrels, read_queries
+    from funnel.index.searcher import Bm25Retriever
+    from funnel.ranking.training.train_dense import make_examples, mine_negatives
 
     qrels = read_qrels(tiny_dir, "train")
     queries = {q: t for q, t in read_queries(tiny_dir).items() if q in qrels}
@@ -138,8 +138,8 @@ def _epoch_means(log_file):
 
 
 def test_training_shared_towers_loss_falls_and_best_is_kept(tiny_home_copy, tiny_dir):
-    from ranking.dual_encoder import load_dual_encoder, read_meta
-    from ranking.train_dense import train_dual_encoder
+    from funnel.ranking.models.dual_encoder import load_dual_encoder, read_meta
+    from funnel.ranking.training.train_dense import train_dual_encoder
 
     out, log_file = tiny_home_copy / "models" / "de", tiny_home_copy / "log.jsonl"
     s = train_dual_encoder(_config(tiny_home_copy), tiny_dir, out, log_file=log_file, device="cpu", progress=False)
@@ -157,7 +157,7 @@ def test_training_shared_towers_loss_falls_and_best_is_kept(tiny_home_copy, tiny
 
 
 def test_training_is_deterministic(tiny_home_copy, tiny_dir):
-    from ranking.train_dense import train_dual_encoder
+    from funnel.ranking.training.train_dense import train_dual_encoder
 
     cfg = _config(tiny_home_copy, epochs=1)
     runs = []
@@ -169,8 +169,8 @@ def test_training_is_deterministic(tiny_home_copy, tiny_dir):
 
 
 def test_query_side_training_keeps_document_tower(tiny_home_copy, tiny_dir):
-    from ranking.dual_encoder import build_dual_encoder, load_dual_encoder, tower_fingerprint
-    from ranking.train_dense import train_dual_encoder
+    from funnel.ranking.models.dual_encoder import build_dual_encoder, load_dual_encoder, tower_fingerprint
+    from funnel.ranking.training.train_dense import train_dual_encoder
 
     out, log_file = tiny_home_copy / "models" / "q", tiny_home_copy / "q.jsonl"
     train_dual_encoder(_config(tiny_home_copy, towers="query", hard_negatives=4, temperature=0.02), tiny_dir, out,
@@ -186,7 +186,7 @@ def test_query_side_training_keeps_document_tower(tiny_home_copy, tiny_dir):
 
 
 def test_unsupervised_crops_train_without_judgements(tiny_home_copy):
-    from ranking.train_dense import crop_pairs, train_dual_encoder
+    from funnel.ranking.training.train_dense import crop_pairs, train_dual_encoder
 
     queries, positives = crop_pairs([("d", " ".join(f"w{i}" for i in range(40)))], 5, random.Random(0))
     assert all(q in " ".join(f"w{i}" for i in range(40)) and positives[k] == ["d"] for k, q in queries.items())
@@ -197,7 +197,7 @@ def test_unsupervised_crops_train_without_judgements(tiny_home_copy):
 
 
 def test_sentence_pairs_take_one_whole_sentence_of_their_document(tiny_home_copy):
-    from ranking.train_dense import sentence_pairs, train_dual_encoder
+    from funnel.ranking.training.train_dense import sentence_pairs, train_dual_encoder
 
     text = ("Vitamin D levels fall in winter across northern cohorts. Supplementation restores them within "
             "eight weeks in most adults. Short one. A third sentence reports no effect on fracture risk at all.")
@@ -221,8 +221,8 @@ def test_sentence_pairs_take_one_whole_sentence_of_their_document(tiny_home_copy
 def test_auto_towers_train_the_query_side_alone_on_a_cpu(tiny_home_copy, tiny_dir):
     import torch
 
-    from ranking.dual_encoder import load_dual_encoder, read_meta
-    from ranking.train_dense import resolve_towers, train_dual_encoder
+    from funnel.ranking.models.dual_encoder import load_dual_encoder, read_meta
+    from funnel.ranking.training.train_dense import resolve_towers, train_dual_encoder
 
     assert resolve_towers("auto", torch.device("cuda")) == "shared" and resolve_towers("query", torch.device("cuda")) == "query"
     out = tiny_home_copy / "models" / "auto"
@@ -232,7 +232,7 @@ def test_auto_towers_train_the_query_side_alone_on_a_cpu(tiny_home_copy, tiny_di
 
 
 def test_bad_training_settings_name_the_field(tiny_home_copy, tiny_dir):
-    from ranking.train_dense import train_dual_encoder
+    from funnel.ranking.training.train_dense import train_dual_encoder
 
     with pytest.raises(InputError, match="train_dense.towers"):
         train_dual_encoder(_config(tiny_home_copy, towers="both"), tiny_dir, progress=False)

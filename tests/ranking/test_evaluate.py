@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from funnel.config import BM25Config
-from funnel.errors import InputError
-from ranking.evaluate import evaluate, evaluate_retriever, format_table, truncate, write_trec_run
+from funnel.core.config import BM25Config
+from funnel.core.errors import InputError
+from funnel.ranking.evaluate import evaluate, evaluate_retriever, format_table, truncate, write_trec_run
 
 
 def test_metrics_by_hand():
@@ -50,10 +50,10 @@ def test_evaluate_retriever_on_tiny(tiny_dir, tiny_home, tmp_path):
 @pytest.mark.slow
 def test_scifact_bm25_quality(scifact_dir, tmp_path):
     """Quality regression on SciFact dev: BM25 (k1=0.9, b=0.4) nDCG@10 0.6998, R@100 0.9235."""
-    from crawler.beir import ingest_beir
-    from funnel.store import DocumentStore
-    from index.analyze import Analyzer
-    from index.builder import build_index
+    from funnel.crawler.beir import ingest_beir
+    from funnel.core.store import DocumentStore
+    from funnel.index.analyze import Analyzer
+    from funnel.index.builder import build_index
 
     with DocumentStore(tmp_path / "store.sqlite") as store:
         ingest_beir(scifact_dir, store)

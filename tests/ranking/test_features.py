@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from funnel.store import DocumentStore
-from index.searcher import Bm25Retriever
-from ranking.features import FEATURES, DocCache, FeatureContext, compute_features, shortest_window
+from funnel.core.store import DocumentStore
+from funnel.index.searcher import Bm25Retriever
+from funnel.ranking.serving.features import FEATURES, DocCache, FeatureContext, compute_features, shortest_window
 
 
 PR_DOC = "16066726"  # a tiny-corpus document given a PageRank below

@@ -6,9 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from funnel.errors import InputError  # noqa: E402
-from ranking import heads as H  # noqa: E402
-from ranking.backbone import load_backbone, tiny_config  # noqa: E402
+from funnel.core.errors import InputError  # noqa: E402
+from funnel.ranking.models import heads as H  # noqa: E402
+from funnel.ranking.models.backbone import load_backbone, tiny_config  # noqa: E402
 
 
 def _bert(**cfg):

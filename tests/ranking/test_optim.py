@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ranking.optim import adamw_linear, update
+from funnel.ranking.training.optim import adamw_linear, update
 
 
 def test_schedule_warms_up_then_decays_and_the_head_group_keeps_its_own_rate():

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from crawler.beir import read_qrels, read_queries
-from funnel.config import CoarseConfig, Config, FineConfig, PathsConfig, PipelineConfig
-from funnel.errors import FunnelError
-from ranking.pipeline import Pipeline, cascade_runs, evaluate_pipeline, explain, timings
-from ranking.stages import Candidates, StageTrace
+from funnel.core.judgements import read_qrels, read_queries
+from funnel.core.config import CoarseConfig, Config, FineConfig, PathsConfig, PipelineConfig
+from funnel.core.errors import FunnelError
+from funnel.ranking.serving.pipeline import Pipeline, cascade_runs, evaluate_pipeline, explain, timings
+from funnel.ranking.serving.stages import Candidates, StageTrace
 
 ROOT = Path(__file__).resolve().parents[2]
 SETS = ["coarse.train_depth=30", "coarse.n_estimators=30", "coarse.min_child_samples=5", 'fine.backbone="tiny"',
@@ -34,8 +34,8 @@ def small_config(home) -> Config:
 @pytest.fixture(scope="module")
 def trained_home(tiny_home, tiny_dir, tmp_path_factory):
     """The tiny home plus a coarse model and a tiny cross-encoder, as `funnel build` would leave it."""
-    from ranking.train_coarse import train_coarse
-    from ranking.train_cross import train_cross_encoder
+    from funnel.ranking.training.train_coarse import train_coarse
+    from funnel.ranking.training.train_cross import train_cross_encoder
 
     home = tmp_path_factory.mktemp("funnel") / "home"
     shutil.copytree(tiny_home, home)
@@ -127,8 +127,8 @@ def test_evaluate_pipeline_reports_each_stage(trained_home, tiny_dir):
     for r in out["stages"]:
         assert 0 <= r["nDCG@10"] <= 1 and 0 <= r["Recall@100"] <= 1 and 0 <= r["p50_ms"] <= r["p95_ms"]
     # The recall stage's figure is BM25's own (same run, same metric code).
-    from ranking.evaluate import evaluate
-    from index.searcher import Bm25Retriever
+    from funnel.ranking.evaluate import evaluate
+    from funnel.index.searcher import Bm25Retriever
 
     r = Bm25Retriever.open(trained_home / "index")
     queries, qrels = read_queries(tiny_dir), read_qrels(tiny_dir, "dev")
@@ -137,7 +137,7 @@ def test_evaluate_pipeline_reports_each_stage(trained_home, tiny_dir):
 
 
 def funnel(*args, home):
-    cmd = [sys.executable, "-m", "funnel.cli", "-q", "--home", str(home)] + list(args)
+    cmd = [sys.executable, "-m", "funnel.cli.main", "-q", "--home", str(home)] + list(args)
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
 
 
@@ -173,7 +173,7 @@ def test_cli_build_trains_and_publishes_every_model(tiny_dir, tmp_path):
 def test_cli_build_dense_on_a_cpu_encodes_the_documents_once(tiny_dir, tmp_path):
     """The CPU recipe (auto towers = the query tower alone): the frozen document side is embedded before
     training, and the published vector index still matches the trained model's document tower."""
-    from ranking.dual_encoder import load_dual_encoder, tower_fingerprint
+    from funnel.ranking.models.dual_encoder import load_dual_encoder, tower_fingerprint
 
     sets = [a for s in (*SETS, 'train_dense.backbone="tiny"', "train_dense.epochs=1") for a in ("--set", s)]
     home = tmp_path / "h"

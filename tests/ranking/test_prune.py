@@ -9,10 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from funnel.config import Config, PathsConfig  # noqa: E402
-from funnel.errors import InputError  # noqa: E402
-from ranking import heads as H  # noqa: E402
-from ranking import prune as P  # noqa: E402
+from funnel.core.config import Config, PathsConfig  # noqa: E402
+from funnel.core.errors import InputError  # noqa: E402
+from funnel.ranking.models import heads as H  # noqa: E402
+from funnel.ranking.training import prune as P  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,8 @@ def tiny_ce(tmp_path_factory):
     """
     from transformers import BertForSequenceClassification
 
-    from ranking.backbone import load_tokenizer, tiny_config
-    from ranking.cross_encoder import save_cross_encoder
+    from funnel.ranking.models.backbone import load_tokenizer, tiny_config
+    from funnel.ranking.models.cross_encoder import save_cross_encoder
 
     torch.manual_seed(3)
     model = BertForSequenceClassification(tiny_config(num_labels=1, initializer_range=0.2,
@@ -43,13 +43,13 @@ def sets(tiny_home, tiny_dir):
 
 
 def _model(path):
-    from ranking.backbone import load_tokenizer
+    from funnel.ranking.models.backbone import load_tokenizer
 
     return H.load_pruned(path).eval(), load_tokenizer(path)
 
 
 def test_rerank_sets_hold_bm25_candidates_and_labels(sets, tiny_dir):
-    from crawler.beir import read_qrels
+    from funnel.core.judgements import read_qrels
 
     qrels = read_qrels(tiny_dir, "dev")
     assert [s.qid for s in sets] == sorted(qrels)
@@ -122,7 +122,7 @@ def test_latency_budget_keeps_pruning_up_to_max_target(tiny_ce, sets):
 
 def test_pseudo_queries_add_title_groups(tiny_home, tiny_dir):
     """prune.recover_pseudo_queries: document titles join the recovery queries, each group led by its own document."""
-    from funnel.store import DocumentStore
+    from funnel.core.store import DocumentStore
 
     config = Config(paths=PathsConfig(home=str(tiny_home)))
     config = replace(config, prune=replace(config.prune, recover_group_size=4))
@@ -207,8 +207,8 @@ def test_hidden_state_distillation_pulls_every_layer_to_the_teacher(tiny_ce, tin
 
 
 def test_funnel_prune_end_to_end(tiny_ce, tiny_home, tiny_dir, tmp_path, capsys):
-    from funnel.cli import main
-    from ranking.cross_encoder import load_cross_encoder, read_meta
+    from funnel.cli.main import main
+    from funnel.ranking.models.cross_encoder import load_cross_encoder, read_meta
 
     out = tmp_path / "pruned"
     rc = main(["-q", "--home", str(tiny_home), "--set", "prune.depth=8", "--set", "prune.recover_group_size=4",
@@ -236,7 +236,7 @@ def test_recovery_between_rounds(tiny_ce, tiny_home, tiny_dir):
     config = replace(config, prune=replace(config.prune, target=0.5, steps=2, recover_steps=4, recover_group_size=4,
                                            depth=8, recover_schedule="rounds"))
     out = P.prune_model(config, tiny_ce, tiny_dir, progress=False)
-    from ranking.cross_encoder import read_meta
+    from funnel.ranking.models.cross_encoder import read_meta
 
     meta = read_meta(out)["pruning"]
     assert [r["recovery"]["steps"] for r in meta["rounds"]] == [2, 2]
@@ -245,8 +245,8 @@ def test_recovery_between_rounds(tiny_ce, tiny_home, tiny_dir):
 
 
 def test_bad_requests_are_refused(tiny_ce, tiny_home, tiny_dir, tmp_path, capsys):
-    from funnel.cli import main
-    from ranking.backbone import load_backbone, save_backbone
+    from funnel.cli.main import main
+    from funnel.ranking.models.backbone import load_backbone, save_backbone
 
     args = ["-q", "--home", str(tiny_home), "prune", "--data", str(tiny_dir), "--recover-steps", "0"]
     assert main(args + ["--model", str(tiny_ce), "--target", "1.0"]) == 2

@@ -9,10 +9,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from funnel.config import load_config
-from funnel.errors import FunnelError, InputError
-from ranking.recall import fuse_rrf, fuse_weighted, minmax
-from ranking.stages import Candidates, Request
+from funnel.core.config import load_config
+from funnel.core.errors import FunnelError, InputError
+from funnel.ranking.serving.recall import fuse_rrf, fuse_weighted, minmax
+from funnel.ranking.serving.stages import Candidates, Request
 
 
 def test_rrf_by_hand():
@@ -44,7 +44,7 @@ def test_weighted_fusion_by_hand():
 @pytest.fixture(scope="module")
 def dense_home(tiny_home, tmp_path_factory):
     """tiny_home plus a vector index made by the tiny random dual encoder (saved as the home's model)."""
-    from ranking.dual_encoder import build_dual_encoder, embed_store, save_dual_encoder
+    from funnel.ranking.models.dual_encoder import build_dual_encoder, embed_store, save_dual_encoder
 
     home = tmp_path_factory.mktemp("dense_home") / "home"
     shutil.copytree(tiny_home, home)
@@ -59,8 +59,8 @@ def _config(home, *sets):
 
 
 def test_dense_recall_returns_nearest_documents(dense_home):
-    from index.vectors import VectorIndex
-    from ranking.recall import DenseRecall, build_recall
+    from funnel.index.vectors import VectorIndex
+    from funnel.ranking.serving.recall import DenseRecall, build_recall
 
     stage = build_recall(_config(dense_home), "dense")
     assert isinstance(stage, DenseRecall)
@@ -79,7 +79,7 @@ def test_dense_recall_returns_nearest_documents(dense_home):
 def test_int8_query_tower_keeps_the_fp32_document_tower(dense_home):
     import torch
 
-    from ranking.recall import open_dense
+    from funnel.ranking.serving.recall import open_dense
 
     fp32, _ = open_dense(_config(dense_home))
     int8, vectors = open_dense(_config(dense_home, 'dense.cpu_dtype="int8"'))
@@ -95,7 +95,7 @@ def test_int8_query_tower_keeps_the_fp32_document_tower(dense_home):
 
 @pytest.mark.parametrize("fusion", ["rrf", "weighted"])
 def test_hybrid_recall_fuses_both_routes_with_complete_features(dense_home, fusion):
-    from ranking.recall import HybridRecall, build_recall
+    from funnel.ranking.serving.recall import HybridRecall, build_recall
 
     config = _config(dense_home, f"recall.fusion={json.dumps(fusion)}", "recall.bm25_k=10", "recall.dense_k=10")
     hybrid = build_recall(config, "auto")
@@ -121,7 +121,7 @@ def test_hybrid_recall_fuses_both_routes_with_complete_features(dense_home, fusi
 
 
 def test_auto_route_is_bm25_without_vector_index(tiny_home):
-    from ranking.recall import Bm25Recall, build_recall
+    from funnel.ranking.serving.recall import Bm25Recall, build_recall
 
     assert isinstance(build_recall(_config(tiny_home), "auto"), Bm25Recall)
     with pytest.raises(InputError, match="route"):
@@ -129,8 +129,8 @@ def test_auto_route_is_bm25_without_vector_index(tiny_home):
 
 
 def test_mismatched_encoder_is_refused(dense_home, tmp_path):
-    from ranking.dual_encoder import build_dual_encoder, save_dual_encoder
-    from ranking.recall import build_recall
+    from funnel.ranking.models.dual_encoder import build_dual_encoder, save_dual_encoder
+    from funnel.ranking.serving.recall import build_recall
 
     other = save_dual_encoder(build_dual_encoder("tiny", seed=1), tmp_path / "other")
     with pytest.raises(FunnelError, match="--rebuild"):
@@ -138,9 +138,9 @@ def test_mismatched_encoder_is_refused(dense_home, tmp_path):
 
 
 def test_embed_is_incremental_and_cli_eval_recall(dense_home, tmp_path, tiny_dir, capsys):
-    from funnel.cli import main
-    from funnel.store import Document, DocumentStore
-    from index.vectors import VectorIndex, read_manifest
+    from funnel.cli.main import main
+    from funnel.core.store import Document, DocumentStore
+    from funnel.index.vectors import VectorIndex, read_manifest
 
     home = tmp_path / "home"
     shutil.copytree(dense_home, home)
@@ -162,9 +162,9 @@ def test_embed_is_incremental_and_cli_eval_recall(dense_home, tmp_path, tiny_dir
 
 def test_pagerank_prior_reorders_bm25_recall(tiny_home_copy):
     """With `recall.pagerank_prior`, a hub's BM25 gets w x log(PR x N) added; the bm25 feature stays raw."""
-    from funnel.config import Config, PathsConfig
-    from index.pagerank import save_pagerank
-    from ranking.recall import build_recall
+    from funnel.core.config import Config, PathsConfig
+    from funnel.index.pagerank import save_pagerank
+    from funnel.ranking.serving.recall import build_recall
 
     home = tiny_home_copy
     config = Config(paths=PathsConfig(home=str(home)))

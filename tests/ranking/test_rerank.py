@@ -6,12 +6,12 @@ import time
 import numpy as np
 import pytest
 
-from funnel.config import RerankConfig
-from funnel.store import Document, DocumentStore
-from index.analyze import Analyzer
-from ranking.features import DocCache
-from ranking.rerank import Reranker, bow_embeddings, freshness, mmr, near_duplicates
-from ranking.stages import Candidates, Request
+from funnel.core.config import RerankConfig
+from funnel.core.store import Document, DocumentStore
+from funnel.index.analyze import Analyzer
+from funnel.ranking.serving.features import DocCache
+from funnel.ranking.serving.rerank import Reranker, bow_embeddings, freshness, mmr, near_duplicates
+from funnel.ranking.serving.stages import Candidates, Request
 
 
 def unit(*rows):

@@ -1,0 +1,56 @@
+"""Subcommands of the producers: `funnel ingest` and `funnel crawl`."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ingest", help="load a corpus into the document store")
+    kinds = p.add_subparsers(dest="kind", metavar="FORMAT", required=True)
+    beir = kinds.add_parser("beir", help="a BEIR folder: corpus.jsonl, queries.jsonl, qrels/*.tsv")
+    beir.add_argument("dir", help="the BEIR folder")
+    beir.add_argument("--name", help="dataset name (default: the folder's name)")
+    beir.set_defaults(handler=_ingest_beir)
+
+    c = sub.add_parser("crawl", help="crawl web pages from seed URLs into the document store",
+                       description="Crawl from SEED URLs (resuming HOME/crawl/frontier.sqlite if it exists). "
+                                   "Scope: the seeds' hosts unless --host/--prefix are given.")
+    c.add_argument("seeds", nargs="*", metavar="SEED", help="start URLs (none: resume the last crawl)")
+    c.add_argument("--max-pages", type=int, help="stop after this many fetches (crawl.max_pages)")
+    c.add_argument("--concurrency", type=int, help="requests in flight (crawl.concurrency)")
+    c.add_argument("--per-host", type=int, help="requests in flight per host (crawl.per_host_concurrency)")
+    c.add_argument("--delay", type=float, help="seconds between requests to one host (crawl.per_host_delay)")
+    c.add_argument("--max-depth", type=int, help="links followed from a seed (crawl.max_depth)")
+    c.add_argument("--host", action="append", default=[], help="allowed host[:port] (repeatable)")
+    c.add_argument("--prefix", action="append", default=[], help="allowed URL prefix (repeatable)")
+    c.add_argument("--allow-private", action="store_true",
+                   help="allow loopback/private addresses, e.g. a site served on 127.0.0.1 (crawl.allow_private)")
+    c.add_argument("--sitemaps", action="store_true", help="also seed from robots.txt sitemaps (crawl.sitemaps)")
+    c.add_argument("--fresh", action="store_true", help="forget the previous frontier and start over")
+    c.set_defaults(handler=_crawl)
+
+
+def _ingest_beir(args, config) -> int:
+    from funnel.crawler.beir import ingest_beir
+    from funnel.core.store import DocumentStore
+
+    with DocumentStore(config.paths.store) as store:
+        counts = ingest_beir(args.dir, store, name=args.name)
+    print(f"ingested into {config.paths.store}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _crawl(args, config) -> int:
+    from dataclasses import replace
+
+    from funnel.crawler.crawl import crawl, frontier_path
+    from funnel.core.store import DocumentStore
+
+    flags = {"max_pages": args.max_pages, "concurrency": args.concurrency, "per_host_concurrency": args.per_host,
+             "per_host_delay": args.delay, "max_depth": args.max_depth,
+             "allow_private": args.allow_private or None, "sitemaps": args.sitemaps or None}
+    cfg = replace(config.crawl, **{k: v for k, v in flags.items() if v is not None})
+    with DocumentStore(config.paths.store) as store:
+        stats = crawl(args.seeds, store, cfg, frontier_path(config.paths.home), hosts=tuple(args.host),
+                      prefixes=tuple(args.prefix), fresh=args.fresh, progress=not args.quiet)
+    print(stats.summary())
+    print(f"store: {config.paths.store}; next: `funnel index` to index the crawled pages")
+    return 0

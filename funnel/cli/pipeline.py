@@ -1,0 +1,85 @@
+"""Subcommands of the Spark pipelines: `funnel pipeline index|pagerank|features [--master URL]`.
+
+Each one exports the document store to ``HOME/parquet/`` (docs.parquet, links.parquet) unless
+``--input DIR`` names an export already made (for instance on a cluster filesystem), starts a
+SparkSession (``spark.master`` in the config, ``--master`` or spark-submit's own) and runs one job.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("pipeline", help="Spark batch jobs over the store's Parquet export")
+    jobs = p.add_subparsers(dest="job", metavar="JOB", required=True)
+    for name, help_text in (("index", "build the inverted index with Spark (same format as `funnel index`)"),
+                            ("pagerank", "PageRank of the link graph -> HOME/features/pagerank.parquet"),
+                            ("features", "per-document features -> HOME/features/doc_features.parquet")):
+        j = jobs.add_parser(name, help=help_text)
+        j.add_argument("--master", help="Spark master URL (default: config spark.master, e.g. local[*])")
+        j.add_argument("--input", metavar="DIR", help="an existing Parquet export to read instead of exporting")
+        if name == "pagerank":
+            j.add_argument("--method", choices=["auto", "dataframe", "driver"], default="auto",
+                           help="Spark DataFrame iterations, or collect the edges and iterate on the driver; "
+                                "auto: driver up to 20M links (default)")
+        if name == "index":
+            j.add_argument("--rebuild", action="store_true", help="index every document as one new index")
+            j.add_argument("--shards", type=int, default=0, help="document shards (default spark.index_shards)")
+        j.set_defaults(handler=_run)
+
+
+def _export(args, config) -> Path:
+    from funnel.core.store import DocumentStore
+
+    if args.input:
+        return Path(args.input)
+    out = config.paths.parquet
+    with DocumentStore(config.paths.store, readonly=True) as store:
+        store.export_parquet(out)
+    return out
+
+
+def _run(args, config) -> int:
+    import time
+
+    from funnel.index.analyze import Analyzer
+    from funnel.pipelines.session import spark_session
+
+    from pyspark.sql import SparkSession
+
+    t0 = time.perf_counter()
+    parquet = _export(args, config)
+    owned = SparkSession.getActiveSession() is None  # a caller's session (tests, notebooks) is left running
+    spark = spark_session(config.spark, args.master, app_name=f"funnel-{args.job}")
+    master = spark.sparkContext.master
+    try:
+        if args.job == "index":
+            from funnel.pipelines.index_job import run_index_job
+
+            shards = args.shards or config.spark.index_shards or config.spark.shuffle_partitions
+            res = run_index_job(spark, parquet, config.paths.index, Analyzer(config.analyzer),
+                                incremental=not args.rebuild, n_shards=shards)
+            m = res.manifest
+            print(f"index {config.paths.index}: {res.n_docs} new documents in {shards} shards, generation "
+                  f"{m['generation']}, {len(m['segments'])} segment(s) [{master}]")
+        elif args.job == "pagerank":
+            from funnel.pipelines.pagerank_job import run_pagerank_job
+
+            c = config.pagerank
+            res = run_pagerank_job(spark, parquet, config.paths.pagerank, c.damping, c.tol, c.max_iter,
+                                   collapse_duplicates=c.collapse_duplicates, method=args.method)
+            state = "converged" if res.converged else "NOT converged (raise pagerank.max_iter)"
+            print(f"pagerank {config.paths.pagerank}: {res.iterations} iterations ({res.method}), "
+                  f"{state} [{master}]")
+        else:
+            from funnel.pipelines.features_job import run_features_job
+
+            pr = config.paths.pagerank
+            run_features_job(spark, parquet, config.paths.doc_features, Analyzer(config.analyzer),
+                             pagerank_path=pr, pagerank=config.pagerank)
+            print(f"features {config.paths.doc_features} (pagerank {pr}) [{master}]")
+    finally:
+        if owned:
+            spark.stop()
+    print(f"{time.perf_counter() - t0:.1f}s")
+    return 0

@@ -1,0 +1,401 @@
+"""Funnel's typed configuration: one frozen dataclass per concern, combined into `Config`.
+
+Defaults live only here. Later sources win: defaults, then a TOML file
+(``--config funnel.toml``), then command-line overrides (``--set section.key=value``).
+Every artifact Funnel writes records the resolved config it was built with.
+
+Example ``funnel.toml``::
+
+    [paths]
+    home = "/data/funnel"
+
+    [bm25]
+    k1 = 0.9
+    b = 0.4
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from funnel.core.errors import FunnelError
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """Where every artifact lives: the one place a path under HOME is spelled."""
+    home: str = ".funnel"  # every artifact lives under this folder unless set otherwise
+
+    @property
+    def root(self) -> Path:
+        return Path(self.home)
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store.sqlite"  # `funnel.core.store`
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index"  # inverted index: manifest.json + segments (`funnel.index.builder`)
+
+    @property
+    def dense_index(self) -> Path:
+        return self.index / "dense"  # vector index (`funnel.index.vectors`)
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"  # trained models, each published by rename
+
+    @property
+    def dual_encoder(self) -> Path:
+        return self.models / "dual-encoder"
+
+    @property
+    def dual_encoder_folds(self) -> Path:
+        return self.models / "dual-encoder-folds"  # out-of-fold encoders for coarse training
+
+    @property
+    def coarse_model(self) -> Path:
+        return self.models / "coarse"
+
+    @property
+    def cross_encoder(self) -> Path:
+        return self.models / "cross-encoder"
+
+    @property
+    def pruned_cross_encoder(self) -> Path:
+        return self.models / "cross-encoder-pruned"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def pagerank(self) -> Path:
+        return self.features / "pagerank.parquet"
+
+    @property
+    def doc_features(self) -> Path:
+        return self.features / "doc_features.parquet"
+
+    @property
+    def parquet(self) -> Path:
+        return self.root / "parquet"  # the store's export for Spark jobs
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"  # TREC run files of `funnel eval`
+
+    @property
+    def crawl(self) -> Path:
+        return self.root / "crawl"
+
+    @property
+    def frontier(self) -> Path:
+        return self.crawl / "frontier.sqlite"
+
+
+@dataclass(frozen=True)
+class AnalyzerConfig:
+    lowercase: bool = True
+    unicode_form: str = "NFKC"  # "" disables Unicode normalisation
+    stopwords: bool = True  # English and Chinese stop word lists in index/stopwords_*.txt
+    stemmer: str = "english"  # any PyStemmer (Snowball) language, or "" for none
+    chinese: bool = True  # segment CJK runs with jieba
+    min_token_len: int = 2  # shorter Latin tokens are dropped (CJK tokens are always kept)
+
+
+@dataclass(frozen=True)
+class BM25Config:
+    k1: float = 0.9
+    b: float = 0.4
+    scorer: str = "bm25"  # "bm25" or "tfidf"
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    batch_docs: int = 20_000  # documents analysed per batch while building a segment
+    merge_max_segments: int = 8  # `funnel index` merges once more segments than this exist
+
+
+@dataclass(frozen=True)
+class CrawlConfig:
+    user_agent: str = "FunnelBot/0.1 (+https://github.com/funnel-search/funnel)"
+    concurrency: int = 16
+    per_host_concurrency: int = 8
+    per_host_delay: float = 0.0  # seconds between requests to one host; robots Crawl-delay wins if larger
+    max_pages: int = 10_000
+    max_depth: int = 50
+    max_bytes: int = 5_000_000  # per response, after decompression
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    retries: int = 3
+    max_redirects: int = 5
+    allow_private: bool = False  # allow loopback / private targets (tests and local sites)
+    retry_backoff: float = 0.5  # seconds before the first retry, doubled for each further one
+    obey_robots: bool = True
+    sitemaps: bool = False  # also seed from the sitemaps robots.txt lists
+    max_url_length: int = 2048  # longer URLs are not followed (spider traps grow URLs)
+    near_dup_distance: int = 3  # SimHash bits within which pages are marked near-duplicates
+    flush_every: int = 64  # pages per store transaction
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    max_result_size: str = "2g"  # index shards travel to the driver, which merges them
+    ui: bool = False  # the Spark web UI (port 4040)
+    log_level: str = "WARN"
+    index_shards: int = 0  # documents per index job are cut into this many shards; 0 = shuffle_partitions
+
+
+@dataclass(frozen=True)
+class PageRankConfig:
+    damping: float = 0.85
+    tol: float = 1e-10  # L1 change between iterations
+    max_iter: int = 200
+    collapse_duplicates: bool = True  # a page linking twice to a target votes once (networkx DiGraph)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"  # loopback by default: exposing the API is an explicit choice
+    port: int = 8000
+    dashboard_port: int = 8501
+    max_query_chars: int = 512  # longer queries get a 422, not a slow scan
+    max_k: int = 100  # largest k a request may ask for
+    default_k: int = 10
+    default_profile: str = "cpu"  # ranking profile when a request names none ("cpu" or "gpu")
+    workers: int = 1  # uvicorn worker processes; each loads the index and models once
+
+
+@dataclass(frozen=True)
+class CoarseConfig:
+    """LightGBM LambdaMART over cheap features (`ranking.coarse`)."""
+    train_depth: int = 200  # recall candidates per training query; keep it = pipeline.recall_k (what serving ranks)
+    num_leaves: int = 15
+    learning_rate: float = 0.05
+    n_estimators: int = 500  # upper bound; early stopping on dev picks the number
+    early_stopping: int = 50  # rounds without dev nDCG@10 gain before stopping
+    min_child_samples: int = 20
+    # Out-of-fold dual encoders for the train lists (`ranking.cross_fit`: no stacking leak; SciFact dev
+    # 0.798 -> 0.814): used when HOME/models/dual-encoder-folds exists; `funnel build` trains K of them
+    # (query towers only). 0: never.
+    cross_fit: int = 4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FineConfig:
+    """Cross-encoder fine ranking (`ranking.cross_encoder`) and its listwise training."""
+    backbone: str = "minilm"  # starting weights: "minilm", "tiny" (tests) or a model folder
+    model: str = ""  # the cross-encoder served (e.g. a pruned one); "" = HOME/models/cross-encoder
+    max_length: int = 192  # tokens of query + document; longer documents are truncated
+    group_size: int = 4  # 1 positive + (group_size - 1) hard negatives per training query
+    negatives_depth: int = 30  # hard negatives are drawn from the top of this many BM25 results
+    batch_queries: int = 8  # training queries (groups) per optimiser step
+    pooling: str = "mean"  # head over the mean of the token states ("mean") or BERT's [CLS] pooler ("cls")
+    learning_rate: float = 1e-4
+    head_learning_rate: float = 1e-3  # learning rate of the pooler and classifier head, which start random (0: learning_rate)
+    epochs: int = 3  # SciFact dev, BM25 top 20 re-ranked: 0.678 after 1 epoch, 0.720 after 2, 0.732 after 3 (CPU; [CLS] at lr 3e-5: 0.425, 0.588, 0.623)
+    train_layers: int = 0  # fine-tune only the top N encoder layers (0: all)
+    time_budget_min: float = 0.0  # stop training after this many minutes (0: no limit)
+    eval_depth: int = 20  # per-epoch dev check: re-rank BM25's top N of each dev query, keep the best epoch (0: off)
+    seed: int = 0
+    batch_size: int = 32  # pairs per inference batch
+    dtype: str = "auto"  # inference dtype on GPU: auto (bf16/fp16), fp16, bf16, fp32
+    cpu_dtype: str = "fp32"  # inference on CPU: fp32, or int8 (Linear layers dynamically quantised: ranking.quantize)
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """Final re-ranking (`ranking.rerank`): what the user sees."""
+    mmr_lambda: float = 1.0  # MMR relevance weight; 1.0 turns diversity off
+    dedup_threshold: float = 0.97  # dense cosine above which a lower result is a near-duplicate (>1: off)
+    per_host_cap: int = 0  # at most this many results per URL host (0: no cap)
+    freshness_weight: float = 0.0  # added score x 2^(-age/half_life) for documents with a fetch time
+    freshness_half_life_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The funnel's shape: stages and candidate counts, per profile."""
+    recall: str = "auto"  # "bm25", "hybrid", "dense", or "auto" (hybrid when a dense index exists)
+    recall_k: int = 200  # candidates the coarse ranker scores (= coarse.train_depth, the lists it learned on)
+    coarse_k: int = 100
+    final_k: int = 10
+    cpu_fine_k: int = 3  # cross-encoder depth of the `cpu` profile (whole query p95 291 ms on an AMD EPYC 2-core VM; 4: 322 ms, 6: 372 ms)
+    gpu_fine_k: int = 100  # cross-encoder depth of the `gpu` profile (fp16/bf16)
+    cpu_fine_max_length: int = 128  # cross-encoder tokens per pair in the `cpu` profile
+    gpu_fine_max_length: int = 256  # ... and in the `gpu` profile
+    fine_weight: float = 32.0  # fine score = cross-encoder logit + fine_weight x coarse score (swept on SciFact dev: benchmarks/results/funnel.md)
+    stages: str = "recall,coarse,fine,rerank"  # drop a name to skip that stage
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Attention-head / FFN pruning of a cross-encoder with distillation recovery (`ranking.prune`)."""
+    target: float = 0.5  # fraction of all attention heads to remove
+    ffn_target: float = 0.0  # fraction of FFN neurons to remove in every layer
+    latency_budget: float = 0.0  # keep removing heads until latency <= this x the original (0: off)
+    max_target: float = 0.75  # never remove more heads than this fraction, whatever the budget
+    steps: int = 3  # pruning rounds; importance is recomputed on the pruned model each round
+    depth: int = 20  # BM25 candidates per query, for importance and evaluation
+    max_length: int = 0  # tokens per pair; 0: the length the model was trained with
+    importance_split: str = "dev"
+    importance_queries: int = 40  # seeded sample of judged queries for importance (0: all)
+    eval_split: str = "dev"
+    eval_queries: int = 0  # seeded sample for the nDCG@10 check (0: all)
+    recover_split: str = "train"
+    recover_steps: int = 400  # distillation steps (0: no recovery); 40% heads + 25% FFN: 400 lost 0.0076, 800 lost 0.018 (pruning_sweep*.md)
+    recover_group_size: int = 8  # 1 positive + BM25 negatives per group
+    recover_batch_queries: int = 2  # groups per step
+    recover_lr: float = 3e-5
+    recover_pseudo_queries: int = 0  # document titles added as unjudged recovery queries (0: judged queries only); 40% heads + 25% FFN with 2000: -0.022 nDCG@10 vs -0.0075 without (pruning_sweep_pseudo.md)
+    recover_time_budget_min: float = 0.0  # stop recovery after this many minutes (0: no limit)
+    recover_schedule: str = "end"  # "end": all recover_steps after the last cut; "rounds": recover_steps / steps after every cut
+    distill_alpha: float = 0.5  # weight of the label loss; 1 - alpha goes to matching the teacher (40% heads + 25% FFN: 0.0 -0.024, 0.5 -0.0075, 0.8 -0.012; pruning_sweep_alpha0.md, pruning_sweep.md, pruning_sweep_alpha08.md)
+    distill_temperature: float = 2.0
+    distill_hidden: float = 0.0  # weight of the layer-by-layer hidden-state MSE to the teacher (0: logits only)
+    seed: int = 0
+
+@dataclass(frozen=True)
+class RecallConfig:
+    """First-stage recall (`ranking.recall`): candidates per route and how routes are fused."""
+    bm25_k: int = 1000  # candidates from the BM25 route
+    dense_k: int = 1000  # candidates from the dense route
+    fusion: str = "weighted"  # "weighted" (min-max normalised scores; best on SciFact dev) or "rrf" (reciprocal rank)
+    rrf_k: int = 60  # RRF constant: score = sum over routes of 1 / (rrf_k + rank)
+    dense_weight: float = 0.5  # weighted fusion: dense x w + bm25 x (1 - w), after normalising each route
+    ann: str = "auto"  # vector search: "exact", "ivf", "hnsw", or "auto" (exact below 50k vectors or on GPU)
+    nlist: int = 0  # IVF cells (0: 4 x sqrt(n))
+    nprobe: int = 128  # IVF cells visited per query (recall@100 0.99 vs exact on 100k vectors: benchmarks/results/ann.md)
+    hnsw_m: int = 16  # HNSW links per node (built with efConstruction 100)
+    ef_search: int = 512  # HNSW candidate list at query time (raised to k when smaller; recall@100 0.99 at 512)
+    pagerank_prior: float = 0.0  # BM25 route: add w x log(PageRank x N) to matched documents (0: off)
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """The dual encoder used to embed documents and queries (`ranking.dual_encoder`, `funnel embed`)."""
+    model: str = ""  # model folder, "minilm" (zero-shot) or "" (HOME/models/dual-encoder if trained, else minilm)
+    query_max_len: int = 64  # tokens per query
+    doc_max_len: int = 256  # tokens per document (title + text)
+    batch_size: int = 64  # texts per encoding batch
+    device: str = "auto"
+    dtype: str = "auto"  # encoding dtype on GPU (bf16/fp16); fp32 on CPU
+    cpu_dtype: str = "fp32"  # serving queries on CPU: fp32, or int8 (query tower dynamically quantised: ranking.quantize)
+
+
+@dataclass(frozen=True)
+class TrainDenseConfig:
+    """Dual-encoder training (`ranking.train_dense`): InfoNCE with in-batch and BM25 hard negatives."""
+    backbone: str = "minilm"  # starting weights: "minilm", "tiny" (tests) or a backbone folder
+    towers: str = "auto"  # "shared": one tower fine-tuned for both sides; "query": documents frozen (cheap on
+    # a CPU: documents are encoded once); "auto": shared on a GPU, query on a CPU
+    temperature: float = 0.05  # softmax temperature of InfoNCE (scale = 1 / temperature)
+    hard_negatives: int = 7  # BM25-mined negatives per query (never a judged document); SciFact dev, query tower:
+    # 1 negative at lr 2e-5 -> nDCG@10 0.730, 7 at 5e-5 -> 0.789 (benchmarks/results/train_dense.log)
+    negatives_depth: int = 30  # hard negatives are drawn from the top of this many BM25 results
+    batch_size: int = 32  # queries per step; every other query's documents are in-batch negatives
+    learning_rate: float = 5e-5
+    epochs: int = 5
+    query_max_len: int = 64
+    doc_max_len: int = 256
+    unsupervised: bool = False  # no judgements: pseudo-query pairs from the store's own documents
+    unsupervised_mode: str = "crop"  # pseudo queries: "crop" (random word spans) or "sentence" (one sentence, ICT-like)
+    unsupervised_pairs: int = 2000  # pseudo-query pairs per epoch in unsupervised mode
+    time_budget_min: float = 0.0  # stop after this many minutes (0: no limit); the best checkpoint is kept
+    amp: bool = True  # mixed precision on GPU (ignored on CPU)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
+    bm25: BM25Config = field(default_factory=BM25Config)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    crawl: CrawlConfig = field(default_factory=CrawlConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    pagerank: PageRankConfig = field(default_factory=PageRankConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    coarse: CoarseConfig = field(default_factory=CoarseConfig)
+    fine: FineConfig = field(default_factory=FineConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    recall: RecallConfig = field(default_factory=RecallConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
+    train_dense: TrainDenseConfig = field(default_factory=TrainDenseConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(section: str, key: str, value: Any, current: Any) -> Any:
+    """Check a value against the type of the default it replaces."""
+    expected = type(current)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected):
+        raise FunnelError(
+            f"config {section}.{key}: expected {expected.__name__}, got {type(value).__name__} ({value!r})"
+        )
+    return value
+
+
+def apply_overrides(config: Config, updates: dict[str, dict[str, Any]], origin: str) -> Config:
+    """Return `config` with ``{section: {key: value}}`` applied; unknown names are errors."""
+    sections = {f.name: getattr(config, f.name) for f in fields(config)}
+    new_sections = {}
+    for section, values in updates.items():
+        if section not in sections:
+            raise FunnelError(f"{origin}: unknown config section [{section}]; known: {', '.join(sections)}")
+        if not isinstance(values, dict):
+            raise FunnelError(f"{origin}: [{section}] must be a table of keys")
+        current = new_sections.get(section, sections[section])
+        known = {f.name for f in fields(current)}
+        changes = {}
+        for key, value in values.items():
+            if key not in known:
+                raise FunnelError(f"{origin}: unknown key {section}.{key}; known: {', '.join(sorted(known))}")
+            changes[key] = _coerce(section, key, value, getattr(current, key))
+        new_sections[section] = replace(current, **changes)
+    return replace(config, **new_sections)
+
+
+def _parse_override(text: str) -> tuple[str, str, Any]:
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise FunnelError(f"--set {text!r}: expected section.key=value, e.g. bm25.k1=1.2")
+    name, raw = text.split("=", 1)
+    section, key = name.strip().split(".", 1)
+    try:  # a TOML literal (number, bool, quoted string) ...
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:  # ... or a bare string
+        value = raw
+    return section, key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the TOML file at `path` (if any), then ``section.key=value`` overrides."""
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FunnelError(f"config file {path} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise FunnelError(f"config file {path} is not valid TOML: {exc}") from None
+        config = apply_overrides(config, data, str(path))
+    updates: dict[str, dict[str, Any]] = {}
+    for text in overrides:
+        section, key, value = _parse_override(text)
+        updates.setdefault(section, {})[key] = value
+    return apply_overrides(config, updates, "--set")

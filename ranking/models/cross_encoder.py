@@ -1,0 +1,156 @@
+"""The fine stage's model: a transformer cross-encoder reads "[CLS] query [SEP] document [SEP]" and
+scores the pair; `funnel.ranking.serving.fine` runs it on the coarse ranker's top few candidates.
+
+The model is a `transformers.BertForSequenceClassification(num_labels=1)`, by default with its head over
+mean-pooled token states (`ranking.ce_model`; ``fine.pooling``), initialised from a
+backbone of `ranking.backbone` (MiniLM for real use, the tiny random config for tests), saved with
+``save_pretrained`` (safetensors) and loaded only through `load_cross_encoder`, the one loader (the
+pruning stage extends it for models whose layers keep different numbers of heads).
+
+Files of a cross-encoder folder (``HOME/models/cross-encoder/``)
+-----------------------------------------------------------------
+- ``config.json`` + ``model.safetensors``: the Hugging Face model (one logit per pair);
+- tokenizer files (``tokenizer.json``, ``vocab.txt``, ...): MiniLM's WordPiece vocabulary;
+- ``funnel_meta.json``: ``format_version`` (1), ``max_length``, the training config and log summary.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from funnel.core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+META = "funnel_meta.json"
+FORMAT_VERSION = 1
+
+
+def build_cross_encoder(backbone: str | Path = "minilm", *, seed: int = 0, pooling: str = "mean"):
+    """A new `BertForSequenceClassification(num_labels=1)` whose encoder carries the backbone's weights.
+
+    `pooling` ("mean" or "cls", see `ranking.ce_model`) is recorded in the config. The classification
+    head (and the pooler, when the backbone has none) starts random.
+    """
+    import torch
+
+    from funnel.ranking.models.backbone import load_backbone
+    from funnel.ranking.models.ce_model import POOLING_KEY, model_class
+
+    cls = model_class(pooling)
+    encoder = load_backbone(backbone, seed=seed)
+    config = encoder.config
+    config.num_labels = 1
+    config.problem_type = "regression"  # one logit; the loss is computed by the trainer anyway
+    setattr(config, POOLING_KEY, pooling)
+    torch.manual_seed(seed)
+    model = cls(config)
+    missing, unexpected = model.bert.load_state_dict(encoder.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("pooler.") for k in missing):
+        raise InputError(f"backbone {backbone}: weights do not fit a BERT encoder "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model
+
+
+def pair_text(title: str, text: str) -> str:
+    """The document side of a pair: title and body, as the cross-encoder was trained on."""
+    return f"{title}. {text}" if title else text
+
+
+@dataclass
+class CrossEncoder:
+    """A loaded cross-encoder on a device: `score(query, docs)` -> float32 (n,)."""
+    model: object  # BertForSequenceClassification, eval mode, on `device`
+    tokenizer: object
+    device: object  # torch.device
+    dtype: object  # torch.dtype used for inference
+    max_length: int = 256
+
+    def score(self, query: str, docs: list[str], batch_size: int = 32) -> np.ndarray:
+        """Relevance logits of (query, doc) pairs, in the docs' order."""
+        import torch
+
+        out = np.zeros(len(docs), dtype=np.float32)
+        if not docs:
+            return out
+        # Sort by length so a batch pads to similar lengths (less wasted compute), then restore order.
+        order = np.argsort([-len(d) for d in docs], kind="stable")
+        with torch.inference_mode():
+            for start in range(0, len(docs), batch_size):
+                idx = order[start:start + batch_size]
+                enc = self.tokenizer([query] * len(idx), [docs[i] for i in idx], truncation="only_second",
+                                     max_length=self.max_length, padding=True, return_tensors="pt")
+                enc = {k: v.to(self.device) for k, v in enc.items()}
+                with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.device.type == "cuda"):
+                    logits = self.model(**enc).logits  # (batch, 1)
+                out[idx] = logits[:, 0].float().cpu().numpy()
+        return out
+
+
+def read_meta(path: str | Path) -> dict:
+    meta_file = Path(path) / META
+    return json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
+
+
+def load_cross_encoder(path: str | Path, device: str = "auto", *, dtype: str = "auto",
+                       max_length: int | None = None, cpu_dtype: str = "fp32") -> CrossEncoder:
+    """The one loader of a cross-encoder folder (or ``"tiny"``: a random tiny model for tests).
+
+    ``device``/``dtype`` go through `funnel.device.resolve_device` (fp16/bf16 on a GPU, fp32 on CPU).
+    ``cpu_dtype`` "int8": on CPU, the Linear layers dynamically quantised (`ranking.quantize`).
+    ``max_length`` defaults to the one the model was trained with.
+    """
+    from funnel.ranking.models.quantize import check_cpu_dtype, quantize_int8
+
+    check_cpu_dtype(cpu_dtype)
+    from funnel.core.device import resolve_device
+    from funnel.ranking.models.backbone import load_tokenizer
+
+    dev, dt = resolve_device(device, dtype)
+    if str(path) == "tiny":
+        model, meta = build_cross_encoder("tiny"), {}
+    else:
+        path = Path(path)
+        model = load_model(path)
+        meta = read_meta(path)
+    if dev.type == "cuda":
+        model = model.to(dtype=dt)  # weights in half precision: half the memory traffic
+    model = model.to(dev).eval()
+    if dev.type == "cpu" and cpu_dtype == "int8":
+        model = quantize_int8(model)
+    tokenizer = load_tokenizer(path)
+    return CrossEncoder(model, tokenizer, dev, dt, max_length or int(meta.get("max_length", 256)))
+
+
+def load_model(path: str | Path):
+    """The model of a cross-encoder folder, of the class its config's pooling names (float32, eval mode).
+
+    `ranking.heads.load_pruned` rebuilds models whose layers keep different numbers of heads
+    (``funnel prune``); unpruned folders go through ``from_pretrained`` as usual.
+    """
+    from transformers import AutoConfig
+
+    from funnel.ranking.models.backbone import model_folder
+    from funnel.ranking.models.ce_model import class_of
+    from funnel.ranking.models.heads import load_pruned
+
+    path = model_folder(path, "a cross-encoder", "train one with `funnel train cross-encoder`")
+    config = AutoConfig.from_pretrained(str(path))
+    if not {"BertForSequenceClassification", "MeanPoolBertForSequenceClassification"} & set(config.architectures or []):
+        raise InputError(f"{path}: not a cross-encoder (config.json names {config.architectures}, "
+                         f"expected BertForSequenceClassification)")
+    return load_pruned(path, class_of(config)).eval()
+
+
+def save_cross_encoder(model, tokenizer, out_dir: str | Path, meta: dict) -> Path:
+    """Save model (safetensors), tokenizer and ``funnel_meta.json`` into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    (out / META).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2), encoding="utf-8")
+    return out

@@ -1,0 +1,1 @@
+"""Recommendation through the funnel (MovieLens-style interaction logs)."""

@@ -1,0 +1,192 @@
+"""The ranking funnel: recall -> coarse -> fine -> rerank, a loop over stages of one shape
+(`rank(request, candidates, k) -> candidates`). Built from `funnel.config.PipelineConfig`; feeds the
+CLI (`funnel search`, `funnel eval --profile`), the API and the dashboard.
+
+Profiles set the expensive stage's depth and device: ``cpu`` cross-encodes the top
+``pipeline.cpu_fine_k`` candidates in fp32 on the CPU (sized for p95 <= 300 ms on 2 cores);
+``gpu`` cross-encodes the top ``pipeline.gpu_fine_k`` in bf16/fp16 on CUDA (CPU fallback with a
+warning). A stage whose model has not been trained is skipped with a log line, so a fresh index
+already answers with BM25 and each `funnel train ...` adds its stage.
+
+Every stage appends a `StageTrace` (its ranked ids, scores, milliseconds) to the candidates;
+`explain` turns the traces into per-result rank and score at each stage.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from funnel.core.config import Config
+from funnel.core.errors import FunnelError
+from funnel.ranking.serving.stages import Candidates, Request
+
+# LightGBM and torch share libgomp; with its default spin-waiting, threads left spinning after one
+# library's parallel region starve the other's on a small machine (measured on 2 cores: hybrid
+# recall 12 ms -> 230 ms p50 once the coarse stage had run). Passive waiting must be set before
+# libgomp loads, i.e. before torch or lightgbm is imported, which pipeline.py does lazily.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+log = logging.getLogger(__name__)
+
+PROFILES = ("cpu", "gpu")
+STAGE_NAMES = ("recall", "coarse", "fine", "rerank")  # recall traces under its route: bm25, dense, hybrid
+
+
+@dataclass
+class Pipeline:
+    """Stages with their output sizes; `run` passes a request through all of them."""
+    stages: list[tuple[object, int]]  # (stage, k it keeps)
+    profile: str = "cpu"
+    resources: dict = field(default_factory=dict)  # what from_config opened (retriever, docs, store, ...)
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s.name for s, _ in self.stages]
+
+    def run(self, request: Request) -> Candidates:
+        cands = Candidates.empty()
+        last = len(self.stages) - 1
+        for i, (stage, k) in enumerate(self.stages):
+            cands = stage.rank(request, cands, request.k if i == last else max(k, request.k))
+        if self.stages and self.stages[-1][0].name != "rerank":
+            cands = cands.take(np.arange(min(request.k, len(cands))))
+        return cands
+
+    def search(self, query: str, k: int = 10, **kwargs) -> Candidates:
+        return self.run(Request(query=query, k=k, profile=self.profile, **kwargs))
+
+    def close(self) -> None:
+        store = self.resources.get("store")
+        if store is not None:
+            store.close()
+
+    @classmethod
+    def from_config(cls, config: Config, profile: str = "cpu", *, stages: list[str] | None = None,
+                    device: str | None = None) -> "Pipeline":
+        """Open the index, store and trained models under ``config.paths.home`` for `profile`."""
+        from funnel.core.store import DocumentStore
+        from funnel.index.pagerank import load_pagerank
+        from funnel.index.searcher import Bm25Retriever
+        from funnel.ranking.serving.features import DocCache, FeatureContext
+
+        if profile not in PROFILES:
+            raise FunnelError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        pc = config.pipeline
+        wanted = stages if stages is not None else [s.strip() for s in pc.stages.split(",") if s.strip()]
+        bad = [s for s in wanted if s not in STAGE_NAMES]
+        if bad:
+            raise FunnelError(f"pipeline.stages: unknown stage(s) {bad}; known: {', '.join(STAGE_NAMES)}")
+        retriever = Bm25Retriever.open(config.paths.index, config.bm25)
+        store = DocumentStore(config.paths.store, readonly=True)
+        docs = DocCache(store, retriever.analyzer)
+        res = {"retriever": retriever, "store": store, "docs": docs}
+        models = config.paths.models
+        plan: list[tuple[object, int]] = [(build_recall(config, retriever=retriever, resources=res, k=pc.recall_k), pc.recall_k)]
+        if "coarse" in wanted:
+            if (config.paths.coarse_model / "model.txt").exists():
+                from funnel.ranking.serving.coarse import CoarseModel, CoarseRanker
+
+                ctx = FeatureContext(retriever, docs, load_pagerank(config.paths.home))
+                plan.append((CoarseRanker(CoarseModel.load(config.paths.coarse_model), ctx), pc.coarse_k))
+            else:
+                log.info("no coarse model in %s: coarse stage skipped (`funnel train coarse`)", config.paths.coarse_model)
+        if "fine" in wanted:
+            fine_dir = Path(config.fine.model) if config.fine.model else config.paths.cross_encoder
+            if (fine_dir / "config.json").exists():
+                from funnel.ranking.models.cross_encoder import load_cross_encoder
+                from funnel.ranking.serving.fine import CrossEncoderReranker
+
+                gpu = profile == "gpu"
+                encoder = load_cross_encoder(fine_dir, device or ("auto" if gpu else "cpu"),
+                                             dtype=config.fine.dtype, cpu_dtype=config.fine.cpu_dtype,
+                                             max_length=pc.gpu_fine_max_length if gpu else pc.cpu_fine_max_length)
+                depth = pc.gpu_fine_k if gpu else pc.cpu_fine_k
+                fuse = pc.fine_weight if len(plan) > 1 else 0.0  # the coarse score is what gets fused
+                # on a GPU one batch of every candidate: per-batch kernel launches cost more than padding
+                batch = max(config.fine.batch_size, depth) if encoder.device.type == "cuda" else config.fine.batch_size
+                plan.append((CrossEncoderReranker(encoder, docs.texts, depth=depth,
+                                                  batch_size=batch, fuse_weight=fuse),
+                             max(depth, pc.final_k)))  # below `depth`: passed through in coarse order
+            else:
+                log.info("no cross-encoder in %s: fine stage skipped (`funnel train cross-encoder`)", fine_dir)
+        if "rerank" in wanted:
+            from funnel.ranking.serving.rerank import Reranker
+
+            plan.append((Reranker(config.rerank, docs, embed=res.get("embed"),
+                                  lookup_ord=retriever.reader.ord_of), pc.final_k))
+        return cls(plan, profile, res)
+
+
+def explain(result: Candidates) -> list[dict]:
+    """Per final result: its rank (1-based, None when it was not in that stage's list) and score at each stage."""
+    stage_pos = [(t.stage, {d: i for i, d in enumerate(t.doc_ids)}, t.scores) for t in result.trace]
+    rows = []
+    for rank, doc_id in enumerate(result.doc_ids, 1):
+        stages = {}
+        for name, pos, scores in stage_pos:
+            i = pos.get(doc_id)
+            stages[name] = {"rank": None if i is None else i + 1,
+                            "score": None if i is None else round(float(scores[i]), 4)}
+        rows.append({"rank": rank, "doc_id": doc_id, "stages": stages})
+    return rows
+
+
+def timings(result: Candidates) -> dict[str, float]:
+    """Milliseconds per stage of one run."""
+    return {t.stage: t.ms for t in result.trace}
+
+
+
+def cascade_runs(result: Candidates) -> dict[str, list[str]]:
+    """Per stage, the ranked list the funnel would return if it stopped after that stage: the
+    stage's own list followed by the earlier stages' remaining candidates in their order (so a
+    stage that keeps 20 documents is still judged on Recall@100 fairly)."""
+    runs: dict[str, list[str]] = {}
+    prev: list[str] = []
+    for t in result.trace:
+        seen = set(t.doc_ids)
+        cur = list(t.doc_ids) + [d for d in prev if d not in seen]
+        runs[t.stage] = cur
+        prev = cur
+    return runs
+
+
+def evaluate_pipeline(pipeline: Pipeline, queries: dict[str, str], qrels: dict[str, dict[str, int]], *,
+                      k: int = 100, progress: bool = True, warmup: int = 3) -> dict:
+    """nDCG@10 / Recall@100 after each stage (see `cascade_runs`) and p50/p95 milliseconds per stage.
+
+    Returns ``{"stages": [{"stage", "nDCG@10", "Recall@100", "p50_ms", "p95_ms"}, ...], "total": {...},
+    "queries": n, "runs": {stage: run}}``. The first `warmup` queries are run once untimed (model
+    and cache warm-up) before the timed pass.
+    """
+    from tqdm.auto import tqdm
+
+    from funnel.ranking.evaluate import evaluate
+
+    qids = sorted(q for q in qrels if q in queries)
+    for qid in qids[:warmup]:
+        pipeline.search(queries[qid], k)
+    runs: dict[str, dict] = {}
+    ms: dict[str, list[float]] = {}
+    totals = []
+    for qid in tqdm(qids, desc=f"eval ({pipeline.profile})", disable=not progress):
+        t0 = time.perf_counter()
+        result = pipeline.search(queries[qid], k)
+        totals.append((time.perf_counter() - t0) * 1000)
+        for stage, ids in cascade_runs(result).items():
+            runs.setdefault(stage, {})[qid] = {d: float(len(ids) - i) for i, d in enumerate(ids[:k])}
+        for stage, t in timings(result).items():
+            ms.setdefault(stage, []).append(t)
+    rows = []
+    for stage, run in runs.items():
+        m = evaluate(run, qrels, ("nDCG@10", "Recall@100"))
+        rows.append({"stage": stage, **m, "p50_ms": float(np.percentile(ms[stage], 50)),
+                     "p95_ms": float(np.percentile(ms[stage], 95))})
+    total = {"p50_ms": float(np.percentile(totals, 50)) if totals else 0.0,
+             "p95_ms": float(np.percentile(totals, 95)) if totals else 0.0}
+    return {"stages": rows, "total": total, "queries": len(qids), "runs": runs}
