@@ -22,7 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from funnel.api import schemas
 from funnel.api.service import SearchResult, SearchService
+from funnel.core.config import apply_overrides, Config
 from funnel.core.errors import FunnelError, InputError
+
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +293,6 @@ def create_app(service: SearchService) -> FastAPI:
 def app_from_env() -> FastAPI:
     """Factory for uvicorn workers (``--workers N``): each process loads its own service from the
     config that `funnel serve` put in ``FUNNEL_CONFIG_JSON``."""
-    from funnel.core.config import apply_overrides, Config
 
     data = json.loads(os.environ["FUNNEL_CONFIG_JSON"])
     config = apply_overrides(Config(), data, "FUNNEL_CONFIG_JSON")

@@ -27,7 +27,9 @@ import numpy as np
 from funnel.core.config import Config
 from funnel.core.errors import FunnelError, InputError
 from funnel.core.store import Document, DocumentStore
+from funnel.ranking.serving.pipeline import Pipeline
 from funnel.ranking.serving.stages import Candidates, Request, StageTrace
+
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +121,6 @@ def offered_profiles(config: Config) -> tuple[str, ...]:
 
 def open_pipeline(config: Config, profile: str, use_funnel: bool = True):
     """The ranking funnel for `profile`; with ``use_funnel=False``, BM25 recall alone (trained models ignored)."""
-    from funnel.ranking.serving.pipeline import Pipeline
 
     if use_funnel:
         return Pipeline.from_config(config, profile)

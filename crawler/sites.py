@@ -17,8 +17,8 @@ from funnel.core.errors import FunnelError
 
 # package -> (HTML root inside the package, the start page a crawl begins at)
 SITES = {
-    "python3.11-doc": ("usr/share/doc/python3.11/html", "funnel.index.html"),
-    "openjdk-17-doc": ("usr/share/doc/openjdk-17-jre-headless/api", "funnel.index.html"),
+    "python3.11-doc": ("usr/share/doc/python3.11/html", "index.html"),
+    "openjdk-17-doc": ("usr/share/doc/openjdk-17-jre-headless/api", "index.html"),
 }
 
 

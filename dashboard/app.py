@@ -17,8 +17,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from funnel.api.service import SearchService
+from funnel.core.config import apply_overrides, Config
 from funnel.dashboard import inspect_funnel as fi
-from funnel.core.config import Config, apply_overrides
+
 
 
 def _config_json() -> str:
@@ -29,7 +31,6 @@ def _config_json() -> str:
 
 @st.cache_resource(show_spinner="Loading index and models…")
 def load_service(config_json: str):
-    from funnel.api.service import SearchService
 
     config = apply_overrides(Config(), json.loads(config_json), "FUNNEL_CONFIG_JSON")
     return SearchService.open(config)

@@ -16,6 +16,9 @@ import numpy as np
 import pandas as pd
 
 from funnel.api.service import SearchResult, SearchService
+from funnel.index.pagerank import load_pagerank
+from funnel.ranking.evaluate import evaluate
+
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -139,7 +142,6 @@ def cross_encoder_attention(service: SearchService, profile: str, query: str, do
 
 def pagerank_top(service: SearchService, n: int = 20) -> pd.DataFrame | None:
     """The `n` pages with the highest PageRank (None when PageRank was not computed)."""
-    from funnel.index.pagerank import load_pagerank
 
     pr = load_pagerank(service.config.paths.home)
     if not pr:
@@ -188,7 +190,6 @@ def stage_metrics(service: SearchService, dataset: str, split: str, profile: str
     Returns (metrics: stage x metric, latency: stage x p50/p95 ms). Queries are the first
     `max_queries` judged ones in id order (deterministic).
     """
-    from funnel.ranking.evaluate import evaluate
 
     qrels = service.store.qrels(dataset, split)
     texts = service.store.queries(dataset)

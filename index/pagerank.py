@@ -39,7 +39,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.core.config import PathsConfig
+from funnel.core.device import resolve_device
 from funnel.core.errors import FunnelError, InputError
+
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +275,6 @@ def _cuda_available() -> bool:
 def _iterate_torch(m, p, w, is_dangling, damping, tol, max_iter):
     """The same iteration with a torch sparse CSR mat-vec: on the GPU when there is one (float64)."""
     import torch
-
-    from funnel.core.device import resolve_device
 
     device, _ = resolve_device("auto")
     m = sp.csr_array(m)  # (n, n) P^T as CSR for torch

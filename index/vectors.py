@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from funnel.core.errors import FunnelError, InputError
+from funnel.core.errors import FunnelError, InputError, MissingDependencyError
+
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,6 @@ def build_ann(vectors: np.ndarray, backend: str, *, nlist: int = 0, nprobe: int 
     except ImportError:
         if backend == "exact":
             return vectors
-        from funnel.core.errors import MissingDependencyError
         raise MissingDependencyError("faiss", "faiss-cpu", f"the {backend} vector index") from None
     n, dim = vectors.shape
     if backend == "exact":

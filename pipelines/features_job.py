@@ -18,6 +18,8 @@ from funnel.core.config import AnalyzerConfig, PageRankConfig
 from funnel.core.errors import FunnelError
 from funnel.index.analyze import Analyzer
 from funnel.index.builder import doc_text
+from funnel.pipelines.pagerank_job import run_pagerank_job, write_parquet_atomic
+
 
 
 def _lengths(settings: dict):
@@ -34,8 +36,6 @@ def run_features_job(spark, parquet_dir: str | Path, out_path: str | Path, analy
                      pagerank_path: str | Path | None = None, pagerank: PageRankConfig | None = None) -> dict:
     """Compute the per-document features; reads PageRank from `pagerank_path` when it exists, else runs it."""
     from pyspark.sql import functions as F
-
-    from funnel.pipelines.pagerank_job import run_pagerank_job, write_parquet_atomic
 
     t0 = time.perf_counter()
     parquet_dir = Path(parquet_dir)

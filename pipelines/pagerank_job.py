@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from funnel.core.errors import FunnelError, InputError
+from funnel.index.pagerank import pagerank_edges, save_pagerank
+
 
 
 # Up to this many links, `method="auto"` collects the edges and iterates on the driver (scipy): a graph
@@ -159,8 +161,6 @@ def run_pagerank_job(spark, parquet_dir: str | Path, out_path: str | Path, dampi
 
 def _pagerank_on_driver(ids, edges, n, damping, tol, max_iter, collapse_duplicates, out_path):
     import numpy as np
-
-    from funnel.index.pagerank import pagerank_edges, save_pagerank
 
     t0 = time.perf_counter()
     e = edges.toArrow()

@@ -24,7 +24,7 @@ def _normalise(url: str) -> str | None:
         return None
     path = parts.path or "/"
     if path.endswith("/"):
-        path += "funnel.index.html"
+        path += "index.html"
     return urlunsplit((parts.scheme, parts.netloc.lower(), path, "", ""))
 
 

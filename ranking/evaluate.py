@@ -9,6 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytrec_eval
 
+from funnel.core.errors import InputError
+from funnel.core.judgements import read_qrels, read_queries
+from funnel.index.searcher import Bm25Retriever
+
 Run = dict[str, dict[str, float]]  # query id -> {doc id: score}
 
 METRICS = ("nDCG@10", "Recall@100", "Recall@1000", "MRR@10", "MAP")
@@ -60,10 +64,6 @@ def evaluate_retriever(index_dir, bm25_config, data_dir, split: str, k: int = 10
                        progress: bool = True) -> dict:
     """BM25 / TF-IDF over a split's judged queries: metrics (plus ``queries``), and the run as a TREC file."""
     from tqdm.auto import tqdm
-
-    from funnel.core.judgements import read_qrels, read_queries
-    from funnel.core.errors import InputError
-    from funnel.index.searcher import Bm25Retriever
 
     qrels = read_qrels(Path(data_dir), split)
     queries = read_queries(Path(data_dir))

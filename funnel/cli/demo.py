@@ -206,7 +206,7 @@ def run_demo(config: Config, *, site_dir: str | Path | None = None, max_pages: i
         root = Path(site_dir)
         if not root.is_dir():
             raise FunnelError(f"--site-dir {root} is not a folder")
-        start = "funnel.index.html"
+        start = "index.html"
     else:
         from funnel.crawler.sites import SITES, debian_site
 

@@ -22,7 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
+from funnel.ranking.models.backbone import load_backbone, load_tokenizer, model_folder
+from funnel.ranking.models.ce_model import class_of, model_class, POOLING_KEY
+from funnel.ranking.models.heads import load_pruned
+from funnel.ranking.models.quantize import check_cpu_dtype, quantize_int8
+
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +43,6 @@ def build_cross_encoder(backbone: str | Path = "minilm", *, seed: int = 0, pooli
     head (and the pooler, when the backbone has none) starts random.
     """
     import torch
-
-    from funnel.ranking.models.backbone import load_backbone
-    from funnel.ranking.models.ce_model import POOLING_KEY, model_class
 
     cls = model_class(pooling)
     encoder = load_backbone(backbone, seed=seed)
@@ -104,11 +107,8 @@ def load_cross_encoder(path: str | Path, device: str = "auto", *, dtype: str = "
     ``cpu_dtype`` "int8": on CPU, the Linear layers dynamically quantised (`ranking.quantize`).
     ``max_length`` defaults to the one the model was trained with.
     """
-    from funnel.ranking.models.quantize import check_cpu_dtype, quantize_int8
 
     check_cpu_dtype(cpu_dtype)
-    from funnel.core.device import resolve_device
-    from funnel.ranking.models.backbone import load_tokenizer
 
     dev, dt = resolve_device(device, dtype)
     if str(path) == "tiny":
@@ -133,10 +133,6 @@ def load_model(path: str | Path):
     (``funnel prune``); unpruned folders go through ``from_pretrained`` as usual.
     """
     from transformers import AutoConfig
-
-    from funnel.ranking.models.backbone import model_folder
-    from funnel.ranking.models.ce_model import class_of
-    from funnel.ranking.models.heads import load_pruned
 
     path = model_folder(path, "a cross-encoder", "train one with `funnel train cross-encoder`")
     config = AutoConfig.from_pretrained(str(path))

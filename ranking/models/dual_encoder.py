@@ -23,7 +23,12 @@ from typing import Sequence
 
 import numpy as np
 
+from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
+from funnel.core.store import DocumentStore
+from funnel.index.vectors import read_manifest, VectorIndexWriter
+from funnel.ranking.models.backbone import load_backbone, load_tokenizer, model_folder, save_backbone
+
 
 FORMAT = 1
 META_FILE = "dual_encoder.json"
@@ -138,8 +143,6 @@ def build_dual_encoder(backbone: str | Path = "minilm", *, shared: bool = True, 
     """A new dual encoder starting from `backbone` ("minilm", "tiny" or a backbone folder)."""
     import copy
 
-    from funnel.ranking.models.backbone import load_backbone, load_tokenizer
-
     tower = load_backbone(backbone, seed=seed)
     doc_tower = None if shared else copy.deepcopy(tower)
     return DualEncoder(tower, load_tokenizer(backbone), doc_tower=doc_tower, query_max_len=query_max_len,
@@ -148,7 +151,6 @@ def build_dual_encoder(backbone: str | Path = "minilm", *, shared: bool = True, 
 
 def save_dual_encoder(model: DualEncoder, out_dir: str | Path, meta: dict | None = None) -> Path:
     """Write the model folder (see the module docstring). Returns the folder."""
-    from funnel.ranking.models.backbone import save_backbone
 
     out = Path(out_dir)
     save_backbone(model.query_tower, model.tokenizer, out)
@@ -174,8 +176,6 @@ def load_dual_encoder(path: str | Path = "minilm", device: str = "auto") -> Dual
     A plain backbone folder without ``dual_encoder.json`` loads as a shared-tower model with the
     default lengths. The model is put on `device` (resolved by `funnel.device.resolve_device`).
     """
-    from funnel.core.device import resolve_device
-    from funnel.ranking.models.backbone import load_backbone, load_tokenizer, model_folder
 
     dev, _ = resolve_device(device)
     name = str(path)
@@ -223,8 +223,6 @@ def embed_store(config, model: str | None = None, *, rebuild: bool = False, prog
     numbers) are encoded and published as a new part. ``rebuild`` re-encodes everything. Refuses to
     mix vectors from a different document encoder (asks for ``--rebuild``).
     """
-    from funnel.core.store import DocumentStore
-    from funnel.index.vectors import VectorIndexWriter, read_manifest
 
     dc = config.dense
     name = model or resolve_model_path(config)
@@ -242,7 +240,6 @@ def embed_store(config, model: str | None = None, *, rebuild: bool = False, prog
         raise InputError(f"no document store at {config.paths.store}: ingest or crawl first")
     with DocumentStore(config.paths.store, readonly=True) as store:
         docs = list(store.iter_docs(after_seq=after))
-    from funnel.core.device import resolve_device
 
     _, dtype = resolve_device(dc.device, dc.dtype)
     vectors = encoder.encode_docs([doc_text(d.title, d.text) for d in docs], dc.batch_size, dtype=dtype,

@@ -29,6 +29,8 @@ import json
 from pathlib import Path
 
 from funnel.core.errors import InputError
+from funnel.ranking.models.backbone import model_folder
+
 
 PRUNE_FORMAT = 1
 HEADS_KEY = "funnel_heads_kept"
@@ -224,8 +226,6 @@ def load_pruned(path: str | Path, model_class=None):
     import transformers
     from safetensors.torch import load_file
     from transformers import AutoConfig
-
-    from funnel.ranking.models.backbone import model_folder
 
     path = model_folder(path)
     config = AutoConfig.from_pretrained(str(path))

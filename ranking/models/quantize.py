@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import warnings
 
+from funnel.core.errors import InputError
+
 log = logging.getLogger(__name__)
 
 CPU_DTYPES = ("fp32", "int8")
 
 
 def check_cpu_dtype(name: str) -> str:
-    from funnel.core.errors import InputError
 
     if name not in CPU_DTYPES:
         raise InputError(f"CPU inference dtype must be one of {', '.join(CPU_DTYPES)}, got {name!r}")

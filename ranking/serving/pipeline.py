@@ -23,7 +23,18 @@ import numpy as np
 
 from funnel.core.config import Config
 from funnel.core.errors import FunnelError
+from funnel.core.store import DocumentStore
+from funnel.index.pagerank import load_pagerank
+from funnel.index.searcher import Bm25Retriever
+from funnel.ranking.evaluate import evaluate
+from funnel.ranking.models.cross_encoder import load_cross_encoder
+from funnel.ranking.serving.coarse import CoarseModel, CoarseRanker
+from funnel.ranking.serving.features import DocCache, FeatureContext
+from funnel.ranking.serving.fine import CrossEncoderReranker
+from funnel.ranking.serving.recall import build_recall
+from funnel.ranking.serving.rerank import Reranker
 from funnel.ranking.serving.stages import Candidates, Request
+
 
 # LightGBM and torch share libgomp; with its default spin-waiting, threads left spinning after one
 # library's parallel region starve the other's on a small machine (measured on 2 cores: hybrid
@@ -69,10 +80,6 @@ class Pipeline:
     def from_config(cls, config: Config, profile: str = "cpu", *, stages: list[str] | None = None,
                     device: str | None = None) -> "Pipeline":
         """Open the index, store and trained models under ``config.paths.home`` for `profile`."""
-        from funnel.core.store import DocumentStore
-        from funnel.index.pagerank import load_pagerank
-        from funnel.index.searcher import Bm25Retriever
-        from funnel.ranking.serving.features import DocCache, FeatureContext
 
         if profile not in PROFILES:
             raise FunnelError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
@@ -85,11 +92,9 @@ class Pipeline:
         store = DocumentStore(config.paths.store, readonly=True)
         docs = DocCache(store, retriever.analyzer)
         res = {"retriever": retriever, "store": store, "docs": docs}
-        models = config.paths.models
         plan: list[tuple[object, int]] = [(build_recall(config, retriever=retriever, resources=res, k=pc.recall_k), pc.recall_k)]
         if "coarse" in wanted:
             if (config.paths.coarse_model / "model.txt").exists():
-                from funnel.ranking.serving.coarse import CoarseModel, CoarseRanker
 
                 ctx = FeatureContext(retriever, docs, load_pagerank(config.paths.home))
                 plan.append((CoarseRanker(CoarseModel.load(config.paths.coarse_model), ctx), pc.coarse_k))
@@ -98,8 +103,6 @@ class Pipeline:
         if "fine" in wanted:
             fine_dir = Path(config.fine.model) if config.fine.model else config.paths.cross_encoder
             if (fine_dir / "config.json").exists():
-                from funnel.ranking.models.cross_encoder import load_cross_encoder
-                from funnel.ranking.serving.fine import CrossEncoderReranker
 
                 gpu = profile == "gpu"
                 encoder = load_cross_encoder(fine_dir, device or ("auto" if gpu else "cpu"),
@@ -115,7 +118,6 @@ class Pipeline:
             else:
                 log.info("no cross-encoder in %s: fine stage skipped (`funnel train cross-encoder`)", fine_dir)
         if "rerank" in wanted:
-            from funnel.ranking.serving.rerank import Reranker
 
             plan.append((Reranker(config.rerank, docs, embed=res.get("embed"),
                                   lookup_ord=retriever.reader.ord_of), pc.final_k))
@@ -165,8 +167,6 @@ def evaluate_pipeline(pipeline: Pipeline, queries: dict[str, str], qrels: dict[s
     and cache warm-up) before the timed pass.
     """
     from tqdm.auto import tqdm
-
-    from funnel.ranking.evaluate import evaluate
 
     qids = sorted(q for q in qrels if q in queries)
     for qid in qids[:warmup]:

@@ -24,8 +24,17 @@ from typing import Sequence
 
 import numpy as np
 
+from funnel.core.device import resolve_device
 from funnel.core.errors import FunnelError, InputError
+from funnel.core.judgements import read_qrels, read_queries
+from funnel.index.pagerank import load_pagerank, pagerank_prior
+from funnel.index.searcher import Bm25Retriever, IndexReader
+from funnel.index.vectors import VectorIndex
+from funnel.ranking.evaluate import evaluate
+from funnel.ranking.models.dual_encoder import load_dual_encoder, resolve_model_path, tower_fingerprint
+from funnel.ranking.models.quantize import check_cpu_dtype, quantize_int8
 from funnel.ranking.serving.stages import Candidates, Request, StageTrace
+
 
 ROUTES = ("bm25", "dense", "hybrid")
 
@@ -208,12 +217,8 @@ class HybridRecall:
 
 def open_dense(config, model: str | None = None):
     """(DualEncoder, VectorIndex) for HOME's vector index, checking the encoder matches the index."""
-    from funnel.index.vectors import VectorIndex
-    from funnel.ranking.models.dual_encoder import load_dual_encoder, resolve_model_path, tower_fingerprint
-    from funnel.ranking.models.quantize import check_cpu_dtype, quantize_int8
 
     rc = config.recall
-    from funnel.core.device import resolve_device
 
     dev, _ = resolve_device(config.dense.device)
     vectors = VectorIndex(config.paths.dense_index, backend=rc.ann, device=str(dev), nlist=rc.nlist,
@@ -281,7 +286,6 @@ def build_recall(config, route: str | None = None, *, model: str | None = None, 
 def pagerank_prior_array(home, doc_ids: Sequence[str], weight: float) -> np.ndarray | None:
     """(len(doc_ids),) ``weight x log(PageRank x N)`` per document (0 for a page outside the link
     graph), or None when the weight is 0 or no PageRank has been computed (`funnel pipeline pagerank`)."""
-    from funnel.index.pagerank import load_pagerank, pagerank_prior
 
     if not weight:
         return None
@@ -293,7 +297,6 @@ def pagerank_prior_array(home, doc_ids: Sequence[str], weight: float) -> np.ndar
 
 
 def _maybe_reader(index_dir: Path):
-    from funnel.index.searcher import IndexReader
 
     try:
         return IndexReader(index_dir)
@@ -307,9 +310,6 @@ def evaluate_recall(config, data_dir, split: str, routes: Sequence[str], k: int 
     from dataclasses import replace
 
     from tqdm.auto import tqdm
-
-    from funnel.core.judgements import read_qrels, read_queries
-    from funnel.ranking.evaluate import evaluate
 
     qrels = read_qrels(Path(data_dir), split)
     queries = read_queries(Path(data_dir))

@@ -23,6 +23,9 @@ from pathlib import Path
 
 from funnel.core.config import Config
 from funnel.core.errors import InputError
+from funnel.core.judgements import read_qrels
+from funnel.ranking.training.train_dense import train_dual_encoder
+
 
 
 
@@ -39,8 +42,6 @@ def train_fold_encoders(config: Config, data_dir: str | Path, k: int, out_dir: s
                         split: str = "train", dev_split: str = "dev", device: str = "auto",
                         progress: bool = True) -> Path:
     """Train the `k` out-of-fold query-tower encoders; returns the folder (see the module docstring)."""
-    from funnel.core.judgements import read_qrels
-    from funnel.ranking.training.train_dense import train_dual_encoder
 
     out = Path(out_dir) if out_dir else config.paths.dual_encoder_folds
     qrels = read_qrels(Path(data_dir), split)

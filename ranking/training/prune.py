@@ -42,9 +42,18 @@ from pathlib import Path
 import numpy as np
 
 from funnel.core.config import Config, PruneConfig
+from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
+from funnel.core.judgements import read_qrels, read_queries
+from funnel.core.store import DocumentStore
+from funnel.index.searcher import Bm25Retriever
 from funnel.ranking.models import heads as H
-from funnel.ranking.training.rerank_sets import RerankSet, evaluate_rerank, load_rerank_sets, score_pairs
+from funnel.ranking.models.backbone import load_tokenizer
+from funnel.ranking.models.cross_encoder import load_model, pair_text, read_meta, save_cross_encoder
+from funnel.ranking.training.optim import adamw_linear, update
+from funnel.ranking.training.rerank_sets import evaluate_rerank, load_rerank_sets, RerankSet, score_pairs
+from funnel.ranking.training.train_cross import listwise_loss, make_groups, mine_negatives
+
 
 log = logging.getLogger(__name__)
 
@@ -227,11 +236,6 @@ def pseudo_queries(store, n: int, rng: random.Random, min_words: int = 4) -> tup
 def recovery_data(config: Config, data_dir: str | Path) -> RecoveryData:
     """Groups of ``prune.recover_group_size`` (one positive, BM25 hard negatives) on ``prune.recover_split``,
     plus ``prune.recover_pseudo_queries`` title-query groups, shuffled together."""
-    from funnel.core.judgements import read_qrels, read_queries
-    from funnel.core.store import DocumentStore
-    from funnel.index.searcher import Bm25Retriever
-    from funnel.ranking.models.cross_encoder import pair_text
-    from funnel.ranking.training.train_cross import make_groups, mine_negatives
 
     pc = config.prune
     rng = random.Random(pc.seed)
@@ -281,9 +285,6 @@ def distill(student, teacher, tokenizer, config: Config, data: RecoveryData, max
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
-
-    from funnel.ranking.training.optim import adamw_linear, update
-    from funnel.ranking.training.train_cross import listwise_loss
 
     pc = config.prune
     torch.manual_seed(pc.seed + offset)
@@ -352,10 +353,6 @@ def check_prune_config(pc: PruneConfig) -> None:
 
 def load_inputs(config: Config, model_path: str | Path, data_dir: str | Path, device: str = "auto") -> PruneInputs:
     """Load the teacher (float32 on `device`: importance gradients and recovery need it) and the sets."""
-    from funnel.core.judgements import read_qrels
-    from funnel.core.device import resolve_device
-    from funnel.ranking.models.backbone import load_tokenizer
-    from funnel.ranking.models.cross_encoder import load_model, read_meta
 
     pc = config.prune
     dev, _ = resolve_device(device)
@@ -423,7 +420,6 @@ def prune_student(config: Config, inp: PruneInputs, data_dir: str | Path, *, tea
 def save_pruned(student, inp: PruneInputs, summary: dict, out_dir: str | Path) -> Path:
     """The pruned model as a cross-encoder folder; its meta is the teacher's plus ``pruning``.
     Moves `student` to the CPU."""
-    from funnel.ranking.models.cross_encoder import save_cross_encoder
 
     meta = {k: v for k, v in inp.meta.items() if k != "format_version"}
     save_cross_encoder(student.cpu(), inp.tokenizer, out_dir,

@@ -12,6 +12,12 @@ import numpy as np
 
 from funnel.core.config import Config
 from funnel.core.errors import InputError
+from funnel.core.judgements import read_qrels, read_queries
+from funnel.core.store import DocumentStore
+from funnel.index.searcher import Bm25Retriever
+from funnel.ranking.evaluate import evaluate
+from funnel.ranking.models.cross_encoder import pair_text
+
 
 
 @dataclass
@@ -27,10 +33,6 @@ class RerankSet:
 def load_rerank_sets(config: Config, data_dir: str | Path, split: str, depth: int,
                      max_queries: int = 0, seed: int = 0) -> list[RerankSet]:
     """BM25 top-`depth` of every judged query of ``DATA/qrels/SPLIT.tsv`` (optionally a seeded sample)."""
-    from funnel.core.judgements import read_qrels, read_queries
-    from funnel.core.store import DocumentStore
-    from funnel.index.searcher import Bm25Retriever
-    from funnel.ranking.models.cross_encoder import pair_text
 
     data_dir = Path(data_dir)
     qrels = read_qrels(data_dir, split)
@@ -71,8 +73,6 @@ def evaluate_rerank(model, tokenizer, sets: list[RerankSet], max_length: int, qr
     """nDCG@10 (and the other standard metrics) of re-ranking each set's candidates."""
     import torch
     from tqdm.auto import tqdm
-
-    from funnel.ranking.evaluate import evaluate
 
     model.eval()
     run = {}

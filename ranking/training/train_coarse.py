@@ -17,7 +17,17 @@ import numpy as np
 
 from funnel.core.config import Config
 from funnel.core.errors import InputError
-from funnel.ranking.serving.features import FEATURES, compute_features
+from funnel.core.judgements import read_qrels, read_queries
+from funnel.index.pagerank import load_pagerank
+from funnel.ranking.evaluate import evaluate
+from funnel.ranking.models.dual_encoder import resolve_model_path
+from funnel.ranking.serving.coarse import CoarseModel
+from funnel.ranking.serving.features import compute_features, FeatureContext, FEATURES
+from funnel.ranking.serving.pipeline import Pipeline
+from funnel.ranking.serving.recall import build_recall
+from funnel.ranking.serving.stages import Candidates, Request
+from funnel.ranking.training.cross_fit import read_folds
+
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +36,6 @@ def candidate_lists(recall, ctx, queries: dict[str, str], qrels: dict[str, dict[
                     *, progress: bool = True, desc: str = "features"):
     """(X (n, n_features) float32, y (n,) int, group sizes, qids, doc ids) over the judged queries."""
     from tqdm.auto import tqdm
-
-    from funnel.ranking.serving.stages import Candidates, Request
 
     Xs, ys, groups, qids, dids = [], [], [], [], []
     for qid in tqdm(sorted(qrels), desc=desc, disable=not progress):
@@ -50,8 +58,6 @@ def candidate_lists(recall, ctx, queries: dict[str, str], qrels: dict[str, dict[
 
 def _folds(config: Config):
     """HOME's out-of-fold encoders, or None (with a warning when a fine-tuned encoder makes that a leak)."""
-    from funnel.ranking.training.cross_fit import read_folds
-    from funnel.ranking.models.dual_encoder import resolve_model_path
 
     folds = read_folds(config.paths.dual_encoder_folds)
     if folds is None and (config.paths.dense_index / "manifest.json").exists() \
@@ -66,8 +72,6 @@ def _out_of_fold_lists(config: Config, folds, retriever, recall, ctx, queries, q
     """Training lists whose recall candidates and dense feature come from the fold encoder that never
     saw the query (`ranking.cross_fit`); queries outside every fold use the serving recall."""
     from dataclasses import replace
-
-    from funnel.ranking.serving.recall import build_recall
 
     fold_of, paths = folds
     plans = [(build_recall(replace(config, dense=replace(config.dense, model=str(p))), retriever=retriever,
@@ -98,11 +102,6 @@ def train_coarse(config: Config, data_dir: str | Path, out_dir: str | Path | Non
     """Train LambdaMART on HOME's recall candidates; save model.txt + meta.json into `out_dir`."""
     import lightgbm as lgb
 
-    from funnel.core.judgements import read_qrels, read_queries
-    from funnel.ranking.serving.coarse import CoarseModel
-    from funnel.ranking.evaluate import evaluate
-    from funnel.ranking.serving.pipeline import Pipeline
-
     cc = config.coarse
     data_dir = Path(data_dir)
     out_dir = Path(out_dir) if out_dir else config.paths.coarse_model
@@ -116,8 +115,6 @@ def train_coarse(config: Config, data_dir: str | Path, out_dir: str | Path | Non
     t0 = time.perf_counter()
     # The recall stage (and feature context) exactly as serving builds them.
     pipe = Pipeline.from_config(config, "cpu", stages=[])
-    from funnel.index.pagerank import load_pagerank
-    from funnel.ranking.serving.features import FeatureContext
 
     res = pipe.resources
     ctx = FeatureContext(res["retriever"], res["docs"], load_pagerank(config.paths.home))

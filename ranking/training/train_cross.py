@@ -21,7 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from funnel.core.config import Config, FineConfig
+from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
+from funnel.core.judgements import read_qrels, read_queries
+from funnel.core.store import DocumentStore
+from funnel.index.searcher import Bm25Retriever
+from funnel.ranking.models.backbone import load_tokenizer
+from funnel.ranking.models.ce_model import head_parameters
+from funnel.ranking.models.cross_encoder import build_cross_encoder, META, pair_text, save_cross_encoder
+from funnel.ranking.training.optim import adamw_linear, update
+from funnel.ranking.training.rerank_sets import evaluate_rerank, load_rerank_sets
+
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +96,6 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     """
     import torch
     from tqdm.auto import tqdm
-
-    from funnel.core.judgements import read_qrels, read_queries
-    from funnel.core.device import resolve_device
-    from funnel.core.store import DocumentStore
-    from funnel.index.searcher import Bm25Retriever
-    from funnel.ranking.models.backbone import load_tokenizer
-    from funnel.ranking.models.ce_model import head_parameters
-    from funnel.ranking.models.cross_encoder import META, build_cross_encoder, pair_text, save_cross_encoder
-    from funnel.ranking.training.optim import adamw_linear, update
-    from funnel.ranking.training.rerank_sets import evaluate_rerank, load_rerank_sets
 
     fc: FineConfig = config.fine
     if fc.group_size < 2:

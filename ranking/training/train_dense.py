@@ -36,7 +36,16 @@ from pathlib import Path
 import numpy as np
 
 from funnel.core.config import Config, TrainDenseConfig
+from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
+from funnel.core.judgements import read_qrels, read_queries
+from funnel.core.store import DocumentStore
+from funnel.index.searcher import Bm25Retriever
+from funnel.index.vectors import exact_search, read_manifest, VectorIndex
+from funnel.ranking.evaluate import evaluate
+from funnel.ranking.models.dual_encoder import build_dual_encoder, doc_text, save_dual_encoder, tower_fingerprint
+from funnel.ranking.training.optim import adamw_linear, update
+
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +153,6 @@ def batch_tensors(batch, judged: dict[str, set[str]]):
 def evaluate_dense(model, doc_ids: list[str], doc_vecs: np.ndarray, queries: dict[str, str],
                    qrels: dict[str, dict[str, int]], k: int = 100, batch_size: int = 64) -> dict[str, float]:
     """Exact dense retrieval of `qrels`' queries against (doc_ids, doc_vecs): nDCG@10, R@100, ..."""
-    from funnel.index.vectors import exact_search
-    from funnel.ranking.evaluate import evaluate
 
     qids = sorted(q for q in qrels if q in queries)
     qv = model.encode_queries([queries[q] for q in qids], batch_size)  # (nq, dim)
@@ -157,7 +164,6 @@ def evaluate_dense(model, doc_ids: list[str], doc_vecs: np.ndarray, queries: dic
 def _doc_vectors(config: Config, model, tower_hash: str, doc_ids: list[str], texts: list[str], batch_size: int,
                  progress: bool) -> np.ndarray:
     """Frozen-tower document vectors: from HOME's vector index when the same tower made it, else encoded."""
-    from funnel.index.vectors import read_manifest, VectorIndex
 
     vdir = config.paths.dense_index
     manifest = read_manifest(vdir)
@@ -187,13 +193,6 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
     """
     import torch
     from tqdm.auto import tqdm
-
-    from funnel.core.judgements import read_qrels, read_queries
-    from funnel.core.device import resolve_device
-    from funnel.core.store import DocumentStore
-    from funnel.index.searcher import Bm25Retriever
-    from funnel.ranking.models.dual_encoder import build_dual_encoder, doc_text, save_dual_encoder, tower_fingerprint
-    from funnel.ranking.training.optim import adamw_linear, update
 
     tc: TrainDenseConfig = config.train_dense
     if tc.towers not in ("auto", "shared", "query"):

@@ -14,8 +14,8 @@ from funnel.pipelines.site_files import load_site, parse_page
 pytestmark = pytest.mark.spark
 
 PAGES = {
-    "funnel.index.html": '<title>Home</title><a href="a.html">A</a> <a href="b/c.html#x">C</a> <a href="http://x.org/">out</a>',
-    "a.html": '<title>Alpha</title><p>alpha apples</p><a href="funnel.index.html">home</a><a href="a.html">self</a>',
+    "index.html": '<title>Home</title><a href="a.html">A</a> <a href="b/c.html#x">C</a> <a href="http://x.org/">out</a>',
+    "a.html": '<title>Alpha</title><p>alpha apples</p><a href="index.html">home</a><a href="a.html">self</a>',
     "b/c.html": '<title>Gamma</title><script>var s="hidden";</script>gamma <a href="../index.html?q=1">up</a>'
                 '<a href="../index.html">up again</a>',
     "b/d.html": "<title>Delta</title>delta has no links",
