@@ -1,50 +1,69 @@
-"""The cross-encoder's model classes, by pooling (recorded as ``funnel_pooling`` in config.json).
+"""The cross-encoder's configuration: pooling, the Hugging Face config of a new or saved model, and
+which parameters form its head. The model class itself is `modeling_funnel_ce.FunnelCrossEncoder`
+(a file of its own, copied into every saved model so that other tools load it).
 
-- ``"cls"``: `transformers.BertForSequenceClassification` as it is: BERT's pooler on the [CLS] state,
-  then the linear head.
-- ``"mean"`` (the default for new models): the same weights and head over the mean of the last layer's
-  token states, padding excluded. MiniLM was trained as a sentence encoder through mean pooling, so
-  its [CLS] state carries little and a [CLS] head starts from near-constant scores; the mean starts
-  from features that already vary with the text. On SciFact (2-core CPU, lr 1e-4, head 1e-3) the
-  listwise loss left its ln(4) plateau within ~25 steps, against ~75 for [CLS] at lr 3e-5.
+Pooling (``fine.pooling``, recorded as ``funnel_pooling`` in config.json):
 
-Imported only where a cross-encoder is built or loaded (it imports transformers).
+- ``"mean"`` (the default for new models): the head over the mean of the last layer's token states,
+  padding excluded. MiniLM was trained as a sentence encoder through mean pooling, so its [CLS] state
+  carries little and a [CLS] head starts from near-constant scores; the mean starts from features
+  that already vary with the text (`benchmarks/results/train_cross_encoder.jsonl`).
+- ``"cls"``: BERT's pooler on the [CLS] state, as `transformers.BertForSequenceClassification`
+  (also what models saved before pooling was recorded use).
 """
 from __future__ import annotations
 
-from transformers import BertForSequenceClassification
-from transformers.modeling_outputs import SequenceClassifierOutput
+import json
+from pathlib import Path
 
 from funnel.core.errors import InputError
+from funnel.ranking.models.modeling_funnel_ce import POOLINGS, FunnelCrossEncoderConfig
 
 POOLING_KEY = "funnel_pooling"
-POOLINGS = ("cls", "mean")
+# ST's CrossEncoder applies a sigmoid to one-label models unless told otherwise: Funnel scores are logits
+ST_CONFIG = {"activation_fn": "torch.nn.modules.linear.Identity"}
+# config.json keys that name a class or format rather than describe the network
+_NOT_ARCHITECTURE = ("model_type", "architectures", "auto_map", "transformers_version", "_name_or_path",
+                     "sentence_transformers")
+LEGACY_ARCHITECTURES = ("BertForSequenceClassification", "MeanPoolBertForSequenceClassification")
 
 
-class MeanPoolBertForSequenceClassification(BertForSequenceClassification):
-    """`BertForSequenceClassification` scoring the masked mean of the last hidden states."""
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, output_attentions=None,
-                output_hidden_states=None, **unused) -> SequenceClassifierOutput:
-        out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        h = out.last_hidden_state  # (batch, seq, hidden)
-        if attention_mask is None:
-            pooled = h.mean(1)
-        else:
-            m = attention_mask.unsqueeze(-1).to(h.dtype)  # (batch, seq, 1)
-            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
-        logits = self.classifier(self.dropout(pooled))  # (batch, num_labels)
-        return SequenceClassifierOutput(logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+def check_pooling(pooling: str) -> str:
+    if pooling not in POOLINGS:
+        raise InputError(f"fine.pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    return pooling
 
 
-def model_class(pooling: str):
-    """The class that implements `pooling` ("cls" or "mean")."""
-    if pooling == "cls":
-        return BertForSequenceClassification
-    if pooling == "mean":
-        return MeanPoolBertForSequenceClassification
-    raise InputError(f"fine.pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+def new_config(backbone_config, pooling: str) -> FunnelCrossEncoderConfig:
+    """A one-logit cross-encoder config over `backbone_config`'s BERT encoder."""
+    fields = {k: v for k, v in backbone_config.to_dict().items() if k not in _NOT_ARCHITECTURE}
+    config = FunnelCrossEncoderConfig(funnel_pooling=check_pooling(pooling), **fields)
+    config.num_labels = 1
+    config.problem_type = "regression"  # one logit; the loss is computed by the trainer anyway
+    config.sentence_transformers = dict(ST_CONFIG)
+    return config
+
+
+def saved_config(path: Path) -> FunnelCrossEncoderConfig:
+    """The config of a saved cross-encoder: Funnel's own format, or a folder saved before it (a stock
+    `BertForSequenceClassification`, with or without ``funnel_pooling``; pruned ones too)."""
+    config_file = path / "config.json"
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{config_file}: cannot read the model config ({exc})") from None
+    archs = set(raw.get("architectures") or [])
+    if raw.get("model_type") != FunnelCrossEncoderConfig.model_type and not archs & set(LEGACY_ARCHITECTURES):
+        raise InputError(f"{path}: not a cross-encoder (config.json names {sorted(archs) or raw.get('model_type')}, "
+                         f"expected a Funnel cross-encoder or BertForSequenceClassification)")
+    fields = {k: v for k, v in raw.items() if k not in _NOT_ARCHITECTURE}
+    fields.setdefault(POOLING_KEY, "cls")  # saved before pooling was recorded: stock BERT
+    try:
+        config = FunnelCrossEncoderConfig(**fields)
+    except ValueError as exc:
+        raise InputError(f"{config_file}: {exc}") from None
+    config.sentence_transformers = dict(ST_CONFIG)
+    return config
 
 
 def head_parameters(model) -> list:
@@ -52,8 +71,3 @@ def head_parameters(model) -> list:
     classifier, which start (partly) random and train at ``fine.head_learning_rate``."""
     return [p for n, p in model.named_parameters() if p.requires_grad
             and not n.startswith(("bert.encoder.", "bert.embeddings."))]
-
-
-def class_of(config) -> type:
-    """The class of a saved cross-encoder's config (models saved before pooling was recorded: "cls")."""
-    return model_class(getattr(config, POOLING_KEY, "cls"))

@@ -1,15 +1,20 @@
 """The fine stage's model: a transformer cross-encoder reads "[CLS] query [SEP] document [SEP]" and
 scores the pair; `funnel.ranking.serving.fine` runs it on the coarse ranker's top few candidates.
 
-The model is a `transformers.BertForSequenceClassification(num_labels=1)`, by default with its head over
-mean-pooled token states (`ranking.ce_model`; ``fine.pooling``), initialised from a
-backbone of `ranking.backbone` (MiniLM for real use, the tiny random config for tests), saved with
-``save_pretrained`` (safetensors) and loaded only through `load_cross_encoder`, the one loader (the
-pruning stage extends it for models whose layers keep different numbers of heads).
+The model is a `modeling_funnel_ce.FunnelCrossEncoder`: a `BertForSequenceClassification(num_labels=1)`,
+by default with its head over mean-pooled token states (`ce_model`; ``fine.pooling``), initialised
+from a backbone of `backbone` (MiniLM for real use, the tiny random config for tests), saved with
+``save_pretrained`` (safetensors) and loaded only through `load_cross_encoder` / `load_model`, which
+also rebuild pruned models whose layers keep different numbers of heads.
 
 Files of a cross-encoder folder (``HOME/models/cross-encoder/``)
 -----------------------------------------------------------------
-- ``config.json`` + ``model.safetensors``: the Hugging Face model (one logit per pair);
+- ``config.json`` (``model_type`` ``funnel-cross-encoder``, ``auto_map``, ``funnel_pooling``, for a pruned
+  model ``funnel_heads_kept`` / ``funnel_intermediate_sizes``) + ``model.safetensors``: the Hugging
+  Face model (one logit per pair);
+- ``modeling_funnel_ce.py``: the model class, so that
+  ``AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=True)`` and
+  ``sentence_transformers.CrossEncoder(DIR, trust_remote_code=True)`` give Funnel's scores;
 - tokenizer files (``tokenizer.json``, ``vocab.txt``, ...): MiniLM's WordPiece vocabulary;
 - ``funnel_meta.json``: ``format_version`` (1), ``max_length``, the training config and log summary.
 """
@@ -25,10 +30,9 @@ import numpy as np
 from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
 from funnel.ranking.models.backbone import load_backbone, load_tokenizer, model_folder
-from funnel.ranking.models.ce_model import class_of, model_class, POOLING_KEY
-from funnel.ranking.models.heads import load_pruned
+from funnel.ranking.models.ce_model import ST_CONFIG, new_config, saved_config
+from funnel.ranking.models.modeling_funnel_ce import FunnelCrossEncoder
 from funnel.ranking.models.quantize import check_cpu_dtype, quantize_int8
-
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +41,17 @@ FORMAT_VERSION = 1
 
 
 def build_cross_encoder(backbone: str | Path = "minilm", *, seed: int = 0, pooling: str = "mean"):
-    """A new `BertForSequenceClassification(num_labels=1)` whose encoder carries the backbone's weights.
+    """A new `FunnelCrossEncoder` (one logit) whose encoder carries the backbone's weights.
 
-    `pooling` ("mean" or "cls", see `ranking.ce_model`) is recorded in the config. The classification
-    head (and the pooler, when the backbone has none) starts random.
+    `pooling` ("mean" or "cls", see `funnel.ranking.models.ce_model`) is recorded in the config. The
+    classification head (and the pooler, when the backbone has none) starts random.
     """
     import torch
 
-    cls = model_class(pooling)
     encoder = load_backbone(backbone, seed=seed)
-    config = encoder.config
-    config.num_labels = 1
-    config.problem_type = "regression"  # one logit; the loss is computed by the trainer anyway
-    setattr(config, POOLING_KEY, pooling)
+    config = new_config(encoder.config, pooling)
     torch.manual_seed(seed)
-    model = cls(config)
+    model = FunnelCrossEncoder(config)
     missing, unexpected = model.bert.load_state_dict(encoder.state_dict(), strict=False)
     if unexpected or any(not k.startswith("pooler.") for k in missing):
         raise InputError(f"backbone {backbone}: weights do not fit a BERT encoder "
@@ -127,26 +127,39 @@ def load_cross_encoder(path: str | Path, device: str = "auto", *, dtype: str = "
 
 
 def load_model(path: str | Path):
-    """The model of a cross-encoder folder, of the class its config's pooling names (float32, eval mode).
+    """The `FunnelCrossEncoder` of a cross-encoder folder (float32, eval mode).
 
-    `ranking.heads.load_pruned` rebuilds models whose layers keep different numbers of heads
-    (``funnel prune``); unpruned folders go through ``from_pretrained`` as usual.
+    Reads Funnel's format and folders saved before it (stock `BertForSequenceClassification`, with or
+    without ``funnel_pooling``); pruned models get their per-layer shapes from the config before the
+    weights load. Every tensor must fit (a checkpoint may omit the pooler a mean-pooled head never used).
     """
-    from transformers import AutoConfig
+    from safetensors.torch import load_file
 
     path = model_folder(path, "a cross-encoder", "train one with `funnel train cross-encoder`")
-    config = AutoConfig.from_pretrained(str(path))
-    if not {"BertForSequenceClassification", "MeanPoolBertForSequenceClassification"} & set(config.architectures or []):
-        raise InputError(f"{path}: not a cross-encoder (config.json names {config.architectures}, "
-                         f"expected BertForSequenceClassification)")
-    return load_pruned(path, class_of(config)).eval()
+    config = saved_config(path)
+    weights = path / "model.safetensors"
+    if not weights.exists():
+        raise InputError(f"{path}: no model.safetensors (a cross-encoder folder holds config.json, "
+                         f"model.safetensors and the tokenizer files)")
+    model = FunnelCrossEncoder(config)
+    state = {k: v.float() for k, v in load_file(str(weights)).items()}  # fp16 copies from a GPU machine too
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if ".pooler." not in f".{k}"]
+    if missing or unexpected:
+        raise InputError(f"{weights}: weights do not fit the shapes in config.json "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.float().eval()
 
 
 def save_cross_encoder(model, tokenizer, out_dir: str | Path, meta: dict) -> Path:
-    """Save model (safetensors), tokenizer and ``funnel_meta.json`` into `out_dir`."""
+    """Save model (safetensors, with `modeling_funnel_ce.py` for other tools), tokenizer and
+    ``funnel_meta.json`` into `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out), safe_serialization=True)
+    if not isinstance(model, FunnelCrossEncoder):
+        raise InputError(f"save_cross_encoder: expected a FunnelCrossEncoder, got {type(model).__name__}")
+    model.config.sentence_transformers = dict(ST_CONFIG)
+    model.save_pretrained(str(out), safe_serialization=True)  # copies modeling_funnel_ce.py, writes auto_map
     tokenizer.save_pretrained(str(out))
     (out / META).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2), encoding="utf-8")
     return out

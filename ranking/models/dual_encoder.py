@@ -5,15 +5,20 @@ so relevance is a dot product. Feeds `index.vectors` (document embeddings, via `
 - Towers: one shared BERT by default (queries and documents use the same weights, which works best
   with little training data); ``shared=False`` keeps a separate document tower.
 - Pooling: the attention-masked mean of the last hidden states (what all-MiniLM-L6-v2 was trained
-  with), then L2 normalisation, so the dot product is the cosine.
+  with; a loaded sentence-transformers model's own ``cls`` or ``max`` pooling is honoured), then L2
+  normalisation, so the dot product is the cosine.
+- Prompts: a loaded model's ``query`` / ``document`` prompts (e.g. BGE's query instruction) are
+  prepended to the text before tokenizing.
 - Text of a document: ``title + ". " + text`` (`doc_text`), truncated to ``doc_max_len`` tokens.
 
-Files (a model folder, written by `save_dual_encoder`, read by `load_dual_encoder`):
-- ``config.json``, ``model.safetensors``, tokenizer files: the (query) tower in Hugging Face format,
-  written by `ranking.backbone.save_backbone`;
-- ``doc_tower/`` (only when the towers are not shared): the document tower, same format;
-- ``dual_encoder.json``: ``{"format": 1, "kind": "dual-encoder", "shared": bool, "pooling": "mean",
+Files (a model folder, written by `save_dual_encoder`, read by `load_dual_encoder`): a
+sentence-transformers model (`st_format`: shared towers at the root, or a Router with
+``query_0_Transformer/`` and ``document_0_Transformer/``), so that
+``SentenceTransformer(DIR).encode_query`` / ``encode_document`` (``encode`` = documents) give
+Funnel's vectors, plus
+- ``dual_encoder.json``: ``{"format": 2, "kind": "dual-encoder", "shared": bool, "pooling": str,
   "normalize": true, "query_max_len": int, "doc_max_len": int, "dim": int, ...training metadata}``.
+Format 1 folders (the query tower at the root, ``doc_tower/`` beside it) still load.
 """
 from __future__ import annotations
 
@@ -27,10 +32,12 @@ from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
 from funnel.core.store import DocumentStore
 from funnel.index.vectors import read_manifest, VectorIndexWriter
-from funnel.ranking.models.backbone import load_backbone, load_tokenizer, model_folder, save_backbone
+from funnel.ranking.models.backbone import load_backbone, load_tokenizer, model_folder
+from funnel.ranking.models.st_format import (POOLINGS, is_sentence_transformer, read_sentence_transformer,
+                                            save_sentence_transformer)
 
 
-FORMAT = 1
+FORMAT = 2
 META_FILE = "dual_encoder.json"
 
 
@@ -48,6 +55,16 @@ def mean_pool(hidden, mask):
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
+def pool(hidden, mask, mode: str):
+    """(batch, seq, dim) token states -> (batch, dim) by `mode`: "mean", "cls" (first token) or "max"."""
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "max":
+        masked = hidden.masked_fill(mask.unsqueeze(-1) == 0, float("-inf"))  # padding never wins
+        return masked.max(1).values
+    return mean_pool(hidden, mask)
+
+
 def _module_base():
     import torch
 
@@ -63,13 +80,18 @@ class DualEncoder(_module_base()):
     """
 
     def __init__(self, query_tower, tokenizer, *, doc_tower=None, query_max_len: int = 64,
-                 doc_max_len: int = 256):
+                 doc_max_len: int = 256, pooling: str = "mean", query_prompt: str = "", doc_prompt: str = ""):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise InputError(f"dual encoder pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.query_tower = query_tower
         self.doc_tower = doc_tower  # None: shared with the query tower
         self.tokenizer = tokenizer
         self.query_max_len = query_max_len
         self.doc_max_len = doc_max_len
+        self.pooling = pooling
+        self.query_prompt = query_prompt  # prepended to every query (e.g. a BGE-style instruction)
+        self.doc_prompt = doc_prompt
 
     @property
     def shared(self) -> bool:
@@ -95,7 +117,7 @@ class DualEncoder(_module_base()):
         batch = {k: v.to(self.device) for k, v in batch.items()}
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                     token_type_ids=batch.get("token_type_ids"))
-        pooled = mean_pool(out.last_hidden_state, batch["attention_mask"])  # (batch, dim)
+        pooled = pool(out.last_hidden_state, batch["attention_mask"], self.pooling)  # (batch, dim)
         return F.normalize(pooled.float(), dim=-1)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, device=None, *, kind: str = "doc",
@@ -113,7 +135,8 @@ class DualEncoder(_module_base()):
             self.to(device)
         max_len = self.doc_max_len if kind == "doc" else self.query_max_len
         tower = "doc" if kind == "doc" else "query"
-        texts = list(texts)
+        prompt = self.doc_prompt if kind == "doc" else self.query_prompt
+        texts = [prompt + t for t in texts] if prompt else list(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")
         was_training = self.training
@@ -151,12 +174,12 @@ def build_dual_encoder(backbone: str | Path = "minilm", *, shared: bool = True, 
 
 def save_dual_encoder(model: DualEncoder, out_dir: str | Path, meta: dict | None = None) -> Path:
     """Write the model folder (see the module docstring). Returns the folder."""
-
     out = Path(out_dir)
-    save_backbone(model.query_tower, model.tokenizer, out)
-    if model.doc_tower is not None:
-        save_backbone(model.doc_tower, None, out / "doc_tower")
-    info = {"format": FORMAT, "kind": "dual-encoder", "shared": model.shared, "pooling": "mean",
+    out.mkdir(parents=True, exist_ok=True)
+    save_sentence_transformer(model.query_tower, model.doc_tower, model.tokenizer, out, pooling=model.pooling,
+                              query_max_len=model.query_max_len, doc_max_len=model.doc_max_len,
+                              query_prompt=model.query_prompt, doc_prompt=model.doc_prompt)
+    info = {"format": FORMAT, "kind": "dual-encoder", "shared": model.shared, "pooling": model.pooling,
             "normalize": True, "query_max_len": model.query_max_len, "doc_max_len": model.doc_max_len,
             "dim": model.dim, **(meta or {})}
     (out / META_FILE).write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
@@ -170,26 +193,55 @@ def read_meta(path: str | Path) -> dict:
     return json.loads(p.read_text(encoding="utf-8"))
 
 
+def _hub_folder(name: str) -> Path:
+    """A hub id ("org/model") downloaded to the local cache: only when the user allows network access
+    (Funnel runs with HF_HUB_OFFLINE=1 unless it is set otherwise)."""
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise InputError(f"{name}: no such folder; to fetch it from the Hugging Face hub run with "
+                         f"HF_HUB_OFFLINE=0 on a machine that is online")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name))
+    except Exception as exc:  # network, unknown repo, auth: all one message to the user
+        raise InputError(f"{name}: cannot fetch from the Hugging Face hub ({exc})") from None
+
+
 def load_dual_encoder(path: str | Path = "minilm", device: str = "auto") -> DualEncoder:
-    """Load a saved dual encoder, or start from a backbone ("minilm" = zero-shot all-MiniLM-L6-v2, "tiny").
+    """Load a dual encoder: "minilm" (zero-shot all-MiniLM-L6-v2), "tiny", a folder Funnel saved, any
+    sentence-transformers folder (its pooling, prompts and towers as it declares them), a plain Hugging
+    Face BERT folder (mean pooling, shared towers), or a hub id when the machine is online.
 
-    A plain backbone folder without ``dual_encoder.json`` loads as a shared-tower model with the
-    default lengths. The model is put on `device` (resolved by `funnel.device.resolve_device`).
+    Lengths come from ``dual_encoder.json`` when present, else from the folder's own maximum (queries:
+    at most 64 tokens). The model is put on `device` (`funnel.core.device.resolve_device`).
     """
-
     dev, _ = resolve_device(device)
     name = str(path)
     if name in ("minilm", "tiny"):
         model = build_dual_encoder(name)
     else:
-        p = model_folder(path, "a dual-encoder folder", "train one with `funnel train dual-encoder` or pass 'minilm'")
+        p = Path(path)
+        if not p.exists() and name.count("/") == 1 and not name.startswith((".", "/")):
+            p = _hub_folder(name)
         meta = read_meta(p)
         if meta and meta.get("format", FORMAT) > FORMAT:
             raise InputError(f"{p / META_FILE}: format {meta['format']} is newer than this Funnel reads ({FORMAT})")
-        doc_tower = load_backbone(p / "doc_tower") if meta.get("shared") is False else None
-        model = DualEncoder(load_backbone(p), load_tokenizer(p), doc_tower=doc_tower,
-                            query_max_len=int(meta.get("query_max_len", 64)),
-                            doc_max_len=int(meta.get("doc_max_len", 256)))
+        if is_sentence_transformer(p):
+            spec = read_sentence_transformer(p)
+            doc_tower = None if spec.shared else load_backbone(spec.document.folder)
+            model = DualEncoder(load_backbone(spec.query.folder), load_tokenizer(spec.query.folder),
+                                doc_tower=doc_tower, pooling=spec.query.pooling,
+                                query_prompt=spec.query_prompt, doc_prompt=spec.doc_prompt,
+                                query_max_len=int(meta.get("query_max_len") or min(spec.query.max_length or 64, 64)),
+                                doc_max_len=int(meta.get("doc_max_len") or spec.document.max_length or 256))
+        else:  # format 1, or a plain Hugging Face folder
+            p = model_folder(p, "a dual-encoder folder", "train one with `funnel train dual-encoder` or pass 'minilm'")
+            doc_tower = load_backbone(p / "doc_tower") if meta.get("shared") is False else None
+            model = DualEncoder(load_backbone(p), load_tokenizer(p), doc_tower=doc_tower,
+                                query_max_len=int(meta.get("query_max_len", 64)),
+                                doc_max_len=int(meta.get("doc_max_len", 256)))
     model.eval()
     return model.to(dev)
 
@@ -213,7 +265,7 @@ def resolve_model_path(config) -> str:
     if config.dense.model:
         return config.dense.model
     trained = config.paths.dual_encoder
-    return str(trained) if (trained / "config.json").exists() else "minilm"
+    return str(trained) if (trained / META_FILE).exists() else "minilm"
 
 
 def embed_store(config, model: str | None = None, *, rebuild: bool = False, progress: bool = True) -> dict:

@@ -14,7 +14,6 @@ Every stage appends a `StageTrace` (its ranked ids, scores, milliseconds) to the
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +34,6 @@ from funnel.ranking.serving.recall import build_recall
 from funnel.ranking.serving.rerank import Reranker
 from funnel.ranking.serving.stages import Candidates, Request
 
-
-# LightGBM and torch share libgomp; with its default spin-waiting, threads left spinning after one
-# library's parallel region starve the other's on a small machine (measured on 2 cores: hybrid
-# recall 12 ms -> 230 ms p50 once the coarse stage had run). Passive waiting must be set before
-# libgomp loads, i.e. before torch or lightgbm is imported, which pipeline.py does lazily.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 log = logging.getLogger(__name__)
 

@@ -68,7 +68,7 @@ def read_folds(folder: str | Path) -> tuple[dict[str, int], list[Path]] | None:
         return None
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     paths = [folder / f"fold-{i}" for i in range(int(meta["k"]))]
-    missing = [p for p in paths if not (p / "config.json").exists()]
+    missing = [p for p in paths if not (p / "dual_encoder.json").exists()]
     if missing:
         raise InputError(f"{meta_file}: fold model {missing[0]} is missing; retrain with --folds")
     return {q: int(f) for q, f in meta["fold_of"].items()}, paths
