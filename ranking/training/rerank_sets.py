@@ -55,9 +55,12 @@ def load_rerank_sets(config: Config, data_dir: str | Path, split: str, depth: in
 
 
 def score_pairs(model, tokenizer, query: str, texts: list[str], max_length: int, batch_size: int = 32):
-    """Cross-encoder logits (n,) for one query and its documents; keeps the autograd graph."""
+    """Cross-encoder logits (n,) for one query and its documents; keeps the autograd graph.
+    No documents (a query BM25 found nothing for) gives an empty (0,) tensor."""
     import torch
 
+    if not texts:
+        return torch.zeros(0, device=model.device)
     out = []
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
@@ -70,7 +73,8 @@ def score_pairs(model, tokenizer, query: str, texts: list[str], max_length: int,
 
 def evaluate_rerank(model, tokenizer, sets: list[RerankSet], max_length: int, qrels, *,
                     progress: bool = False) -> dict[str, float]:
-    """nDCG@10 (and the other standard metrics) of re-ranking each set's candidates."""
+    """nDCG@10 (and the other standard metrics) of re-ranking each set's candidates; a set without
+    candidates is an empty ranking (it scores 0, as it does for the funnel)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -78,6 +82,9 @@ def evaluate_rerank(model, tokenizer, sets: list[RerankSet], max_length: int, qr
     run = {}
     with torch.inference_mode():
         for s in tqdm(sets, desc="evaluate", unit="query", disable=not progress):
+            if not s.doc_ids:
+                run[s.qid] = {}
+                continue
             scores = score_pairs(model, tokenizer, s.query, s.texts, max_length).float().cpu().numpy()
             run[s.qid] = {d: float(x) for d, x in zip(s.doc_ids, scores)}
     return evaluate(run, {q: qrels[q] for q in run})

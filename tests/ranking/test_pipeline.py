@@ -206,3 +206,15 @@ def test_fine_model_is_chosen_by_configuration(trained_home, tmp_path):
         assert pipe.stage_names == ["bm25", "coarse", "fine", "rerank"]
     finally:
         pipe.close()
+
+
+def test_a_query_without_candidates_passes_every_stage(trained_home):
+    """Nothing matches: every stage (coarse, fine, rerank) gets and returns empty candidates."""
+    pipe = Pipeline.from_config(small_config(trained_home), "cpu")
+    try:
+        res = pipe.search("xyzzyq plughw", 5)
+        out = evaluate_pipeline(pipe, {"q": "xyzzyq plughw"}, {"q": {"doc": 1}}, k=10, progress=False)
+    finally:
+        pipe.close()
+    assert len(res.doc_ids) == 0 and [t.stage for t in res.trace] == pipe.stage_names
+    assert all(row["nDCG@10"] == 0.0 for row in out["stages"])
