@@ -51,12 +51,20 @@ def tiny_config(**overrides):
 
 
 def load_tokenizer(name_or_path: str | Path = "minilm"):
+    import transformers
     from transformers import AutoTokenizer
 
     path = minilm_path() if str(name_or_path) in ("minilm", "tiny") else Path(name_or_path)
     if not (path / "tokenizer.json").exists() and not (path / "vocab.txt").exists():
         path = minilm_path()  # models saved without a tokenizer use MiniLM's (same vocabulary)
-    return AutoTokenizer.from_pretrained(str(path))
+    # A Funnel cross-encoder's config.json names its own model class (auto_map); the tokenizer is a stock
+    # one, so no code from the folder runs and the "model of type ..." notice is noise
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
 
 
 def load_backbone(name_or_path: str | Path = "minilm", *, seed: int = 0):

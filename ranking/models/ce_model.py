@@ -56,12 +56,18 @@ def saved_config(path: Path) -> FunnelCrossEncoderConfig:
     if raw.get("model_type") != FunnelCrossEncoderConfig.model_type and not archs & set(LEGACY_ARCHITECTURES):
         raise InputError(f"{path}: not a cross-encoder (config.json names {sorted(archs) or raw.get('model_type')}, "
                          f"expected a Funnel cross-encoder or BertForSequenceClassification)")
-    fields = {k: v for k, v in raw.items() if k not in _NOT_ARCHITECTURE}
-    fields.setdefault(POOLING_KEY, "cls")  # saved before pooling was recorded: stock BERT
     try:
-        config = FunnelCrossEncoderConfig(**fields)
+        return config_from_dict(raw)
     except ValueError as exc:
         raise InputError(f"{config_file}: {exc}") from None
+
+
+def config_from_dict(raw: dict) -> FunnelCrossEncoderConfig:
+    """A Funnel cross-encoder config from a BERT config's dict (a stock one reads as ``cls`` pooling)."""
+    fields = {k: v for k, v in raw.items() if k not in _NOT_ARCHITECTURE}
+    fields.setdefault(POOLING_KEY, "cls")  # saved before pooling was recorded: stock BERT
+    fields[POOLING_KEY] = fields[POOLING_KEY] or "cls"
+    config = FunnelCrossEncoderConfig(**fields)
     config.sentence_transformers = dict(ST_CONFIG)
     return config
 

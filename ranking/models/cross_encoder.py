@@ -30,7 +30,7 @@ import numpy as np
 from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
 from funnel.ranking.models.backbone import load_backbone, load_tokenizer, model_folder
-from funnel.ranking.models.ce_model import ST_CONFIG, new_config, saved_config
+from funnel.ranking.models.ce_model import ST_CONFIG, config_from_dict, new_config, saved_config
 from funnel.ranking.models.modeling_funnel_ce import FunnelCrossEncoder
 from funnel.ranking.models.quantize import check_cpu_dtype, quantize_int8
 
@@ -151,13 +151,24 @@ def load_model(path: str | Path):
     return model.float().eval()
 
 
+def as_funnel_cross_encoder(model):
+    """`model` as a `FunnelCrossEncoder` (same weights): a stock `BertForSequenceClassification`, pruned
+    or not, becomes one with ``cls`` pooling, so every saved cross-encoder has one format."""
+    if isinstance(model, FunnelCrossEncoder):
+        return model
+    if not hasattr(model, "bert") or not hasattr(model, "classifier"):
+        raise InputError(f"save_cross_encoder: expected a BERT sequence classifier, got {type(model).__name__}")
+    out = FunnelCrossEncoder(config_from_dict(model.config.to_dict()))
+    out.load_state_dict(model.state_dict(), strict=True)
+    return out.to(next(model.parameters()).device).train(model.training)
+
+
 def save_cross_encoder(model, tokenizer, out_dir: str | Path, meta: dict) -> Path:
     """Save model (safetensors, with `modeling_funnel_ce.py` for other tools), tokenizer and
     ``funnel_meta.json`` into `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if not isinstance(model, FunnelCrossEncoder):
-        raise InputError(f"save_cross_encoder: expected a FunnelCrossEncoder, got {type(model).__name__}")
+    model = as_funnel_cross_encoder(model)
     model.config.sentence_transformers = dict(ST_CONFIG)
     model.save_pretrained(str(out), safe_serialization=True)  # copies modeling_funnel_ce.py, writes auto_map
     tokenizer.save_pretrained(str(out))

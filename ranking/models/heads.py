@@ -30,6 +30,7 @@ from pathlib import Path
 
 from funnel.core.errors import InputError
 from funnel.ranking.models.backbone import model_folder
+from funnel.ranking.models.modeling_funnel_ce import FunnelCrossEncoder, FunnelCrossEncoderConfig
 
 
 PRUNE_FORMAT = 1
@@ -228,6 +229,9 @@ def load_pruned(path: str | Path, model_class=None):
     from transformers import AutoConfig
 
     path = model_folder(path)
+    if json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type") == FunnelCrossEncoderConfig.model_type:
+        # Funnel's cross-encoder records its per-layer shapes itself (`modeling_funnel_ce`)
+        return FunnelCrossEncoder.from_pretrained(str(path), dtype=torch.float32).eval()
     config = AutoConfig.from_pretrained(str(path))
     if model_class is None:
         arch = (config.architectures or ["BertModel"])[0]

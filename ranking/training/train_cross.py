@@ -2,10 +2,17 @@
 and hard negatives from BM25, on a BEIR folder's ``train`` judgements. Feeds `ranking.cross_encoder`.
 
 Each training group is (query, positive, n-1 negatives); the loss is the cross-entropy of the
-softmax over the group's logits with the positive as the target class, which trains the model
-to order candidates (what it is used for) rather than to calibrate pair-wise probabilities.
-Negatives are drawn from the top of BM25's results for the query and never include a document
-judged relevant for it, so the model learns the hard distinctions the funnel asks of it.
+softmax over the group's logits against target probabilities proportional to each document's gain
+2^grade - 1 (ListNet with graded targets), which trains the model to order candidates (what it is
+used for) rather than to calibrate pair-wise probabilities. Negatives are drawn from the top of
+BM25's results for the query, never a document judged relevant for it, plus the documents judged
+for it with a lower grade than the group's positive: with 0/1/2 judgements a grade-2 positive is
+taught to rank above a grade-1 one, which keeps a quarter of the target (gain 1 against 3). With
+binary judgements (SciFact) every target is one-hot on the positive, as before.
+
+``fine.max_positives`` caps the positives of one query per epoch (drawn afresh each epoch, weighted
+by gain), so a corpus with dozens of judged documents per query costs steps in proportion to its
+queries, not its judgement rows.
 
 Writes the model folder (see `ranking.cross_encoder`) and a JSONL training log (one line per
 optimiser step: ``step``, ``loss``, ``seconds``; a last line with the summary).
@@ -46,31 +53,53 @@ def mine_negatives(retriever, queries: dict[str, str], qrels: dict[str, dict[str
     return out
 
 
+def gain(grade: int) -> float:
+    """Graded gain of a judgement, as nDCG counts it: 2^grade - 1 (0 for unjudged or negative grades)."""
+    return float(2 ** grade - 1) if grade > 0 else 0.0
+
+
+def sample_positives(judged: dict[str, int], cap: int, rng: random.Random) -> list[str]:
+    """The positives (grade > 0) of one query, sorted; at most `cap` of them (0: all), drawn without
+    replacement with probability proportional to their gain (Efraimidis-Spirakis keys u^(1/w))."""
+    pos = sorted(d for d, g in judged.items() if g > 0)
+    if not cap or len(pos) <= cap:
+        return pos
+    keys = {d: rng.random() ** (1.0 / gain(judged[d])) for d in pos}
+    return sorted(sorted(pos, key=lambda d: -keys[d])[:cap])
+
+
 def make_groups(qrels: dict[str, dict[str, int]], negatives: dict[str, list[str]], group_size: int,
-                rng: random.Random) -> list[tuple[str, list[str]]]:
-    """One group per (query, judged positive): [positive, negative, ...] of `group_size` doc ids."""
+                rng: random.Random, max_positives: int = 0) -> list[tuple[str, list[str]]]:
+    """One group per (query, judged positive): [positive, negative, ...] of `group_size` doc ids.
+    A positive's negatives come from BM25's unjudged hits and the documents judged lower than it."""
     groups = []
     for qid in sorted(qrels):
         negs = negatives.get(qid, [])
-        if len(negs) < group_size - 1:
-            continue
-        for did in sorted(d for d, g in qrels[qid].items() if g > 0):
-            groups.append((qid, [did] + rng.sample(negs, group_size - 1)))
+        for did in sample_positives(qrels[qid], max_positives, rng):
+            pool = negs + sorted(d for d, g in qrels[qid].items() if g < qrels[qid][did])
+            if len(pool) < group_size - 1:
+                continue
+            groups.append((qid, [did] + rng.sample(pool, group_size - 1)))
     rng.shuffle(groups)
     return groups
 
 
-def listwise_loss(logits, group_size: int):
-    """Softmax cross-entropy with the positive at position 0 of each group.
+def listwise_loss(logits, group_size: int, gains=None):
+    """Softmax cross-entropy of each group's logits against its targets.
 
-    logits: (n_groups * group_size,) in group order -> scalar.
+    logits: (n_groups * group_size,) in group order; gains: None (the positive at position 0 is the
+    one target class) or (n_groups, group_size) graded gains, normalised per group into target
+    probabilities. Returns a scalar.
     """
     import torch
     import torch.nn.functional as F
 
-    scores = logits.view(-1, group_size)  # (n_groups, group_size)
-    target = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
-    return F.cross_entropy(scores.float(), target)
+    scores = logits.view(-1, group_size).float()  # (n_groups, group_size)
+    if gains is None:
+        target = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+        return F.cross_entropy(scores, target)
+    target = gains / gains.sum(dim=1, keepdim=True)  # (n_groups, group_size), each row sums to 1
+    return -(target * F.log_softmax(scores, dim=1)).sum(dim=1).mean()
 
 
 def freeze_lower_layers(model, train_layers: int) -> None:
@@ -117,7 +146,7 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
         docs = store.get_many(needed)
     texts = {d: pair_text(doc.title, doc.text) for d, doc in docs.items()}
     qrels = {q: {d: g for d, g in judged.items() if d in texts} for q, judged in qrels.items()}
-    groups = make_groups(qrels, negatives, fc.group_size, rng)
+    groups = make_groups(qrels, negatives, fc.group_size, rng, fc.max_positives)
     if not groups:
         raise InputError(f"{data_dir}: no training group could be built (judged documents missing from the store?)")
 
@@ -171,7 +200,7 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     try:
         for epoch in range(fc.epochs):
             if epoch:
-                groups = make_groups(qrels, negatives, fc.group_size, rng)  # fresh negatives each epoch
+                groups = make_groups(qrels, negatives, fc.group_size, rng, fc.max_positives)  # fresh draw each epoch
             for start in range(0, len(groups), fc.batch_queries):
                 batch = groups[start:start + fc.batch_queries]
                 qs = [queries[q] for q, ds in batch for _ in ds]
@@ -181,7 +210,9 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
                 enc = {k: v.to(dev) for k, v in enc.items()}
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits = model(**enc).logits[:, 0]  # (n_groups * group_size,)
-                losses.append(update(listwise_loss(logits, fc.group_size), params, opt, sched))
+                gains = torch.tensor([[gain(qrels[q].get(d, 0)) for d in dd] for q, dd in batch],
+                                     device=dev)  # (n_groups, group_size)
+                losses.append(update(listwise_loss(logits, fc.group_size, gains), params, opt, sched))
                 step += 1
                 elapsed = time.perf_counter() - t0
                 log_line({"step": step, "epoch": epoch, "loss": round(losses[-1], 5), "seconds": round(elapsed, 1)})

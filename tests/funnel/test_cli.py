@@ -44,3 +44,23 @@ def test_help_lists_the_commands():
     assert r.returncode == 0
     for cmd in ("ingest", "index", "search", "eval", "train"):
         assert cmd in r.stdout
+
+
+def test_bad_config_values_are_one_error_per_key(tmp_path):
+    r = funnel("--set", "bm25.k1=nan", "--set", "bm25.b=7", "index", home=tmp_path / "h")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: config (--set): 2 invalid value(s)")
+    assert "bm25.k1 = nan: expected a finite number" in r.stderr and "bm25.b = 7.0: expected a number in [0, 1]" in r.stderr
+    assert not (tmp_path / "h").exists()  # refused before anything was written
+
+
+def test_home_with_uri_and_toml_characters(tiny_dir, tmp_path):
+    home = tmp_path / "we#ird?ho%me \"q'x"
+    r = funnel("ingest", "beir", str(tiny_dir), home=home)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [home.name]  # nothing written beside it
+    assert (home / "store.sqlite").is_file()
+    r = funnel("index", home=home)
+    assert r.returncode == 0, r.stderr
+    r = funnel("search", "美食的攻略", "--mode", "bm25", "--json", home=home)
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["doc_id"].startswith("zh"), r.stderr

@@ -57,6 +57,6 @@ def test_each_fold_trains_without_its_own_queries_and_the_coarse_ranker_uses_the
     out = train_coarse(config, tiny_dir, tiny_home_copy / "models" / "coarse", progress=False)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["cross_fit"] is True and meta["train_lists"] > 0 and meta["recall"] == "HybridRecall"
-    (paths[1] / "config.json").unlink()
+    (paths[1] / "dual_encoder.json").unlink()
     with pytest.raises(InputError, match="fold-1"):
         read_folds(folder)

@@ -52,7 +52,7 @@ def test_save_load_round_trip_shared_and_separate(tmp_path, tiny_model):
 
     save_dual_encoder(tiny_model, tmp_path / "shared", {"note": "x"})
     meta = read_meta(tmp_path / "shared")
-    assert meta["shared"] is True and meta["format"] == 1 and meta["query_max_len"] == 16 and meta["note"] == "x"
+    assert meta["shared"] is True and meta["format"] == 2 and meta["query_max_len"] == 16 and meta["note"] == "x"
     assert (tmp_path / "shared" / "model.safetensors").exists()
     loaded = load_dual_encoder(tmp_path / "shared", "cpu")
     np.testing.assert_allclose(loaded.encode_docs(TEXTS), tiny_model.encode_docs(TEXTS), atol=1e-6)
