@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from funnel import __version__
 from funnel.cli import crawl, dashboard, demo, dense, index, pipeline, prune, search, serve
 from funnel.core.config import load_config
@@ -52,9 +54,11 @@ def set_runtime_env() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     set_runtime_env()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    # timestamps on every line of long work; -q keeps warnings and errors only
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -63,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.home:
             overrides.insert(0, f"paths.home={args.home!r}".replace("'", '"'))
         config = load_config(args.config, overrides)
-        return int(args.handler(args, config) or 0)
+        with logging_redirect_tqdm():  # a log line during a progress bar goes above it, not glued onto it
+            return int(args.handler(args, config) or 0)
     except FunnelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -183,3 +183,31 @@ def test_pagerank_prior_reorders_bm25_recall(tiny_home_copy):
     raw = dict(zip(plain.doc_ids, plain.features["bm25"].tolist()))
     assert dict(zip(boosted.doc_ids, boosted.features["bm25"].tolist())) == pytest.approx(raw)
     assert boosted.scores[0] == pytest.approx(raw[last] + np.log(1000.0 * n / (n + 999)), rel=1e-5)
+
+
+def test_served_pipeline_applies_the_pagerank_prior(tiny_home_copy):
+    """`funnel search`, the API and coarse training build recall through `Pipeline.from_config`: the
+    PageRank prior that `funnel eval-recall` honours must reach them too (it once did not)."""
+    from funnel.core.config import Config, PathsConfig
+    from funnel.index.pagerank import save_pagerank
+    from funnel.ranking.serving.pipeline import Pipeline
+
+    home = tiny_home_copy
+    config = Config(paths=PathsConfig(home=str(home)))
+    plain = Pipeline.from_config(config, "cpu", stages=[])
+    try:
+        before = plain.search("cancer risk", 10).doc_ids
+    finally:
+        plain.close()
+    hub = before[-1]
+    n = len(before)
+    pr = np.full(n, 1.0 / (n + 999))
+    pr[0] = 1000.0 / (n + 999)
+    save_pagerank(config.paths.pagerank, [hub] + [d for d in before if d != hub], pr)
+    boosted = replace(config, recall=replace(config.recall, pagerank_prior=1.0))
+    pipe = Pipeline.from_config(boosted, "cpu", stages=[])
+    try:
+        assert pipe.stages[0][0].prior is not None
+        assert pipe.search("cancer risk", 10).doc_ids[0] == hub != before[0]
+    finally:
+        pipe.close()
