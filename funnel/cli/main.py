@@ -63,10 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        overrides = list(args.overrides)
-        if args.home:
-            overrides.insert(0, f"paths.home={args.home!r}".replace("'", '"'))
-        config = load_config(args.config, overrides)
+        # --home is taken as the path it is, never re-parsed as a TOML string (quotes, backslashes)
+        config = load_config(args.config, args.overrides, home=args.home or None)
         with logging_redirect_tqdm():  # a log line during a progress bar goes above it, not glued onto it
             return int(args.handler(args, config) or 0)
     except FunnelError as exc:

@@ -16,7 +16,10 @@ Example ``funnel.toml``::
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -382,11 +385,132 @@ def _parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the TOML file at `path` (if any), then ``section.key=value`` overrides."""
+def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+            hi_open: bool = False) -> Callable[[Any], str | None]:
+    """A check that a number lies in [lo, hi] (open ends when asked); None when it does."""
+    def check(value: Any) -> str | None:
+        ok = (lo is None or (value > lo if lo_open else value >= lo)) and \
+             (hi is None or (value < hi if hi_open else value <= hi))
+        if ok:
+            return None
+        if lo is not None and hi is not None:
+            return f"a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        return f"a number {'>' if lo_open else '>='} {lo}" if lo is not None else f"a number <= {hi}"
+    return check
+
+
+def _choice(*options: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in options else "one of " + ", ".join(repr(o) for o in options)
+    return check
+
+
+def _stage_list(value: Any) -> str | None:
+    names = [s.strip() for s in value.split(",") if s.strip()]
+    bad = [s for s in names if s not in STAGE_NAMES]
+    if bad or "recall" not in names:
+        return f"a comma-separated list of {', '.join(STAGE_NAMES)} that includes recall"
+    return None
+
+
+def _device(value: Any) -> str | None:
+    return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value) else "'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+# Ranking stages `pipeline.stages` may name, in order (`ranking.serving.pipeline` builds them).
+STAGE_NAMES = ("recall", "coarse", "fine", "rerank")
+_GPU_DTYPES = _choice("auto", "fp16", "bf16", "fp32")
+_CPU_DTYPES = _choice("fp32", "int8")
+_FRACTION = _number(0, 1)
+_POSITIVE = _number(0, lo_open=True)
+_PORT = _number(1, 65535)
+
+# Ranges and choices beyond the type. Every other number must be finite, and every other int >= 0
+# (all of them are counts, sizes or lengths) except seeds.
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "analyzer.unicode_form": _choice("", "NFC", "NFKC", "NFD", "NFKD"),
+    "bm25.k1": _number(0), "bm25.b": _FRACTION, "bm25.scorer": _choice("bm25", "tfidf"),
+    "index.batch_docs": _number(1), "index.merge_max_segments": _number(1),
+    "crawl.concurrency": _number(1), "crawl.per_host_concurrency": _number(1), "crawl.per_host_delay": _number(0),
+    "crawl.max_bytes": _number(1), "crawl.connect_timeout": _POSITIVE, "crawl.read_timeout": _POSITIVE,
+    "crawl.retry_backoff": _number(0), "crawl.max_url_length": _number(1), "crawl.near_dup_distance": _number(0, 64),
+    "crawl.flush_every": _number(1),
+    "spark.shuffle_partitions": _number(1),
+    "spark.log_level": _choice("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE"),
+    "pagerank.damping": _number(0, 1, hi_open=True), "pagerank.tol": _POSITIVE, "pagerank.max_iter": _number(1),
+    "serve.port": _PORT, "serve.dashboard_port": _PORT, "serve.max_query_chars": _number(1),
+    "serve.max_k": _number(1), "serve.default_k": _number(1), "serve.default_profile": _choice("cpu", "gpu"),
+    "serve.workers": _number(1),
+    "coarse.train_depth": _number(1), "coarse.num_leaves": _number(2), "coarse.learning_rate": _POSITIVE,
+    "coarse.n_estimators": _number(1),
+    "fine.max_length": _number(1), "fine.group_size": _number(2), "fine.negatives_depth": _number(1),
+    "fine.batch_queries": _number(1), "fine.pooling": _choice("mean", "cls"), "fine.learning_rate": _POSITIVE,
+    "fine.head_learning_rate": _number(0), "fine.epochs": _number(1), "fine.time_budget_min": _number(0),
+    "fine.batch_size": _number(1), "fine.dtype": _GPU_DTYPES, "fine.cpu_dtype": _CPU_DTYPES,
+    "rerank.mmr_lambda": _FRACTION, "rerank.freshness_weight": _number(0),
+    "rerank.freshness_half_life_days": _POSITIVE,
+    "pipeline.recall": _choice("auto", "bm25", "hybrid", "dense"), "pipeline.recall_k": _number(1),
+    "pipeline.coarse_k": _number(1), "pipeline.final_k": _number(1), "pipeline.cpu_fine_max_length": _number(1),
+    "pipeline.gpu_fine_max_length": _number(1), "pipeline.stages": _stage_list,
+    "prune.target": _number(0, 1, hi_open=True), "prune.ffn_target": _number(0, 1, hi_open=True),
+    "prune.latency_budget": _number(0), "prune.max_target": _number(0, 1, hi_open=True), "prune.steps": _number(1),
+    "prune.depth": _number(1), "prune.recover_group_size": _number(2), "prune.recover_batch_queries": _number(1),
+    "prune.recover_lr": _POSITIVE, "prune.recover_time_budget_min": _number(0),
+    "prune.recover_schedule": _choice("end", "rounds"), "prune.distill_alpha": _FRACTION,
+    "prune.distill_temperature": _POSITIVE, "prune.distill_hidden": _number(0),
+    "recall.bm25_k": _number(1), "recall.dense_k": _number(1), "recall.fusion": _choice("weighted", "rrf"),
+    "recall.dense_weight": _FRACTION, "recall.ann": _choice("auto", "exact", "ivf", "hnsw"),
+    "recall.nprobe": _number(1), "recall.hnsw_m": _number(2), "recall.ef_search": _number(1),
+    "dense.query_max_len": _number(1), "dense.doc_max_len": _number(1), "dense.batch_size": _number(1),
+    "dense.device": _device, "dense.dtype": _GPU_DTYPES, "dense.cpu_dtype": _CPU_DTYPES,
+    "train_dense.towers": _choice("auto", "shared", "query"), "train_dense.temperature": _POSITIVE,
+    "train_dense.negatives_depth": _number(1), "train_dense.batch_size": _number(1),
+    "train_dense.learning_rate": _POSITIVE, "train_dense.epochs": _number(1), "train_dense.query_max_len": _number(1),
+    "train_dense.doc_max_len": _number(1), "train_dense.unsupervised_mode": _choice("crop", "sentence"),
+    "train_dense.unsupervised_pairs": _number(1), "train_dense.time_budget_min": _number(0),
+}
+
+
+def config_problems(config: Config) -> list[str]:
+    """One line per value out of its range or choices: ``section.key = value: expected ...``."""
+    problems = []
+    for section in fields(config):
+        values = getattr(config, section.name)
+        for f in fields(values):
+            name, value = f"{section.name}.{f.name}", getattr(values, f.name)
+            expected = None
+            if isinstance(value, float) and not math.isfinite(value):
+                expected = "a finite number"
+            elif name in _CHECKS:
+                expected = _CHECKS[name](value)
+            elif isinstance(value, int) and not isinstance(value, bool) and f.name != "seed" and value < 0:
+                expected = "a number >= 0"
+            if expected:
+                problems.append(f"{name} = {value!r}: expected {expected}")
+    if config.serve.default_k > config.serve.max_k:
+        problems.append(f"serve.default_k = {config.serve.default_k}: expected at most serve.max_k "
+                        f"({config.serve.max_k})")
+    return problems
+
+
+def validate_config(config: Config, origin: str = "config") -> Config:
+    """Return `config` if every value is in range; else one FunnelError listing each bad key."""
+    problems = config_problems(config)
+    if problems:
+        raise FunnelError(f"{origin}: {len(problems)} invalid value(s):\n  " + "\n  ".join(problems))
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                home: str | Path | None = None) -> Config:
+    """Defaults, then the TOML file at `path` (if any), then `home` (``--home``, taken as it is: no
+    quoting), then ``section.key=value`` overrides; the result is validated as a whole."""
     config = Config()
+    sources = []
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise FunnelError(f"config file {path} is a folder, expected a TOML file")
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -394,8 +518,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise FunnelError(f"config file {path} is not valid TOML: {exc}") from None
         config = apply_overrides(config, data, str(path))
+        sources.append(str(path))
+    if home is not None:
+        config = replace(config, paths=replace(config.paths, home=str(home)))
     updates: dict[str, dict[str, Any]] = {}
     for text in overrides:
         section, key, value = _parse_override(text)
         updates.setdefault(section, {})[key] = value
-    return apply_overrides(config, updates, "--set")
+    if updates:
+        sources.append("--set")
+    config = apply_overrides(config, updates, "--set")
+    return validate_config(config, "config" + (f" ({' and '.join(sources)})" if sources else ""))

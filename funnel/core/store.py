@@ -127,7 +127,8 @@ class DocumentStore:
     def _con(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None:
-            uri = f"file:{self.path}?mode=ro" if self.readonly else f"file:{self.path}"
+            # percent-encoded (Path.as_uri): a raw '#', '?' or '%' in the path would end or change the URI
+            uri = self.path.absolute().as_uri() + ("?mode=ro" if self.readonly else "")
             con = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
             if not self.readonly:
                 con.execute("PRAGMA journal_mode=WAL")

@@ -64,3 +64,16 @@ def test_home_with_uri_and_toml_characters(tiny_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     r = funnel("search", "美食的攻略", "--mode", "bm25", "--json", home=home)
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["doc_id"].startswith("zh"), r.stderr
+
+
+def test_analyzer_settings_come_from_the_index(tiny_dir, tmp_path):
+    """What the README's [analyzer] comment says: queries use the index's settings; only indexing refuses others."""
+    home = tmp_path / "home"
+    assert funnel("ingest", "beir", str(tiny_dir), home=home).returncode == 0
+    assert funnel("index", home=home).returncode == 0
+    plain = funnel("search", "cooking recipes", "--mode", "bm25", "--json", home=home)
+    other = funnel("--set", 'analyzer.stemmer=""', "search", "cooking recipes", "--mode", "bm25", "--json", home=home)
+    assert plain.returncode == other.returncode == 0, other.stderr
+    assert plain.stdout == other.stdout and plain.stdout.strip()
+    r = funnel("--set", 'analyzer.stemmer=""', "index", home=home)
+    assert r.returncode == 2 and "different analyzer" in r.stderr and "funnel index --rebuild" in r.stderr, r.stderr
