@@ -191,6 +191,7 @@ class CoarseConfig:
     # (query towers only). 0: never.
     cross_fit: int = 4
     seed: int = 0
+    max_train_queries: int = 0  # training lists from a seeded sample of this many judged queries (0: all)
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,8 @@ class FineConfig:
     batch_size: int = 32  # pairs per inference batch
     dtype: str = "auto"  # inference dtype on GPU: auto (bf16/fp16), fp16, bf16, fp32
     cpu_dtype: str = "fp32"  # inference on CPU: fp32, or int8 (Linear layers dynamically quantised: ranking.quantize)
+    max_positives: int = 0  # positives per training query per epoch, drawn by grade (0: all); `funnel build` sets it to fit its budget
+    max_steps: int = 0  # optimiser steps in all (0: epochs x groups); the learning-rate schedule is sized to it
 
 
 @dataclass(frozen=True)
@@ -316,6 +319,19 @@ class TrainDenseConfig:
     time_budget_min: float = 0.0  # stop after this many minutes (0: no limit); the best checkpoint is kept
     amp: bool = True  # mixed precision on GPU (ignored on CPU)
     seed: int = 0
+    max_positives: int = 0  # positives per training query per epoch, drawn by grade (0: all); `funnel build` sets it to fit its budget
+    max_steps: int = 0  # optimiser steps in all (0: epochs x examples); the learning-rate schedule is sized to it
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """`funnel build`: the time budget it plans the training steps to (`funnel.cli.build`)."""
+    budget_min: float = 60.0  # minutes for the whole build (0: no budget, every recipe runs in full)
+    probe_steps: int = 3  # timed training steps per model, to estimate its minutes on this machine
+    # share of the training time each model may take when the budget is short (the rest is redistributed)
+    dense_share: float = 0.25
+    folds_share: float = 0.25  # all cross-fit fold encoders together
+    fine_share: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -336,6 +352,7 @@ class Config:
     recall: RecallConfig = field(default_factory=RecallConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
     train_dense: TrainDenseConfig = field(default_factory=TrainDenseConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

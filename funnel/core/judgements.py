@@ -7,6 +7,7 @@ too). Each reader checks its file in full and names the file and line of the fir
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,3 +88,18 @@ def read_qrels(data_dir: Path, split: str) -> dict[str, dict[str, int]]:
             raise InputError(f"{path}:{lineno}: empty query-id or corpus-id")
         qrels.setdefault(qid, {})[did] = grade
     return qrels
+
+
+def gain(grade: int) -> float:
+    """Graded gain of a judgement, as nDCG counts it: 2^grade - 1 (0 for unjudged or negative grades)."""
+    return float(2 ** grade - 1) if grade > 0 else 0.0
+
+
+def sample_positives(judged: dict[str, int], cap: int, rng: random.Random) -> list[str]:
+    """The positives (grade > 0) of one query, sorted; at most `cap` of them (0: all), drawn without
+    replacement with probability proportional to their gain (Efraimidis-Spirakis keys u^(1/w))."""
+    pos = sorted(d for d, g in judged.items() if g > 0)
+    if not cap or len(pos) <= cap:
+        return pos
+    keys = {d: rng.random() ** (1.0 / gain(judged[d])) for d in pos}
+    return sorted(sorted(pos, key=lambda d: -keys[d])[:cap])

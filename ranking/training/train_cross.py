@@ -30,7 +30,7 @@ import numpy as np
 from funnel.core.config import Config, FineConfig
 from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
-from funnel.core.judgements import read_qrels, read_queries
+from funnel.core.judgements import gain, read_qrels, read_queries, sample_positives
 from funnel.core.store import DocumentStore
 from funnel.index.searcher import Bm25Retriever
 from funnel.ranking.models.backbone import load_tokenizer
@@ -51,21 +51,6 @@ def mine_negatives(retriever, queries: dict[str, str], qrels: dict[str, dict[str
         hits = retriever.search(queries[qid], depth)
         out[qid] = [d for d in hits.doc_ids if d not in judged]
     return out
-
-
-def gain(grade: int) -> float:
-    """Graded gain of a judgement, as nDCG counts it: 2^grade - 1 (0 for unjudged or negative grades)."""
-    return float(2 ** grade - 1) if grade > 0 else 0.0
-
-
-def sample_positives(judged: dict[str, int], cap: int, rng: random.Random) -> list[str]:
-    """The positives (grade > 0) of one query, sorted; at most `cap` of them (0: all), drawn without
-    replacement with probability proportional to their gain (Efraimidis-Spirakis keys u^(1/w))."""
-    pos = sorted(d for d, g in judged.items() if g > 0)
-    if not cap or len(pos) <= cap:
-        return pos
-    keys = {d: rng.random() ** (1.0 / gain(judged[d])) for d in pos}
-    return sorted(sorted(pos, key=lambda d: -keys[d])[:cap])
 
 
 def make_groups(qrels: dict[str, dict[str, int]], negatives: dict[str, list[str]], group_size: int,
@@ -163,6 +148,8 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     params = [p for p in model.parameters() if p.requires_grad]
     steps_per_epoch = (len(groups) + fc.batch_queries - 1) // fc.batch_queries
     total = steps_per_epoch * fc.epochs
+    if fc.max_steps:
+        total = min(total, fc.max_steps)
     opt, sched = adamw_linear(params, fc.learning_rate, total, fast_params=head_parameters(model),
                               fast_lr=fc.head_learning_rate)
     use_amp = dev.type == "cuda"
@@ -218,13 +205,15 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
                 log_line({"step": step, "epoch": epoch, "loss": round(losses[-1], 5), "seconds": round(elapsed, 1)})
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+                if step >= total:
+                    break
                 if fc.time_budget_min and elapsed > fc.time_budget_min * 60:
                     stopped_early = True
                     log.warning("cross-encoder: time budget of %.1f min reached after %d/%d steps",
                                 fc.time_budget_min, step, total)
                     break
             end_of_epoch(epoch + 1)
-            if stopped_early:
+            if stopped_early or step >= total:
                 break
     finally:
         bar.close()

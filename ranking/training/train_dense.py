@@ -38,7 +38,7 @@ import numpy as np
 from funnel.core.config import Config, TrainDenseConfig
 from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
-from funnel.core.judgements import read_qrels, read_queries
+from funnel.core.judgements import read_qrels, read_queries, sample_positives
 from funnel.core.store import DocumentStore
 from funnel.index.searcher import Bm25Retriever
 from funnel.index.vectors import exact_search, read_manifest, VectorIndex
@@ -57,14 +57,20 @@ def mine_negatives(retriever, queries: dict[str, str], judged: dict[str, set[str
 
 
 def make_examples(positives: dict[str, list[str]], negatives: dict[str, list[str]], n_neg: int,
-                  rng: random.Random) -> list[tuple[str, str, list[str]]]:
-    """(query id, positive doc id, n_neg hard negative ids) per judged pair, shuffled."""
+                  rng: random.Random, grades: dict[str, dict[str, int]] | None = None,
+                  max_positives: int = 0) -> list[tuple[str, str, list[str]]]:
+    """(query id, positive doc id, n_neg hard negative ids) per judged pair, shuffled. With
+    `max_positives`, at most that many positives per query, drawn by grade (`grades`) afresh per call."""
     out = []
     for qid in sorted(positives):
         negs = negatives.get(qid, [])
         if n_neg and len(negs) < n_neg:
             continue
-        for pos in positives[qid]:
+        pos_ids = positives[qid]
+        if max_positives and len(pos_ids) > max_positives:
+            judged = {d: (grades or {}).get(qid, {}).get(d, 1) for d in pos_ids}
+            pos_ids = sample_positives(judged, max_positives, rng)
+        for pos in pos_ids:
             out.append((qid, pos, rng.sample(negs, n_neg) if n_neg else []))
     rng.shuffle(out)
     return out
@@ -226,6 +232,7 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
     if tc.unsupervised:
         queries, positives = UNSUPERVISED_PAIRS[tc.unsupervised_mode](list(text_of.items()), tc.unsupervised_pairs, rng)
         judged = {q: set(p) for q, p in positives.items()}
+        grades = None
     else:
         all_queries = read_queries(Path(data_dir))
         qrels = read_qrels(Path(data_dir), split)
@@ -236,6 +243,7 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
             raise InputError(f"{data_dir}/qrels/{split}.tsv: no judged positive found in queries.jsonl and the store")
         queries = {q: all_queries[q] for q in positives}
         judged = {q: set(qrels[q]) for q in positives}
+        grades = {q: qrels[q] for q in positives}
     negatives = {}
     if tc.hard_negatives:
         retriever = Bm25Retriever.open(config.paths.index, config.bm25)
@@ -267,9 +275,11 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
         return evaluate_dense(model, corpus_ids, vecs, dev_queries, dev_qrels)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    examples = make_examples(positives, negatives, tc.hard_negatives, rng)
+    examples = make_examples(positives, negatives, tc.hard_negatives, rng, grades, tc.max_positives)
     steps_per_epoch = max(1, (len(examples) + tc.batch_size - 1) // tc.batch_size)
     total = steps_per_epoch * tc.epochs
+    if tc.max_steps:
+        total = min(total, tc.max_steps)
     opt, sched = adamw_linear(params, tc.learning_rate, total)
     use_amp = tc.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -295,7 +305,8 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
     try:
         for epoch in range(1, tc.epochs + 1):
             if epoch > 1:
-                examples = make_examples(positives, negatives, tc.hard_negatives, rng)  # fresh negatives
+                examples = make_examples(positives, negatives, tc.hard_negatives, rng, grades,
+                                         tc.max_positives)  # fresh negatives (and positives, when capped)
             model.train()
             if frozen_docs:
                 model.doc_tower.eval()
@@ -315,6 +326,8 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
                        "seconds": round(time.perf_counter() - t0, 1)})
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                if step >= total:
+                    break
                 if tc.time_budget_min and time.perf_counter() - t0 > 60 * tc.time_budget_min:
                     stopped = True
                     break
@@ -327,6 +340,8 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
                 log.info("epoch %d dev nDCG@10 %.4f (best: epoch %d)", epoch, metrics["nDCG@10"], best["epoch"])
             if stopped:
                 log.info("time budget of %.1f min reached", tc.time_budget_min)
+                break
+            if step >= total:
                 break
     finally:
         bar.close()
