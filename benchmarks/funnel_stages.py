@@ -6,7 +6,7 @@ whole query. Before the timed run, the cross-encoder/coarse fusion weight (``pip
 fine score = CE logit + w x coarse score) is swept on the same split from one pass of CE scores
 (tune on dev only: SciFact's test judgements are not used anywhere).
 
-    .venv/bin/python benchmarks/funnel.py --home HOME --data ../shared/data/scifact --split dev --profile cpu
+    .venv/bin/python benchmarks/funnel_stages.py --home HOME --data ../shared/data/scifact --split dev --profile cpu
 
 HOME must hold the index and the trained models (`funnel build --data DIR`, or `funnel train ...`).
 Writes ``benchmarks/results/funnel.md`` (or ``--out``).

@@ -15,7 +15,7 @@ Steps (``--steps`` picks a subset; default all, in this order):
   cross      cross-encoder, listwise, best dev epoch kept (bf16 autocast)
   coarse     LightGBM LambdaMART on hybrid candidates: tuned dense (leaky: shared towers cannot be
              cross-fitted over one vector index) and zero-shot dense features
-  funnel     benchmarks/funnel.py --profile gpu (CE on the top 100)                         -> funnel_gpu.md
+  funnel     benchmarks/funnel_stages.py --profile gpu (CE on the top 100)                         -> funnel_gpu.md
   prune      funnel prune on CUDA: 50% heads + 40% FFN, and 40% heads + 25% FFN, distilled
   pruning    benchmarks/pruning.py: pruned vs unpruned, CPU (2 threads) and GPU side by side -> pruning_gpu.md
   recall     query-tower and unsupervised (ICT sentences, both towers) encoders; recall.py -> recall_gpu.md
@@ -209,7 +209,7 @@ def _funnel(s: Session, home: Path, out_name: str, *sets: str) -> None:
         argv += ["--set", x]
     if s.smoke:
         argv += ["--set", "pipeline.gpu_fine_max_length=64"]
-    s.bench("funnel.py", *argv)
+    s.bench("funnel_stages.py", *argv)
 
 
 def step_funnel(s: Session) -> None:

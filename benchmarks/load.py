@@ -26,11 +26,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)  # run as a script: benchmarks/funnel.py must not shadow the funnel package
+from funnel.core.procs import stop_process
 
-from funnel.core.procs import stop_process  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
