@@ -11,7 +11,7 @@ a long sweep that is stopped keeps what it finished.
     python benchmarks/prune_sweep.py --home HOME --data ../shared/data/scifact --teacher HOME/models/cross-encoder \
         --variant "h40f25:target=0.4,ffn_target=0.25,recover_steps=300" \
         --variant "h40f25-hidden:target=0.4,ffn_target=0.25,recover_steps=300,distill_hidden=1" \
-        --save-dir HOME/models/sweep --out benchmarks/results/pruning_sweep.md
+        --save-dir HOME/models/sweep --out benchmarks/results/pruning_sweeps.md
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="KEY=VALUE for every variant")
     ap.add_argument("--save-dir", help="save each variant's model here, as SAVE_DIR/NAME")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--out", default=str(RESULTS / "pruning_sweep.md"))
+    ap.add_argument("--out", default=str(RESULTS / "pruning_sweeps.md"))
     args = ap.parse_args()
 
     variants = [parse_variant(v) for v in args.variant]

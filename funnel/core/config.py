@@ -258,14 +258,14 @@ class PruneConfig:
     eval_split: str = "dev"
     eval_queries: int = 0  # seeded sample for the nDCG@10 check (0: all)
     recover_split: str = "train"
-    recover_steps: int = 400  # distillation steps (0: no recovery); 40% heads + 25% FFN: 400 lost 0.0076, 800 lost 0.018 (pruning_sweep*.md)
+    recover_steps: int = 400  # distillation steps (0: no recovery) (400 vs 800: benchmarks/results/pruning_sweeps.md)
     recover_group_size: int = 8  # 1 positive + BM25 negatives per group
     recover_batch_queries: int = 2  # groups per step
     recover_lr: float = 3e-5
-    recover_pseudo_queries: int = 0  # document titles added as unjudged recovery queries (0: judged queries only); 40% heads + 25% FFN with 2000: -0.022 nDCG@10 vs -0.0075 without (pruning_sweep_pseudo.md)
+    recover_pseudo_queries: int = 0  # document titles added as unjudged recovery queries (0: judged queries only); hurt on SciFact (benchmarks/results/pruning_sweeps.md)
     recover_time_budget_min: float = 0.0  # stop recovery after this many minutes (0: no limit)
     recover_schedule: str = "end"  # "end": all recover_steps after the last cut; "rounds": recover_steps / steps after every cut
-    distill_alpha: float = 0.5  # weight of the label loss; 1 - alpha goes to matching the teacher (40% heads + 25% FFN: 0.0 -0.024, 0.5 -0.0075, 0.8 -0.012; pruning_sweep_alpha0.md, pruning_sweep.md, pruning_sweep_alpha08.md)
+    distill_alpha: float = 0.5  # weight of the label loss; 1 - alpha goes to matching the teacher (swept: benchmarks/results/pruning_sweeps.md)
     distill_temperature: float = 2.0
     distill_hidden: float = 0.0  # weight of the layer-by-layer hidden-state MSE to the teacher (0: logits only)
     seed: int = 0
@@ -306,7 +306,7 @@ class TrainDenseConfig:
     # a CPU: documents are encoded once); "auto": shared on a GPU, query on a CPU
     temperature: float = 0.05  # softmax temperature of InfoNCE (scale = 1 / temperature)
     hard_negatives: int = 7  # BM25-mined negatives per query (never a judged document); SciFact dev, query tower:
-    # 1 negative at lr 2e-5 -> nDCG@10 0.730, 7 at 5e-5 -> 0.789 (benchmarks/results/train_dense.log)
+    # 1 negative at lr 2e-5 -> nDCG@10 0.730, 7 at 5e-5 -> 0.789 (benchmarks/results/logs/train_dense.log)
     negatives_depth: int = 30  # hard negatives are drawn from the top of this many BM25 results
     batch_size: int = 32  # queries per step; every other query's documents are in-batch negatives
     learning_rate: float = 5e-5

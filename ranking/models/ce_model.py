@@ -7,7 +7,7 @@ Pooling (``fine.pooling``, recorded as ``funnel_pooling`` in config.json):
 - ``"mean"`` (the default for new models): the head over the mean of the last layer's token states,
   padding excluded. MiniLM was trained as a sentence encoder through mean pooling, so its [CLS] state
   carries little and a [CLS] head starts from near-constant scores; the mean starts from features
-  that already vary with the text (`benchmarks/results/train_cross_encoder.jsonl`).
+  that already vary with the text (`benchmarks/results/logs/train_cross_encoder.jsonl`).
 - ``"cls"``: BERT's pooler on the [CLS] state, as `transformers.BertForSequenceClassification`
   (also what models saved before pooling was recorded use).
 """
