@@ -6,15 +6,26 @@ Each model is trained into ``HOME/models/.tmp-NAME`` and then swapped in by rena
 serving process that opens ``HOME/models/NAME`` sees the old model or the new one, never a
 half-written folder. Steps run in data-flow order because each feeds the next: the coarse
 ranker learns on the recall candidates (hybrid when the dense index exists), and the
-cross-encoder on BM25 hard negatives. On a 2-core CPU the whole build of SciFact takes about
-half an hour to an hour; a GPU cuts the neural steps to minutes.
+cross-encoder on BM25 hard negatives.
+
+The build plans to a time budget (``build.budget_min``, ``--budget-min``; 0: none). Before training
+it times a few real steps of each model on this machine (`ranking.training.budget`), prints every
+step with its planned steps and estimated minutes, and fits each model's recipe into its share of
+what is left: fewer positives per query per epoch (drawn by grade), then fewer epochs, then fewer
+steps. Every step logs ``step N/M NAME`` with the time left; a step stopped by its budget still runs
+its dev check and keeps its best checkpoint.
+
+Files: ``HOME/build.json`` (written after every step): ``{"format": 1, "budget_min", "plan":
+[{"step", "planned_min", "actual_min", "recipe"}], "report": {step: summary line}}``.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from funnel.core.config import Config
@@ -44,82 +55,282 @@ def _fresh_tmp(models: Path, name: str) -> Path:
     return tmp
 
 
+@dataclass
+class Step:
+    """One line of the build plan."""
+    name: str
+    estimate_s: float | None = None  # None: not measured
+    recipe: str = ""
+    actual_s: float | None = None
+
+
+def _minutes(s: float | None) -> str:
+    return "?" if s is None else f"{s / 60:.1f} min"
+
+
 def build(config: Config, data_dir: str | Path, *, train_split: str = "train", dev_split: str = "dev",
-          skip: tuple[str, ...] = (), device: str = "auto", progress: bool = True) -> dict[str, str]:
-    """Ingest, index and train the funnel for `data_dir`; returns one line of summary per step."""
-    from funnel.crawler.beir import ingest_beir
-    from funnel.core.store import DocumentStore
-    from funnel.index.analyze import Analyzer
-    from funnel.index.builder import build_index
+          skip: tuple[str, ...] = (), device: str = "auto", progress: bool = True,
+          budget_min: float | None = None) -> dict[str, str]:
+    """Ingest, index, plan and train the funnel for `data_dir`; returns one line of summary per step.
+    `budget_min` (None: ``build.budget_min``) is the whole build's time budget in minutes (0: none)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     data_dir = Path(data_dir)
     for split in (train_split, dev_split):
         if not (data_dir / "qrels" / f"{split}.tsv").exists():
             raise InputError(f"{data_dir}/qrels/{split}.tsv: missing; `funnel build` trains on {train_split} "
                              f"judgements and stops early on {dev_split} judgements")
-    report: dict[str, str] = {}
-    models = config.paths.models
-    models.mkdir(parents=True, exist_ok=True)
-
-    t0 = time.perf_counter()
-    if "ingest" not in skip:
-        with DocumentStore(config.paths.store) as store:
-            counts = ingest_beir(data_dir, store)
-            manifest = build_index(store, config.paths.index, Analyzer(config.analyzer), progress=progress)
-        report["ingest+index"] = (f"{counts['docs']} docs, index generation {manifest['generation']} "
-                                  f"({time.perf_counter() - t0:.0f} s)")
-
-    if "dense" not in skip:
-        report["dense"] = _build_dense(config, data_dir, train_split, dev_split, models, device, progress)
-
-    if "coarse" not in skip:
-        from funnel.ranking.training.train_coarse import train_coarse
-
-        t = time.perf_counter()
-        tmp = _fresh_tmp(models, "coarse")
-        train_coarse(config, data_dir, tmp, train_split=train_split, dev_split=dev_split,
-                     log_file=tmp / "train_log.jsonl", progress=progress)
-        publish(tmp, config.paths.coarse_model)
-        report["coarse"] = f"{config.paths.coarse_model} ({time.perf_counter() - t:.0f} s)"
-
-    if "cross-encoder" not in skip:
-        from funnel.ranking.training.train_cross import train_cross_encoder
-
-        t = time.perf_counter()
-        tmp = _fresh_tmp(models, "cross-encoder")
-        train_cross_encoder(config, data_dir, tmp, split=train_split, dev_split=dev_split, log_file=tmp / "train_log.jsonl",
-                            device=device, progress=progress)
-        publish(tmp, config.paths.cross_encoder)
-        report["cross-encoder"] = f"{models / 'cross-encoder'} ({time.perf_counter() - t:.0f} s)"
-    report["total"] = f"{time.perf_counter() - t0:.0f} s"
-    return report
+    if budget_min is not None:
+        config = replace(config, build=replace(config.build, budget_min=float(budget_min)))
+    if config.build.budget_min < 0:
+        raise InputError(f"build.budget_min must be >= 0 (0: no budget), got {config.build.budget_min}")
+    with logging_redirect_tqdm():  # log lines above the bars, never glued onto them
+        return _Build(config, data_dir, train_split, dev_split, skip, device, progress).run()
 
 
-def _build_dense(config: Config, data_dir: Path, train_split: str, dev_split: str, models: Path, device: str,
-                 progress: bool) -> str:
-    """Dual encoder + vector index. With the query tower trained alone (the CPU default), the documents
-    are encoded once, by the frozen starting tower, before training; training reads those vectors and
-    the index stays valid after it. A fully fine-tuned encoder re-embeds the corpus afterwards."""
-    from funnel.core.device import resolve_device
-    from funnel.ranking.training.cross_fit import train_fold_encoders
-    from funnel.ranking.models.dual_encoder import embed_store
-    from funnel.ranking.training.train_dense import resolve_towers, train_dual_encoder
+class _Build:
+    """The steps of one build, their plan and their clock."""
 
-    t = time.perf_counter()
-    towers = resolve_towers(config.train_dense.towers, resolve_device(device)[0])
-    if towers == "query":
-        embed_store(config, config.train_dense.backbone, rebuild=True, progress=progress)
-    tmp = _fresh_tmp(models, "dual-encoder")
-    train_dual_encoder(config, data_dir, tmp, split=train_split, dev_split=dev_split,
-                       log_file=tmp / "train_log.jsonl", device=device, progress=progress)
-    publish(tmp, config.paths.dual_encoder)
-    manifest = embed_store(config, str(config.paths.dual_encoder), rebuild=towers != "query", progress=progress)
-    stale = config.paths.dual_encoder_folds
-    if stale.exists():  # folds of an earlier encoder or corpus must not feed this build's coarse ranker
-        shutil.rmtree(stale)
-    if config.coarse.cross_fit and towers == "query":  # out-of-fold encoders for the coarse training lists
-        train_fold_encoders(config, data_dir, config.coarse.cross_fit, split=train_split, dev_split=dev_split,
-                            device=device, progress=progress)
-    elif config.coarse.cross_fit:
-        log.info("coarse.cross_fit: skipped with shared towers (the folds must share the index's document vectors)")
-    return f"{models / 'dual-encoder'}, {manifest['count']} vectors ({time.perf_counter() - t:.0f} s)"
+    def __init__(self, config: Config, data_dir: Path, train_split: str, dev_split: str, skip: tuple[str, ...],
+                 device: str, progress: bool):
+        from funnel.core.device import resolve_device
+        from funnel.ranking.training.train_dense import resolve_towers
+
+        self.config, self.data_dir, self.skip, self.device, self.progress = config, data_dir, skip, device, progress
+        self.train_split, self.dev_split = train_split, dev_split
+        self.report: dict[str, str] = {}
+        self.t0 = time.perf_counter()
+        self.towers = resolve_towers(config.train_dense.towers, resolve_device(device)[0])
+        names = []
+        if "ingest" not in skip:
+            names.append("ingest+index")
+        if "dense" not in skip:
+            if self.towers == "query":
+                names.append("embed documents")
+            names.append("dual-encoder")
+            if config.coarse.cross_fit and self.towers == "query":
+                names.append("fold encoders")
+        if "coarse" not in skip:
+            names.append("coarse")
+        if "cross-encoder" not in skip:
+            names.append("cross-encoder")
+        self.steps = [Step(n) for n in names]
+
+    # -- the clock ---------------------------------------------------------------------------------
+
+    def _start(self, name: str) -> Step:
+        i = next(i for i, s in enumerate(self.steps) if s.name == name)
+        step = self.steps[i]
+        left = [s.estimate_s for s in self.steps[i:]]
+        left_txt = f"about {sum(left) / 60:.1f} min left" if None not in left else "time left not yet measured"
+        log.info("step %d/%d %s: planned %s%s (%s)", i + 1, len(self.steps), name, _minutes(step.estimate_s),
+                 f", {step.recipe}" if step.recipe else "", left_txt)
+        step.actual_s = -time.perf_counter()
+        return step
+
+    def _done(self, step: Step, summary: str) -> None:
+        step.actual_s += time.perf_counter()
+        self.report[step.name] = f"{summary} ({step.actual_s:.0f} s)"
+        log.info("step %s done in %.1f min (planned %s)", step.name, step.actual_s / 60, _minutes(step.estimate_s))
+        self._write()
+
+    def _write(self) -> None:
+        plan = [{"step": s.name, "planned_min": None if s.estimate_s is None else round(s.estimate_s / 60, 2),
+                 "actual_min": None if s.actual_s is None or s.actual_s < 0 else round(s.actual_s / 60, 2),
+                 "recipe": s.recipe} for s in self.steps]
+        out = self.config.paths.build_log
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"format": 1, "budget_min": self.config.build.budget_min, "plan": plan,
+                                   "report": self.report}, indent=1), encoding="utf-8")
+
+    # -- the steps ---------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, str]:
+        from funnel.crawler.beir import ingest_beir
+        from funnel.core.store import DocumentStore
+        from funnel.index.analyze import Analyzer
+        from funnel.index.builder import build_index
+
+        config = self.config
+        models = config.paths.models
+        models.mkdir(parents=True, exist_ok=True)
+        if "ingest" not in self.skip:
+            step = self._start("ingest+index")
+            with DocumentStore(config.paths.store) as store:
+                counts = ingest_beir(self.data_dir, store)
+                manifest = build_index(store, config.paths.index, Analyzer(config.analyzer), progress=self.progress)
+            self._done(step, f"{counts['docs']} docs, index generation {manifest['generation']}")
+        if "dense" not in self.skip and self.towers == "query":
+            from funnel.ranking.models.dual_encoder import embed_store
+
+            step = self._start("embed documents")  # the frozen document tower, once, before training
+            manifest = embed_store(config, config.train_dense.backbone, rebuild=True, progress=self.progress)
+            self._done(step, f"{manifest['count']} vectors")
+
+        self.plan()
+        config = self.config  # with the planned recipes
+        if "dense" not in self.skip:
+            self._dense(models)
+        if "coarse" not in self.skip:
+            from funnel.ranking.training.train_coarse import train_coarse
+
+            step = self._start("coarse")
+            tmp = _fresh_tmp(models, "coarse")
+            train_coarse(config, self.data_dir, tmp, train_split=self.train_split, dev_split=self.dev_split,
+                         log_file=tmp / "train_log.jsonl", progress=self.progress)
+            publish(tmp, config.paths.coarse_model)
+            self._done(step, str(config.paths.coarse_model))
+        if "cross-encoder" not in self.skip:
+            from funnel.ranking.training.train_cross import train_cross_encoder
+
+            step = self._start("cross-encoder")
+            tmp = _fresh_tmp(models, "cross-encoder")
+            train_cross_encoder(config, self.data_dir, tmp, split=self.train_split, dev_split=self.dev_split,
+                                log_file=tmp / "train_log.jsonl", device=self.device, progress=self.progress)
+            publish(tmp, config.paths.cross_encoder)
+            self._done(step, str(config.paths.cross_encoder))
+        self.report["total"] = f"{time.perf_counter() - self.t0:.0f} s"
+        self._write()
+        return self.report
+
+    def _dense(self, models: Path) -> None:
+        """Dual encoder + vector index. With the query tower trained alone (the CPU default), the documents
+        were encoded once, by the frozen starting tower, before training; training reads those vectors and
+        the index stays valid after it. A fully fine-tuned encoder re-embeds the corpus afterwards."""
+        from funnel.ranking.models.dual_encoder import embed_store
+        from funnel.ranking.training.cross_fit import train_fold_encoders
+        from funnel.ranking.training.train_dense import train_dual_encoder
+
+        config = self.config
+        step = self._start("dual-encoder")
+        tmp = _fresh_tmp(models, "dual-encoder")
+        train_dual_encoder(config, self.data_dir, tmp, split=self.train_split, dev_split=self.dev_split,
+                           log_file=tmp / "train_log.jsonl", device=self.device, progress=self.progress)
+        publish(tmp, config.paths.dual_encoder)
+        manifest = embed_store(config, str(config.paths.dual_encoder), rebuild=self.towers != "query",
+                               progress=self.progress)
+        stale = config.paths.dual_encoder_folds
+        if stale.exists():  # folds of an earlier encoder or corpus must not feed this build's coarse ranker
+            shutil.rmtree(stale)
+        self._done(step, f"{config.paths.dual_encoder}, {manifest['count']} vectors")
+        if config.coarse.cross_fit and self.towers == "query":  # out-of-fold encoders for the coarse training lists
+            step = self._start("fold encoders")
+            train_fold_encoders(self.fold_config, self.data_dir, config.coarse.cross_fit, split=self.train_split,
+                                dev_split=self.dev_split, device=self.device, progress=self.progress)
+            self._done(step, f"{config.coarse.cross_fit} folds in {config.paths.dual_encoder_folds}")
+        elif config.coarse.cross_fit:
+            log.info("coarse.cross_fit: skipped with shared towers (the folds must share the index's document vectors)")
+
+    # -- the plan ----------------------------------------------------------------------------------
+
+    def plan(self) -> None:
+        """Measure, fit every recipe into the budget left, and print the plan."""
+        from funnel.core.judgements import read_qrels, read_queries
+        from funnel.core.store import DocumentStore
+        from funnel.ranking.training import budget as B
+
+        config, bc = self.config, self.config.build
+        self.fold_config = config
+        queries = read_queries(self.data_dir)
+        train = {q: j for q, j in read_qrels(self.data_dir, self.train_split).items() if q in queries}
+        positives = sorted((sum(g > 0 for g in j.values()) for j in train.values()), reverse=True)
+        positives = [n for n in positives if n]
+        n_dev = sum(1 for q in read_qrels(self.data_dir, self.dev_split) if q in queries)
+        with DocumentStore(config.paths.store, readonly=True) as store:
+            n_docs = store.count()
+        names = {s.name for s in self.steps}
+        elapsed = time.perf_counter() - self.t0
+        budget_s = bc.budget_min * 60
+        probe = bc.probe_steps > 0
+        t_probe = time.perf_counter()
+        costs: dict[str, B.StepCost] = {}
+        if probe and "dual-encoder" in names:
+            costs["dense"] = B.probe("dense", config, self.data_dir, split=self.train_split, device=self.device,
+                                     steps=bc.probe_steps)
+            dev_batches = -(-n_dev // 64) + (0 if self.towers == "query" else -(-max(n_docs, 1) // 64))
+            costs["dense"].dev_s = dev_batches * costs["dense"].step_s / 3  # forward only, about a third
+        if probe and "cross-encoder" in names:
+            costs["fine"] = B.probe("fine", config, self.data_dir, split=self.train_split, device=self.device,
+                                    steps=bc.probe_steps)
+            fc = config.fine
+            pairs_per_step = fc.batch_queries * fc.group_size
+            costs["fine"].dev_s = n_dev * fc.eval_depth / pairs_per_step * costs["fine"].step_s / 3
+        coarse_s = None
+        if probe and "coarse" in names:
+            # before the dual encoder is trained, recall runs on the vectors of its starting tower
+            cfg = config
+            if "dual-encoder" in names and self.towers == "query":
+                cfg = replace(config, dense=replace(config.dense, model=config.train_dense.backbone))
+            elif "dual-encoder" in names:
+                cfg = replace(config, pipeline=replace(config.pipeline, recall="bm25"))
+            try:
+                per_query = B.probe_coarse(cfg, self.data_dir, self.train_split)
+                coarse_s = B.coarse_seconds(config, per_query, len(positives), n_dev)
+            except Exception as exc:  # an estimate is not worth a failed build
+                log.warning("plan: could not time the coarse ranker's lists (%s); it runs unplanned", exc)
+        probe_s = time.perf_counter() - t_probe
+        log.info("plan: %d train queries (%d positives, at most %d per query), %d dev queries; probes took %.0f s",
+                 len(positives), sum(positives), max(positives, default=0), n_dev, probe_s)
+
+        # Coarse first: cheap, and it may only keep a sample of its lists when the budget is tight.
+        left = budget_s - (time.perf_counter() - self.t0) if budget_s else 0.0
+        if coarse_s is not None:
+            if budget_s and coarse_s > 0.2 * left and len(positives):
+                keep = max(50, int(len(positives) * 0.2 * left / coarse_s))
+                if keep < len(positives):
+                    config = replace(config, coarse=replace(config.coarse, max_train_queries=keep))
+                    coarse_s *= (keep + n_dev) / (len(positives) + n_dev)
+                    self._set("coarse", coarse_s, f"lists of {keep} of {len(positives)} train queries")
+                else:
+                    self._set("coarse", coarse_s, f"{len(positives)} train lists")
+            else:
+                self._set("coarse", coarse_s, f"{len(positives)} train lists")
+            left -= coarse_s
+
+        k = config.coarse.cross_fit
+        fold_pos = positives[: len(positives) - len(positives) // k] if k else []
+        tc, fc = config.train_dense, config.fine
+        full = {}
+        if "dense" in costs:
+            full["dense"] = B.fit("dual-encoder", positives, tc.batch_size, tc.epochs, costs["dense"], 0)
+            if "fold encoders" in names:
+                full["folds"] = B.fit("fold encoder", fold_pos, tc.batch_size, tc.epochs, costs["dense"], 0)
+        if "fine" in costs:
+            full["fine"] = B.fit("cross-encoder", positives, fc.batch_queries, fc.epochs, costs["fine"], 0)
+        wanted = {n: p.seconds * (k if n == "folds" else 1) for n, p in full.items()}
+        alloc = B.allocate(wanted, {"dense": bc.dense_share, "folds": bc.folds_share, "fine": bc.fine_share},
+                           0.95 * left) if budget_s else {}
+        fold_config = config
+        if "dense" in costs:
+            p = B.fit("dual-encoder", positives, tc.batch_size, tc.epochs, costs["dense"], alloc.get("dense", 0.0))
+            config = B.apply(config, "train_dense", p)
+            self._set("dual-encoder", p.seconds, p.describe())
+            if "folds" in full:
+                pf = B.fit("fold encoder", fold_pos, tc.batch_size, tc.epochs, costs["dense"],
+                           alloc.get("folds", 0.0) / k)
+                fold_config = B.apply(fold_config, "train_dense", pf)
+                self._set("fold encoders", k * pf.seconds, f"{k} x ({pf.describe()})")
+        if "fine" in costs:
+            p = B.fit("cross-encoder", positives, fc.batch_queries, fc.epochs, costs["fine"], alloc.get("fine", 0.0))
+            config = B.apply(config, "fine", p)
+            self._set("cross-encoder", p.seconds, p.describe())
+        self.config = config
+        self.fold_config = replace(fold_config, coarse=config.coarse, fine=config.fine)
+        done = [s for s in self.steps if s.actual_s is not None]
+        todo = [s.estimate_s for s in self.steps if s.actual_s is None]
+        total = None if None in todo else elapsed + probe_s + sum(todo)
+        log.info("build plan (budget %s, %s so far):", f"{bc.budget_min:g} min" if budget_s else "none",
+                 _minutes(time.perf_counter() - self.t0))
+        for i, s in enumerate(self.steps, 1):
+            when = f"done in {_minutes(s.actual_s)}" if s in done else f"estimated {_minutes(s.estimate_s)}"
+            log.info("  step %d/%d %-16s %s%s", i, len(self.steps), s.name, when, f"  [{s.recipe}]" if s.recipe else "")
+        log.info("  estimated total %s", _minutes(total))
+        if budget_s and total is not None and total > budget_s * 1.05:
+            log.warning("the plan exceeds the budget of %g min (the minimum recipe of each model does not fit)",
+                        bc.budget_min)
+        self._write()
+
+    def _set(self, name: str, estimate_s: float, recipe: str) -> None:
+        for s in self.steps:
+            if s.name == name:
+                s.estimate_s, s.recipe = estimate_s, recipe

@@ -38,6 +38,9 @@ def register(sub) -> None:
     b.add_argument("--skip", action="append", default=[], choices=["ingest", "dense", "coarse", "cross-encoder"],
                    help="skip a step (repeatable)")
     b.add_argument("--device", default="auto", help="training device: auto, cpu, cuda")
+    b.add_argument("--budget-min", type=float, default=None, metavar="N",
+                   help="minutes for the whole build: each model's recipe is fitted into its share of it "
+                        "(config build.budget_min, default 60; 0: no budget)")
     b.set_defaults(handler=_build)
 
 
@@ -144,7 +147,7 @@ def _build(args, config) -> int:
     from funnel.cli.build import build
 
     report = build(config, args.data, train_split=args.train_split, dev_split=args.dev_split, skip=tuple(args.skip),
-                   device=args.device, progress=not args.quiet)
+                   device=args.device, progress=not args.quiet, budget_min=args.budget_min)
     for step, info in report.items():
         print(f"{step:14s} {info}")
     return 0

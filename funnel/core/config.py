@@ -100,6 +100,10 @@ class PathsConfig:
     def frontier(self) -> Path:
         return self.crawl / "frontier.sqlite"
 
+    @property
+    def build_log(self) -> Path:
+        return self.root / "build.json"  # `funnel build`'s plan and actual minutes per step
+
 
 @dataclass(frozen=True)
 class AnalyzerConfig:
@@ -485,6 +489,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "train_dense.learning_rate": _POSITIVE, "train_dense.epochs": _number(1), "train_dense.query_max_len": _number(1),
     "train_dense.doc_max_len": _number(1), "train_dense.unsupervised_mode": _choice("crop", "sentence"),
     "train_dense.unsupervised_pairs": _number(1), "train_dense.time_budget_min": _number(0),
+    "build.dense_share": _FRACTION, "build.folds_share": _FRACTION, "build.fine_share": _FRACTION,
 }
 
 

@@ -3,13 +3,15 @@ early stopping on ``dev`` nDCG@10. Feeds `ranking.coarse` (model folder) and wri
 
 Each training list is one judged query's top ``coarse.train_depth`` recall candidates, labelled with
 their judged grade (0 when unjudged); queries whose candidates hold no relevant document carry
-no LambdaMART gradient and are left out. Features come from `ranking.features.compute_features`,
+no LambdaMART gradient and are left out. ``coarse.max_train_queries`` keeps a seeded sample of the
+judged queries (what `funnel build` sets when its budget cannot afford every list). Features come from `ranking.features.compute_features`,
 the same function the serving stage calls.
 """
 from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from pathlib import Path
 
@@ -112,6 +114,9 @@ def train_coarse(config: Config, data_dir: str | Path, out_dir: str | Path | Non
         splits[split] = {q: d for q, d in qrels.items() if q in queries and any(g > 0 for g in d.values())}
         if not splits[split]:
             raise InputError(f"{data_dir}/qrels/{split}.tsv: no judged query with a positive in queries.jsonl")
+    if cc.max_train_queries and len(splits[train_split]) > cc.max_train_queries:
+        keep = random.Random(cc.seed).sample(sorted(splits[train_split]), cc.max_train_queries)
+        splits[train_split] = {q: splits[train_split][q] for q in sorted(keep)}
     t0 = time.perf_counter()
     # The recall stage (and feature context) exactly as serving builds them.
     pipe = Pipeline.from_config(config, "cpu", stages=[])

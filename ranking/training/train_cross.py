@@ -33,6 +33,7 @@ from funnel.core.errors import InputError
 from funnel.core.judgements import gain, read_qrels, read_queries, sample_positives
 from funnel.core.store import DocumentStore
 from funnel.index.searcher import Bm25Retriever
+from funnel.ranking.evaluate import evaluate
 from funnel.ranking.models.backbone import load_tokenizer
 from funnel.ranking.models.ce_model import head_parameters
 from funnel.ranking.models.cross_encoder import build_cross_encoder, META, pair_text, save_cross_encoder
@@ -139,6 +140,9 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
     if fc.eval_depth > 0 and (data_dir / "qrels" / f"{dev_split}.tsv").exists():
         dev_sets = load_rerank_sets(config, data_dir, dev_split, fc.eval_depth)
         dev_qrels = read_qrels(data_dir, dev_split)
+        # "no training": the candidates in BM25's own order, the figure a trained model must beat
+        bm25_order = {s.qid: {d: -float(i) for i, d in enumerate(s.doc_ids)} for s in dev_sets}
+        reference = round(evaluate(bm25_order, {q: dev_qrels[q] for q in bm25_order})["nDCG@10"], 4)
 
     dev, _ = resolve_device(device)
     model = build_cross_encoder(fc.backbone, seed=fc.seed, pooling=fc.pooling).to(dev)
@@ -182,6 +186,8 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
         model.train()
 
     t0 = time.perf_counter()
+    if dev_sets:
+        log_line({"eval": dev_split, "epoch": 0, "nDCG@10": reference, "ranker": "bm25"})
     step, losses, stopped_early = 0, [], False
     bar = tqdm(total=total, desc="cross-encoder", unit="step", disable=not progress)
     try:
@@ -202,7 +208,7 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
                 losses.append(update(listwise_loss(logits, fc.group_size, gains), params, opt, sched))
                 step += 1
                 elapsed = time.perf_counter() - t0
-                log_line({"step": step, "epoch": epoch, "loss": round(losses[-1], 5), "seconds": round(elapsed, 1)})
+                log_line({"step": step, "epoch": epoch, "loss": round(losses[-1], 5), "seconds": round(elapsed, 3)})
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
                 if step >= total:
@@ -221,6 +227,13 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
                "seconds": round(time.perf_counter() - t0, 1), "first_loss": round(float(np.mean(losses[:20])), 4),
                "last_loss": round(float(np.mean(losses[-20:])), 4), "stopped_by_time_budget": stopped_early,
                "device": str(dev), "best_epoch": best["epoch"], "dev": history}
+    if dev_sets:
+        summary["bm25_dev_nDCG@10"] = reference
+        summary["beats_bm25"] = bool(best["score"] > reference)
+        if not summary["beats_bm25"]:
+            log.warning("cross-encoder: best dev nDCG@10 %.4f does not beat BM25's own order (%.4f) on the same "
+                        "candidates; the fine stage may hurt (pipeline.stages without 'fine' turns it off)",
+                        best["score"], reference)
     log_line({"summary": summary})
     if log_f:
         log_f.close()

@@ -323,7 +323,7 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
                 losses.append(update(loss, params, opt, sched, scaler))
                 step += 1
                 write({"step": step, "epoch": epoch, "loss": round(losses[-1], 5),
-                       "seconds": round(time.perf_counter() - t0, 1)})
+                       "seconds": round(time.perf_counter() - t0, 3)})
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 if step >= total:

@@ -187,10 +187,12 @@ def test_training_keeps_the_epoch_with_the_best_dev_ndcg(tiny_home, tiny_dir, tm
     log = tmp_path / "log.jsonl"
     out = train_cross_encoder(config, tiny_dir, tmp_path / "ce", log_file=log, device="cpu", progress=False)
     rows = [json.loads(line) for line in log.read_text().splitlines()]
-    evals = [r for r in rows if "eval" in r]
-    assert [r["epoch"] for r in evals] == [1, 2, 3, 4] and all(r["eval"] == "dev" for r in evals)
-    best = max(evals, key=lambda r: (r["nDCG@10"], -r["epoch"]))  # the first epoch reaching the maximum
     meta = json.loads((out / "funnel_meta.json").read_text())
+    evals = [r for r in rows if "eval" in r and "ranker" not in r]  # "ranker": BM25's order, the reference
+    assert [r["epoch"] for r in evals] == [1, 2, 3, 4] and all(r["eval"] == "dev" for r in evals)
+    assert [r["ranker"] for r in rows if "ranker" in r] == ["bm25"]
+    best = max(evals, key=lambda r: (r["nDCG@10"], -r["epoch"]))  # the first epoch reaching the maximum
+    assert meta["training"]["beats_bm25"] == (best["nDCG@10"] > meta["training"]["bm25_dev_nDCG@10"])
     assert meta["epoch"] == best["epoch"] == meta["training"]["best_epoch"]
     # the folder holds that epoch's weights: re-evaluating it gives the logged figure
     ce = load_cross_encoder(out, "cpu")
