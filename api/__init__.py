@@ -1,4 +1,4 @@
-"""Serving: the query API (`api.app.create_app`, `funnel serve`) over `api.service.SearchService`."""
+"""Serving: the query API (`funnel.api.app.create_app`, `funnel serve`) over `funnel.api.service.SearchService`."""
 from funnel.api.service import SearchResult, SearchService
 
 __all__ = ["SearchService", "SearchResult"]

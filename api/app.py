@@ -312,7 +312,7 @@ def serve(config, *, use_funnel: bool = True, log_level: str = "info") -> None:
         metrics_dir = tempfile.mkdtemp(prefix="funnel-metrics-")  # one per server: no stale counts
         os.environ[MULTIPROC_ENV] = metrics_dir
         try:
-            uvicorn.run("api.app:app_from_env", factory=True, host=s.host, port=s.port, workers=s.workers,
+            uvicorn.run("funnel.api.app:app_from_env", factory=True, host=s.host, port=s.port, workers=s.workers,
                         log_level=log_level)
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -66,7 +66,7 @@ class SearchResponse(BaseModel):
     k: int
     profile: str
     took_ms: float
-    hits: list[Hit]  # api.service.Hit, the one definition: pydantic validates and documents a dataclass like a model
+    hits: list[Hit]  # funnel.api.service.Hit, the one definition: pydantic validates and documents a dataclass like a model
     stages: list[StageTable] | None = Field(default=None, description="per-stage rankings (explain=true)")
     features: dict[str, list[float | None]] | None = Field(
         default=None, description="feature name -> value for each hit, in hit order; null where undefined "

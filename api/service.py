@@ -1,10 +1,10 @@
 """Serving core: the index, store and ranking funnel loaded once and shared by every request.
 
-Feeds the HTTP API (`api.app`) and the dashboard. `SearchService.open(config)` loads everything up
+Feeds the HTTP API (`funnel.api.app`) and the dashboard. `SearchService.open(config)` loads everything up
 front, so the first request is as fast as the rest and a missing artifact fails at start-up with a
 message instead of on a user's query.
 
-Ranking: one `ranking.pipeline.Pipeline` per offered profile (``cpu`` always, ``gpu`` when CUDA is
+Ranking: one `funnel.ranking.serving.pipeline.Pipeline` per offered profile (``cpu`` always, ``gpu`` when CUDA is
 present). Each pipeline skips the stages whose models are not trained yet, so a freshly indexed home
 already serves BM25; ``--bm25-only`` serves the same pipeline cut to BM25 recall.
 

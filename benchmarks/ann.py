@@ -1,4 +1,4 @@
-"""ANN benchmark for the vector index (`index.vectors`): FAISS IVF and HNSW against exact inner-product
+"""ANN benchmark for the vector index (`funnel.index.vectors`): FAISS IVF and HNSW against exact inner-product
 search on >= 100k 384-d unit vectors: recall@100 of the approximate top 100 against the exact top 100,
 per-query latency (one query at a time, one thread) and the speed-up over exact search, side by side.
 

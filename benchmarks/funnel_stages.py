@@ -1,7 +1,7 @@
 """The ranking funnel stage by stage on a BEIR split: BM25 -> + hybrid recall -> + coarse -> + fine -> + rerank.
 
 For each stage: nDCG@10 and Recall@100 of the list the funnel returns if it stops after that stage
-(`ranking.pipeline.cascade_runs`), and the stage's p50/p95 latency per query; the last row is the
+(`funnel.ranking.serving.pipeline.cascade_runs`), and the stage's p50/p95 latency per query; the last row is the
 whole query. Before the timed run, the cross-encoder/coarse fusion weight (``pipeline.fine_weight``:
 fine score = CE logit + w x coarse score) is swept on the same split from one pass of CE scores
 (tune on dev only: SciFact's test judgements are not used anywhere).

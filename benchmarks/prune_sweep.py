@@ -1,8 +1,8 @@
 """Pruning recipes side by side: one teacher, several `funnel prune` configurations, one table.
 
-Each ``--variant NAME:key=value,key=value`` sets ``prune.*`` keys (see `funnel.config.PruneConfig`)
+Each ``--variant NAME:key=value,key=value`` sets ``prune.*`` keys (see `funnel.core.config.PruneConfig`)
 over the defaults and the ``--set`` overrides; every variant prunes a fresh copy of the same teacher
-(`ranking.prune.prune_student`) and is scored on the same evaluation sets (prune.eval_split, dev by
+(`funnel.ranking.training.prune.prune_student`) and is scored on the same evaluation sets (prune.eval_split, dev by
 default: this is where recipes are tuned; the teacher is scored once). With ``--save-dir`` each
 variant's model is saved there as a cross-encoder folder, ready for `benchmarks/pruning.py`, which
 times pruned models against the teacher side by side. The table is rewritten after every variant, so

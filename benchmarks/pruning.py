@@ -5,7 +5,7 @@ Models compared:
 - the teacher (``--teacher``, the trained cross-encoder as served);
 - every ``--pruned`` folder (made by ``funnel prune``: iterative pruning + distillation recovery);
 - a one-shot curve: the teacher with the ``--curve`` fractions of its least important heads sliced out
-  (importance from `ranking.prune.unit_importance` on ``--importance-queries`` dev queries), no recovery.
+  (importance from `funnel.ranking.training.prune.unit_importance` on ``--importance-queries`` dev queries), no recovery.
 
 Latency: for each query, every model scores the same pre-tokenised batch of the query's candidates
 (model forward only: tokenisation is the same for all models), the models taking turns query by
@@ -48,7 +48,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def run_models(models: dict, batches: list[dict], device, dtype, int8: frozenset = frozenset()) -> dict:
     """Scores and per-query forward seconds of every model, models taking turns query by query.
 
-    Models named in `int8` run dynamically quantised (`ranking.quantize`), on the CPU only.
+    Models named in `int8` run dynamically quantised (`funnel.ranking.models.quantize`), on the CPU only.
     """
     if device.type != "cpu":
         models = {n: m for n, m in models.items() if n not in int8}

@@ -1,6 +1,6 @@
 """Recall benchmark: BM25, dense (zero-shot MiniLM and the fine-tuned dual encoder) and hybrid recall
 (RRF and normalised weighted fusion) side by side on a BEIR split, through the same stages the funnel
-runs (`ranking.recall`): nDCG@10, Recall@100, Recall@1000 and per-query latency.
+runs (`funnel.ranking.serving.recall`): nDCG@10, Recall@100, Recall@1000 and per-query latency.
 
 Needs a home with the corpus ingested and indexed (`funnel ingest beir`, `funnel index`) and a vector
 index (`funnel embed`). Each model given with ``--model NAME=PATH`` must share the index's document

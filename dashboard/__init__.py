@@ -1,1 +1,1 @@
-"""Inspection dashboard (Streamlit app `dashboard/app.py`, `funnel dashboard`) over `api.service`."""
+"""Inspection dashboard (Streamlit app `dashboard/app.py`, `funnel dashboard`) over `funnel.api.service`."""

@@ -1,6 +1,6 @@
 """Funnel's ranking-inspection dashboard (Streamlit), started by `funnel dashboard`.
 
-Reads the same home as the API (index, store, trained models) through `api.service.SearchService`,
+Reads the same home as the API (index, store, trained models) through `funnel.api.service.SearchService`,
 loaded once per process. Pages: Search (each stage's ranking with rank movement, the chosen result's
 features, LightGBM contributions, cross-encoder attention, link neighbourhood), Links & PageRank,
 Evaluation (per-stage metrics on the store's judgements, committed benchmark tables, the pruning curve).

@@ -1,5 +1,5 @@
 """PageRank on one machine: the link graph -> an importance score per document. Feeds the coarse
-ranker (a feature) and the optional BM25 prior; the Spark job (`pipelines.pagerank_job`) computes the
+ranker (a feature) and the optional BM25 prior; the Spark job (`funnel.pipelines.pagerank_job`) computes the
 same numbers for graphs past one machine.
 
 Semantics (chosen to match ``networkx.pagerank`` on a ``DiGraph``, and documented because each is a choice)

@@ -1,6 +1,6 @@
 """The vector index beside the inverted index: document embeddings for dense recall, with exact and
-approximate (FAISS IVF / HNSW) inner-product search. Fed by `funnel embed` (`ranking.dual_encoder.embed_store`);
-feeds `ranking.recall.DenseRecall` and the funnel's dense-cosine feature (`VectorIndex.lookup`).
+approximate (FAISS IVF / HNSW) inner-product search. Fed by `funnel embed` (`funnel.ranking.models.dual_encoder.embed_store`);
+feeds `funnel.ranking.serving.recall.DenseRecall` and the funnel's dense-cosine feature (`VectorIndex.lookup`).
 
 Vectors are L2-normalised, so inner product = cosine. Search backends:
 - ``exact``: brute force; on a CUDA device a torch matmul + topk (faiss-gpu is not needed), on CPU

@@ -1,11 +1,11 @@
 """Spark index job: the store's Parquet export -> the same inverted index the local builder writes.
 
 Documents are cut into shards of contiguous ``seq`` ranges (``repartitionByRange``, sorted within each
-shard). Each Spark task analyses its shard with the very `index.analyze.Analyzer` the local builder
+shard). Each Spark task analyses its shard with the very `funnel.index.analyze.Analyzer` the local builder
 uses (built once per partition, so the stemmer and jieba load once per task) and inverts it into a
-segment with the builder's pure `index.builder.segment_from_tokens`. The driver receives the shards in
-``seq`` order, concatenates them with `index.segments.merge_segments` and publishes the result through
-`index.builder.IndexWriter`: the same files, the same atomic manifest, the same doc ordinals (by
+segment with the builder's pure `funnel.index.builder.segment_from_tokens`. The driver receives the shards in
+``seq`` order, concatenates them with `funnel.index.segments.merge_segments` and publishes the result through
+`funnel.index.builder.IndexWriter`: the same files, the same atomic manifest, the same doc ordinals (by
 ``seq``), postings and collection statistics as ``funnel index``, so `IndexReader`/`Bm25Retriever`
 read it unchanged and score every query identically.
 

@@ -1,7 +1,7 @@
 """Spark PageRank job: the store's link graph (``links.parquet``) -> ``HOME/features/pagerank.parquet``.
 
 DataFrame iterations, so neither the edges nor the rank vector need to fit one machine. Same
-semantics as `index.pagerank` (and ``networkx.pagerank`` on a DiGraph): duplicate links collapse,
+semantics as `funnel.index.pagerank` (and ``networkx.pagerank`` on a DiGraph): duplicate links collapse,
 self-loops count, links to pages outside the store are dropped, dangling mass goes to every node by
 the dangling weights (default: the personalisation vector, default: uniform). One step:
 
@@ -125,7 +125,7 @@ def run_pagerank_job(spark, parquet_dir: str | Path, out_path: str | Path, dampi
 
     Nodes are the store's documents; a link counts when its ``dst`` is a document id (the crawler
     stores canonical URLs as both). `method`: "dataframe" (Spark iterations, any size), "driver"
-    (Spark joins the ids, the driver iterates with `index.pagerank`) or "auto" (driver up to
+    (Spark joins the ids, the driver iterates with `funnel.index.pagerank`) or "auto" (driver up to
     `driver_max_edges` links). Both give the same ranks to rounding.
     """
     if method not in ("auto", "dataframe", "driver"):

@@ -1,5 +1,5 @@
 """For tests that run a server (`funnel serve`, the Streamlit dashboard) in a child process on loopback:
-a free port to give it (stop it with `funnel.procs.stop_process`)."""
+a free port to give it (stop it with `funnel.core.procs.stop_process`)."""
 from __future__ import annotations
 
 import socket

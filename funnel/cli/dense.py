@@ -1,6 +1,6 @@
 """Dense recall subcommands: `funnel embed` (store -> vector index) and `funnel eval-recall` (BM25 / dense /
-hybrid recall on judgements); `funnel train dual-encoder` is in `ranking.cli_train`.
-The logic lives in `ranking.dual_encoder` and `ranking.recall`."""
+hybrid recall on judgements); `funnel train dual-encoder` is in `funnel.cli.train`.
+The logic lives in `funnel.ranking.models.dual_encoder` and `funnel.ranking.serving.recall`."""
 from __future__ import annotations
 
 from funnel.cli.search import add_judgement_args

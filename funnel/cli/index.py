@@ -1,4 +1,4 @@
-"""Subcommands of the index: `funnel index` (`funnel search` lives in `ranking.cli`)."""
+"""Subcommands of the index: `funnel index` (`funnel search` lives in `funnel.cli.search`)."""
 from __future__ import annotations
 
 

@@ -1,5 +1,5 @@
 """`funnel prune`: remove a cross-encoder's least important attention heads (and FFN neurons), recover by
-distillation, save the smaller model. The logic lives in `ranking.prune`."""
+distillation, save the smaller model. The logic lives in `funnel.ranking.training.prune`."""
 from __future__ import annotations
 
 

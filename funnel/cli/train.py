@@ -2,7 +2,7 @@
 
 Every trainer takes the same flags (`--data`, `--split`, `--out`, `--log`; `--dev-split` and `--device`
 where the trainer has them) and writes a model folder, by default HOME/models/NAME. The logic lives in
-`ranking.train_coarse`, `ranking.train_cross` and `ranking.train_dense`. `ranking.cli` places
+`funnel.ranking.training.train_coarse`, `funnel.ranking.training.train_cross` and `funnel.ranking.training.train_dense`. `funnel.cli.search` places
 `funnel train` between `funnel eval` and `funnel build`.
 """
 from __future__ import annotations

@@ -103,8 +103,8 @@ def load_cross_encoder(path: str | Path, device: str = "auto", *, dtype: str = "
                        max_length: int | None = None, cpu_dtype: str = "fp32") -> CrossEncoder:
     """The one loader of a cross-encoder folder (or ``"tiny"``: a random tiny model for tests).
 
-    ``device``/``dtype`` go through `funnel.device.resolve_device` (fp16/bf16 on a GPU, fp32 on CPU).
-    ``cpu_dtype`` "int8": on CPU, the Linear layers dynamically quantised (`ranking.quantize`).
+    ``device``/``dtype`` go through `funnel.core.device.resolve_device` (fp16/bf16 on a GPU, fp32 on CPU).
+    ``cpu_dtype`` "int8": on CPU, the Linear layers dynamically quantised (`funnel.ranking.models.quantize`).
     ``max_length`` defaults to the one the model was trained with.
     """
 

@@ -1,6 +1,6 @@
 """Dense recall's model: a dual encoder (bi-encoder) that maps queries and documents to unit vectors,
-so relevance is a dot product. Feeds `index.vectors` (document embeddings, via `funnel embed`),
-`ranking.recall.DenseRecall` (query embeddings) and the ranking funnel's dense-cosine feature / MMR.
+so relevance is a dot product. Feeds `funnel.index.vectors` (document embeddings, via `funnel embed`),
+`funnel.ranking.serving.recall.DenseRecall` (query embeddings) and the ranking funnel's dense-cosine feature / MMR.
 
 - Towers: one shared BERT by default (queries and documents use the same weights, which works best
   with little training data); ``shared=False`` keeps a separate document tower.

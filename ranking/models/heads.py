@@ -1,5 +1,5 @@
 """Attention heads and FFN neurons of a BERT: masking them (for importance scores) and slicing them out.
-Feeds `ranking.prune` (which decides what to remove) and every loader of a pruned model.
+Feeds `funnel.ranking.training.prune` (which decides what to remove) and every loader of a pruned model.
 
 transformers 5 removed ``head_mask`` and ``prune_heads`` from BERT, so Funnel owns both halves:
 

@@ -1,4 +1,4 @@
-"""Coarse ranking: a LightGBM LambdaMART model over the cheap features of `ranking.features` narrows
+"""Coarse ranking: a LightGBM LambdaMART model over the cheap features of `funnel.ranking.serving.features` narrows
 recall's candidates (hundreds to a thousand) to the few the cross-encoder reads.
 
 Files of a coarse model folder (``HOME/models/coarse/``)
@@ -63,7 +63,7 @@ class CoarseModel:
         meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
         unknown = [f for f in meta.get("features", []) if f not in FEATURES]
         if unknown:
-            raise InputError(f"{path / META_FILE}: features {unknown} are not computed by ranking.features")
+            raise InputError(f"{path / META_FILE}: features {unknown} are not computed by funnel.ranking.serving.features")
         return cls(lgb.Booster(model_file=str(path / MODEL_FILE)), meta)
 
 

@@ -1,5 +1,5 @@
 """Coarse-ranking features of (query, candidate) pairs: one function, `compute_features`, feeds both
-LightGBM training (`ranking.train_coarse`) and serving (`ranking.coarse`), so the two cannot drift.
+LightGBM training (`funnel.ranking.training.train_coarse`) and serving (`funnel.ranking.serving.coarse`), so the two cannot drift.
 
 Every feature is cheap: index statistics, the analysed query and the candidate's analysed text
 (cached per document), the dense cosine the recall stage already computed, and PageRank.
@@ -86,7 +86,7 @@ class DocCache:
 @dataclass
 class FeatureContext:
     """Everything `compute_features` reads besides the query and candidates."""
-    retriever: object  # index.searcher.Bm25Retriever
+    retriever: object  # funnel.index.searcher.Bm25Retriever
     docs: DocCache
     pagerank: dict[str, float] = field(default_factory=dict)
 

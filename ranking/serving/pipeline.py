@@ -1,5 +1,5 @@
 """The ranking funnel: recall -> coarse -> fine -> rerank, a loop over stages of one shape
-(`rank(request, candidates, k) -> candidates`). Built from `funnel.config.PipelineConfig`; feeds the
+(`rank(request, candidates, k) -> candidates`). Built from `funnel.core.config.PipelineConfig`; feeds the
 CLI (`funnel search`, `funnel eval --profile`), the API and the dashboard.
 
 Profiles set the expensive stage's depth and device: ``cpu`` cross-encodes the top

@@ -1,5 +1,5 @@
 """Recall, the funnel's first stage: BM25, dense (dual encoder + vector index) and hybrid candidates.
-Feeds the coarse ranker (`ranking.coarse`) through the one stage shape of `ranking.stages`.
+Feeds the coarse ranker (`funnel.ranking.serving.coarse`) through the one stage shape of `funnel.ranking.serving.stages`.
 
 Every stage here ignores the incoming candidates (recall starts the funnel) and returns up to its
 own candidate count, best first, with per-candidate features:
@@ -94,7 +94,7 @@ def _ords(reader, doc_ids: list[str]) -> np.ndarray:
 
 
 class Bm25Recall:
-    """BM25 candidates from the inverted index (`index.searcher.Bm25Retriever`).
+    """BM25 candidates from the inverted index (`funnel.index.searcher.Bm25Retriever`).
 
     ``prior`` (optional): (n_total,) float64 added to every matched document's BM25 before the top k
     is taken, e.g. `pagerank_prior_array`; the ``bm25`` feature stays the plain BM25 score.
@@ -128,8 +128,8 @@ class Bm25Recall:
 class DenseRecall:
     """Dense candidates: the query embedded by the dual encoder, nearest documents in the vector index.
 
-    ``encoder``: a `ranking.dual_encoder.DualEncoder` whose document tower made the index;
-    ``vectors``: an `index.vectors.VectorIndex`; ``reader`` (optional): the inverted index's
+    ``encoder``: a `funnel.ranking.models.dual_encoder.DualEncoder` whose document tower made the index;
+    ``vectors``: an `funnel.index.vectors.VectorIndex`; ``reader`` (optional): the inverted index's
     `IndexReader`, to fill global ordinals. `embed_query` is public for other stages (e.g. MMR).
     """
     name = "dense"

@@ -1,6 +1,6 @@
 """Re-ranking, the last stage: turns the fine ranker's list into what the user sees. Business rules
 (pinned and blocked documents), near-duplicate removal, a per-host cap, an optional freshness boost
-and MMR diversity over document embeddings; all set by `funnel.config.RerankConfig`.
+and MMR diversity over document embeddings; all set by `funnel.core.config.RerankConfig`.
 
 Embeddings come from the dense model when the pipeline has one; otherwise a hashed bag of the
 document's analysed terms stands in (`bow_embeddings`), so the stage works on any index.
@@ -82,7 +82,7 @@ class Reranker:
 
     def __init__(self, config: RerankConfig, docs, *, embed=None, lookup_ord=None, now=time.time):
         self.config = config
-        self.docs = docs  # ranking.features.DocCache
+        self.docs = docs  # funnel.ranking.serving.features.DocCache
         self.embed = embed  # optional: doc ids -> (n, dim) L2-normalised float32
         self.lookup_ord = lookup_ord  # optional: doc id -> index ordinal or None (for pinned documents)
         self.now = now

@@ -10,7 +10,7 @@ of the other K-1 folds, and each train query's candidates and features computed 
 that never saw it. Dev and serving use the encoder trained on everything.
 
 Files (``HOME/models/dual-encoder-folds/``, written by `train_fold_encoders`):
-- ``fold-0/`` ... ``fold-{K-1}/``: dual-encoder folders (`ranking.dual_encoder`), query towers over the
+- ``fold-0/`` ... ``fold-{K-1}/``: dual-encoder folders (`funnel.ranking.models.dual_encoder`), query towers over the
   same frozen document tower as HOME's vector index;
 - ``folds.json``: ``{"format": 1, "k": K, "seed": int, "split": "train", "fold_of": {query id: fold}}``.
 """

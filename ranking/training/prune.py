@@ -2,12 +2,12 @@
 recover with a short distillation fine-tune. Feeds the fine-ranking stage a smaller, faster model.
 
 1. Importance (Michel et al., 2019, "Are Sixteen Heads Really Better than One?"): attach a mask of
-   ones to every head (`ranking.heads.UnitMask`), backpropagate the ranking loss on judged queries,
+   ones to every head (`funnel.ranking.models.heads.UnitMask`), backpropagate the ranking loss on judged queries,
    and average ``|dL/dmask|`` over the queries: the expected sensitivity of the loss to removing the
    head. Scores are normalised per layer (L2), as in the paper, so layers compare on one scale.
    The loss is the listwise softmax cross-entropy of a query's BM25 candidates against its judgements.
 2. Iterative pruning: in ``steps`` rounds, recompute importance on the current model and physically
-   slice out the least important heads (`ranking.heads.prune_heads`) until ``target`` of the
+   slice out the least important heads (`funnel.ranking.models.heads.prune_heads`) until ``target`` of the
    original heads are gone; with a ``latency_budget``, keep going (up to ``max_target``) until the
    measured CPU latency is within that fraction of the original. Each layer keeps at least one head.
    FFN neurons (``ffn_target``, a fraction per layer) are scored and cut the same way in the same rounds.
@@ -22,7 +22,7 @@ recover with a short distillation fine-tune. Feeds the fine-ranking stage a smal
    ``recover_steps / steps`` after every cut, so each round's importance is measured on a model
    that has recovered from the previous cut (gradual pruning).
 
-Files written into the output folder (a cross-encoder folder, see `ranking.cross_encoder`)
+Files written into the output folder (a cross-encoder folder, see `funnel.ranking.models.cross_encoder`)
 ------------------------------------------------------------------------------------------
 - ``config.json`` + ``model.safetensors`` + tokenizer files: the pruned model; the config records
   the heads kept per layer (``funnel_heads_kept``) and FFN widths (``funnel_intermediate_sizes``);

@@ -1,10 +1,10 @@
 """Training of the coarse ranker: LightGBM LambdaMART on recall candidates of the ``train`` judgements,
-early stopping on ``dev`` nDCG@10. Feeds `ranking.coarse` (model folder) and writes a JSONL log.
+early stopping on ``dev`` nDCG@10. Feeds `funnel.ranking.serving.coarse` (model folder) and writes a JSONL log.
 
 Each training list is one judged query's top ``coarse.train_depth`` recall candidates, labelled with
 their judged grade (0 when unjudged); queries whose candidates hold no relevant document carry
 no LambdaMART gradient and are left out. ``coarse.max_train_queries`` keeps a seeded sample of the
-judged queries (what `funnel build` sets when its budget cannot afford every list). Features come from `ranking.features.compute_features`,
+judged queries (what `funnel build` sets when its budget cannot afford every list). Features come from `funnel.ranking.serving.features.compute_features`,
 the same function the serving stage calls.
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _folds(config: Config):
 
 def _out_of_fold_lists(config: Config, folds, retriever, recall, ctx, queries, qrels, progress: bool):
     """Training lists whose recall candidates and dense feature come from the fold encoder that never
-    saw the query (`ranking.cross_fit`); queries outside every fold use the serving recall."""
+    saw the query (`funnel.ranking.training.cross_fit`); queries outside every fold use the serving recall."""
     from dataclasses import replace
 
     fold_of, paths = folds

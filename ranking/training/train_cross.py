@@ -1,5 +1,5 @@
 """Training of the fine-ranking cross-encoder: listwise softmax cross-entropy over one judged positive
-and hard negatives from BM25, on a BEIR folder's ``train`` judgements. Feeds `ranking.cross_encoder`.
+and hard negatives from BM25, on a BEIR folder's ``train`` judgements. Feeds `funnel.ranking.models.cross_encoder`.
 
 Each training group is (query, positive, n-1 negatives); the loss is the cross-entropy of the
 softmax over the group's logits against target probabilities proportional to each document's gain
@@ -14,7 +14,7 @@ binary judgements (SciFact) every target is one-hot on the positive, as before.
 by gain), so a corpus with dozens of judged documents per query costs steps in proportion to its
 queries, not its judgement rows.
 
-Writes the model folder (see `ranking.cross_encoder`) and a JSONL training log (one line per
+Writes the model folder (see `funnel.ranking.models.cross_encoder`) and a JSONL training log (one line per
 optimiser step: ``step``, ``loss``, ``seconds``; a last line with the summary).
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Training of the dense-recall dual encoder (`ranking.dual_encoder`): contrastive InfoNCE on a BEIR
+"""Training of the dense-recall dual encoder (`funnel.ranking.models.dual_encoder`): contrastive InfoNCE on a BEIR
 folder's ``train`` judgements with in-batch and BM25-mined hard negatives, or, without judgements,
 on pseudo-query pairs from the store's own documents (random crops, or single sentences as in the
-Inverse Cloze Task). Feeds `funnel embed` and `ranking.recall`.
+Inverse Cloze Task). Feeds `funnel embed` and `funnel.ranking.serving.recall`.
 
 Loss: for each query q_i, softmax cross-entropy over its similarities to every document of the batch
 (its positive, its hard negatives, and every other query's positive and negatives), scaled by
@@ -19,7 +19,7 @@ Towers (``train_dense.towers``; ``auto``, the default, is ``shared`` on a GPU an
 Every epoch ends with a dev evaluation (nDCG@10, R@100 over the whole corpus, exact search); the best
 epoch's model is the one kept in the output folder. Seeds fix data order, negatives and init.
 
-Writes the model folder (see `ranking.dual_encoder`) and a JSONL log: one line per step
+Writes the model folder (see `funnel.ranking.models.dual_encoder`) and a JSONL log: one line per step
 (``step``, ``epoch``, ``loss``, ``seconds``), one per dev evaluation (``eval``, ``epoch``, metrics),
 and a summary line.
 """
@@ -195,7 +195,7 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
 
     Supervised: ``DATA/qrels/SPLIT.tsv`` judgements with BM25 hard negatives from HOME's index.
     Unsupervised (``train_dense.unsupervised``): pseudo-query pairs from HOME's store (DATA optional,
-    used only for the dev evaluation). ``exclude``: training query ids left out (`ranking.cross_fit`).
+    used only for the dev evaluation). ``exclude``: training query ids left out (`funnel.ranking.training.cross_fit`).
     """
     import torch
     from tqdm.auto import tqdm

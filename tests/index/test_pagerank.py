@@ -1,4 +1,4 @@
-"""index.pagerank against networkx.pagerank, storage round trip and the BM25 prior."""
+"""funnel.index.pagerank against networkx.pagerank, storage round trip and the BM25 prior."""
 from __future__ import annotations
 
 import networkx as nx

@@ -1,4 +1,4 @@
-"""ranking.coarse and ranking.train_coarse: LambdaMART trained on the tiny corpus, saved as text + JSON,
+"""funnel.ranking.serving.coarse and funnel.ranking.training.train_coarse: LambdaMART trained on the tiny corpus, saved as text + JSON,
 reloaded to the same scores, and used as a stage; on SciFact (slow) it must beat BM25 on dev."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ranking.cross_encoder and ranking.train_cross: the listwise loss, negatives that never hold a judged
+"""funnel.ranking.models.cross_encoder and funnel.ranking.training.train_cross: the listwise loss, negatives that never hold a judged
 document, the one loader round-trip, batching and truncation, and a tiny model that learns."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ranking.cross_fit: out-of-fold dual encoders, so that the coarse ranker's training lists never see a
+"""funnel.ranking.training.cross_fit: out-of-fold dual encoders, so that the coarse ranker's training lists never see a
 dense score from an encoder trained on the same query (the stacking leak)."""
 from __future__ import annotations
 

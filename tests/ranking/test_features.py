@@ -1,4 +1,4 @@
-"""ranking.features on the tiny index: columns agree with the index and with hand computation."""
+"""funnel.ranking.serving.features on the tiny index: columns agree with the index and with hand computation."""
 from __future__ import annotations
 
 import itertools

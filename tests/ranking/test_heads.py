@@ -1,4 +1,4 @@
-"""ranking.heads: masking vs slicing heads and FFN neurons, save/load of pruned models, real shrinkage."""
+"""funnel.ranking.models.heads: masking vs slicing heads and FFN neurons, save/load of pruned models, real shrinkage."""
 from __future__ import annotations
 
 

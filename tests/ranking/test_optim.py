@@ -1,4 +1,4 @@
-"""ranking.optim: the shared AdamW recipe, its warm-up/decay schedule and the faster head group."""
+"""funnel.ranking.training.optim: the shared AdamW recipe, its warm-up/decay schedule and the faster head group."""
 from __future__ import annotations
 
 import pytest

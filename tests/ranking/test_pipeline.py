@@ -1,4 +1,4 @@
-"""ranking.pipeline end to end on the tiny corpus: stages from config, traces and explain, per-stage
+"""funnel.ranking.serving.pipeline end to end on the tiny corpus: stages from config, traces and explain, per-stage
 evaluation, profiles, and the CLI (`funnel search --explain`, `funnel eval --profile`, `funnel build`)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ranking.prune: head importance, iterative pruning, distillation recovery, `funnel prune` end to end
+"""funnel.ranking.training.prune: head importance, iterative pruning, distillation recovery, `funnel prune` end to end
 (tiny random cross-encoder on the 50-document corpus)."""
 from __future__ import annotations
 

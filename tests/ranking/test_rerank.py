@@ -1,4 +1,4 @@
-"""ranking.rerank: MMR, near-duplicates, freshness as pure functions; the stage over a real store."""
+"""funnel.ranking.serving.rerank: MMR, near-duplicates, freshness as pure functions; the stage over a real store."""
 from __future__ import annotations
 
 import time
