@@ -5,7 +5,7 @@ Layers, each importing only those above it in this list:
 - `funnel.core`: config, document store, errors, device choice, judgements reader;
 - the stages: `funnel.crawler` -> `funnel.index` / `funnel.pipelines` -> `funnel.ranking` ->
   `funnel.api` / `funnel.dashboard`;
-- `funnel.cli.main`: the command line, `funnel build` and `funnel demo`, which wire the stages.
+- `funnel.cli`: the command line, `funnel build` and `funnel demo`, which wire the stages.
 """
 import os
 from importlib.metadata import PackageNotFoundError, version

@@ -1,6 +1,6 @@
 """`funnel`: the one front door. Parses global options, builds the config, dispatches to a subcommand.
 
-The top layer of the package: each module of `funnel.cli.main` registers the subcommands of one stage
+The top layer of the package: each module of `funnel.cli` registers the subcommands of one stage
 (``register(subparsers)``); a handler only turns arguments into a config and calls one library
 function of the stage below. Nothing under `funnel.core` or a stage imports this package.
 """
