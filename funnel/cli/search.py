@@ -1,4 +1,4 @@
-"""Subcommands of ranking: `funnel search`, `funnel eval`, `funnel train MODEL` (from `ranking.cli_train`),
+"""Subcommands of ranking: `funnel search`, `funnel eval`, `funnel train MODEL` (from `funnel.cli.train`),
 `funnel build`."""
 from __future__ import annotations
 
@@ -149,5 +149,10 @@ def _build(args, config) -> int:
     report = build(config, args.data, train_split=args.train_split, dev_split=args.dev_split, skip=tuple(args.skip),
                    device=args.device, progress=not args.quiet, budget_min=args.budget_min)
     for step, info in report.items():
-        print(f"{step:14s} {info}")
+        print(f"{step:16s} {info}")
+    plan = json.loads(config.paths.build_log.read_text(encoding="utf-8"))["plan"]
+    print("\nstep             planned min  actual min  recipe")
+    for row in plan:
+        cells = ["-" if row[k] is None else f"{row[k]:.1f}" for k in ("planned_min", "actual_min")]
+        print(f"{row['step']:16s} {cells[0]:>11s} {cells[1]:>11s}  {row['recipe']}")
     return 0
