@@ -63,3 +63,18 @@ def test_probe_times_real_steps_and_leaves_nothing(kind, tiny_home_copy, tiny_di
     assert cost.step_s > 0 and cost.setup_s >= 0
     assert not list(tmp_path.glob("funnel-probe-*"))  # the throwaway model is gone
     assert not (tiny_home_copy / "models").exists()
+
+
+def test_a_step_stopped_by_its_budget_still_runs_its_dev_check(tiny_home, tiny_dir, tmp_path):
+    import json
+
+    from funnel.ranking.training.train_cross import train_cross_encoder
+
+    config = Config(paths=PathsConfig(home=str(tiny_home)),
+                    fine=replace(FineConfig(), backbone="tiny", max_length=64, group_size=3, negatives_depth=10,
+                                 batch_queries=2, epochs=3, eval_depth=8, time_budget_min=1e-6))
+    out = train_cross_encoder(config, tiny_dir, tmp_path / "ce", device="cpu", progress=False)
+    training = json.loads((out / "funnel_meta.json").read_text())["training"]
+    assert training["stopped_by_time_budget"] and training["steps"] == 1
+    assert [r["epoch"] for r in training["dev"]] == [1] and "nDCG@10" in training["dev"][0]
+    assert training["best_epoch"] == 1 and "beats_bm25" in training
