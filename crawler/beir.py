@@ -10,8 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from funnel.core.errors import InputError
-from funnel.core.judgements import read_jsonl, read_qrels, read_queries
+from funnel.core.judgements import qrels_path, read_jsonl, read_qrels, read_qrels_lines, read_queries
 from funnel.core.store import Document, DocumentStore
+
+# the readers are re-exported: callers load a whole BEIR folder from one module
+__all__ = ["ingest_beir", "read_corpus", "read_judgements", "read_qrels", "read_queries"]
 
 
 def read_corpus(data_dir: Path, source: str) -> list[Document]:
@@ -26,17 +29,42 @@ def read_corpus(data_dir: Path, source: str) -> list[Document]:
     return docs
 
 
+def read_judgements(data_dir: Path, split: str, queries: dict[str, str],
+                    doc_ids: set[str]) -> list[tuple[str, str, int]]:
+    """``qrels/SPLIT.tsv`` as rows; a judgement naming a query or document the folder lacks is an error."""
+    rows = []
+    for lineno, qid, did, grade in read_qrels_lines(data_dir, split):
+        if qid not in queries:
+            raise InputError(f"{qrels_path(data_dir, split)}:{lineno}: query-id {qid!r} is not in "
+                             f"{data_dir / 'queries.jsonl'}")
+        if did not in doc_ids:
+            raise InputError(f"{qrels_path(data_dir, split)}:{lineno}: corpus-id {did!r} is not in "
+                             f"{data_dir / 'corpus.jsonl'}")
+        rows.append((qid, did, grade))
+    return rows
+
+
 def ingest_beir(data_dir: str | Path, store: DocumentStore, name: str | None = None) -> dict:
-    """Load a BEIR folder into the store in one transaction. Returns counts per part."""
+    """Load a BEIR folder into the store in one transaction. Returns counts per part.
+
+    Without ``queries.jsonl`` (and then without ``qrels/``) only the corpus is loaded: the dataset's
+    queries and judgements already in the store are kept as they are.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise InputError(f"{data_dir}: not a folder (expected a BEIR folder with corpus.jsonl)")
     name = name or data_dir.resolve().name
     docs = read_corpus(data_dir, source=f"beir:{name}")
-    queries = read_queries(data_dir) if (data_dir / "queries.jsonl").exists() else {}
     splits = sorted(p.stem for p in (data_dir / "qrels").glob("*.tsv")) if (data_dir / "qrels").is_dir() else []
-    qrels = {s: read_qrels(data_dir, s) for s in splits}
-    rows = {s: [(q, d, g) for q, dd in qr.items() for d, g in dd.items()] for s, qr in qrels.items()}
+    if not (data_dir / "queries.jsonl").exists():
+        if splits:
+            raise InputError(f"{data_dir}: qrels/ ({', '.join(splits)}) but no queries.jsonl: judgements need "
+                             "the queries they name (add queries.jsonl, or remove qrels/ to load the corpus alone)")
+        n = store.write_batch(docs)
+        return {"dataset": name, "docs": n, "queries": "kept"}
+    queries = read_queries(data_dir)
+    doc_ids = {d.doc_id for d in docs}
+    rows = {s: read_judgements(data_dir, s, queries, doc_ids) for s in splits}
     store.write_batch(docs, dataset=name, queries=list(queries.items()), qrels=rows)
     return {"dataset": name, "docs": len(docs), "queries": len(queries),
             **{f"qrels/{s}": len(r) for s, r in rows.items()}}

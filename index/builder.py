@@ -1,4 +1,4 @@
-"""Local index builder and writer: document store -> segments + manifest. Feeds `index.searcher`.
+"""Local index builder and writer: document store -> segments + manifest. Feeds `funnel.index.searcher`.
 
 An index folder holds immutable segments and one ``manifest.json`` naming the live ones.
 Publishing is atomic: a segment is written into ``.tmp-*`` and renamed, then the new
@@ -11,7 +11,7 @@ Files of an index folder
 - ``manifest.json``: ``format_version``, ``generation`` (increases on every publish),
   ``analyzer`` (name and settings), ``max_seq`` (the highest store ``seq`` indexed),
   ``segments``: list of ``{"name": "seg-000007", "deletes": "deletes-000009.npy" | null}``.
-- ``seg-NNNNNN/``: one segment (see `index.segments`).
+- ``seg-NNNNNN/``: one segment (see `funnel.index.segments`).
 - ``seg-NNNNNN/deletes-GGGGGG.npy``: int32 sorted ordinals of that segment's documents that
   a later segment replaced (written at generation GGGGGG; older ones are garbage).
 - ``write.lock``: held (flock) by the one writer.
@@ -32,8 +32,8 @@ from tqdm.auto import tqdm
 from funnel.core.errors import FunnelError
 from funnel.core.store import Document
 from funnel.index.analyze import Analyzer, check_compatible
-from funnel.index.segments import (FORMAT_VERSION, SegmentData, _fsync_dir, merge_segments, postings_from_pairs,
-                            read_segment, remove_tree, write_segment)
+from funnel.index.segments import (FORMAT_VERSION, RECOVER, SegmentData, _fsync_dir, merge_segments,
+                                   postings_from_pairs, read_segment, remove_tree, write_segment)
 
 MANIFEST = "manifest.json"
 
@@ -84,11 +84,26 @@ def segment_from_tokens(vocab: dict[str, int], token_ids: list[np.ndarray], doc_
     return SegmentData(terms, offsets, p_docs, tfs, lens, list(doc_ids), meta)
 
 
-def read_manifest(index_dir: Path) -> dict | None:
+def read_manifest(index_dir: Path, *, damaged_ok: bool = False) -> dict | None:
+    """The index's manifest, None if there is none; a damaged one is a FunnelError saying how to
+    recover (or None with `damaged_ok`, for the rebuild that replaces it)."""
     path = Path(index_dir) / MANIFEST
     if not path.exists():
         return None
-    manifest = json.loads(path.read_text("utf-8"))
+    try:
+        manifest = json.loads(path.read_text("utf-8"))
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("segments"), list) \
+                or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in manifest["segments"]):
+            raise ValueError("expected an object with a list of segments, each with a name")
+        for key in ("generation", "max_seq"):
+            if isinstance(manifest.get(key), bool) or not isinstance(manifest.get(key), int):
+                raise ValueError(f"'{key}' must be an integer")
+        if not isinstance(manifest.get("analyzer"), dict):
+            raise ValueError("'analyzer' must be an object")
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        if damaged_ok:
+            return None
+        raise FunnelError(f"{path}: damaged index manifest ({exc}): {RECOVER}") from None
     if manifest.get("format_version") != FORMAT_VERSION:
         raise FunnelError(f"{path}: index format {manifest.get('format_version')}, this Funnel reads "
                           f"{FORMAT_VERSION}: rebuild with `funnel index --rebuild`")
@@ -104,18 +119,19 @@ class IndexWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
-    def _locked(self):
+    def _locked(self, replacing: bool = False):
         with open(self.dir / "write.lock", "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise FunnelError(f"index {self.dir} is being written by another process") from None
-            self._clean_orphans()
+            self._clean_orphans(replacing)
             yield
 
-    def _clean_orphans(self) -> None:
-        """Remove leftovers of crashed builds: temp folders and segments no manifest names."""
-        manifest = read_manifest(self.dir)
+    def _clean_orphans(self, replacing: bool = False) -> None:
+        """Remove leftovers of crashed builds: temp folders and segments no manifest names (all of them
+        when a rebuild replaces a damaged manifest)."""
+        manifest = read_manifest(self.dir, damaged_ok=replacing)
         live = {s["name"] for s in manifest["segments"]} if manifest else set()
         for p in self.dir.iterdir():
             if p.is_dir() and (p.name.startswith(".tmp-") or (p.name.startswith("seg-") and p.name not in live)):
@@ -147,14 +163,14 @@ class IndexWriter:
 
     def rebuild(self, seg: SegmentData, max_seq: int) -> dict:
         """Publish `seg` as the whole index, replacing every segment."""
-        with self._locked():
-            old = read_manifest(self.dir)
+        with self._locked(replacing=True):
+            old = read_manifest(self.dir, damaged_ok=True)
             gen = (old["generation"] if old else 0) + 1
             name = self._write_new_segment(seg, gen)
             manifest = {"format_version": FORMAT_VERSION, "generation": gen, "analyzer": self.analyzer.describe(),
                         "max_seq": max_seq, "segments": [{"name": name, "deletes": None}]}
             self._publish(manifest)
-            self._clean_orphans()
+            self._clean_orphans(replacing=True)
             return manifest
 
     def add(self, seg: SegmentData, max_seq: int) -> dict:

@@ -1,5 +1,5 @@
 """Query side of the inverted index: opens the live segments (memory-mapped) and answers
-BM25 / TF-IDF top-k and boolean AND queries. Feeds `ranking.recall` and the CLI/API.
+BM25 / TF-IDF top-k and boolean AND queries. Feeds `funnel.ranking.serving.recall` and the CLI/API.
 
 Collection statistics (N, average length, document frequencies) are combined over the live
 segments at load time, excluding deleted documents, so an index of several segments scores
@@ -17,7 +17,7 @@ from funnel.core.errors import FunnelError
 from funnel.index.analyze import Analyzer, check_compatible
 from funnel.index.bm25 import SCORERS, top_k
 from funnel.index.builder import read_manifest
-from funnel.index.segments import SegmentData, read_segment
+from funnel.index.segments import RECOVER, SegmentData, read_segment
 
 
 @dataclass
@@ -48,7 +48,11 @@ class IndexReader:
             seg = read_segment(self.dir / entry["name"], mmap=mmap)
             live = np.ones(seg.n_docs, dtype=bool)
             if entry.get("deletes"):
-                live[np.load(self.dir / entry["name"] / entry["deletes"])] = False
+                path = self.dir / entry["name"] / entry["deletes"]
+                try:
+                    live[np.load(path)] = False
+                except (OSError, ValueError, IndexError) as exc:
+                    raise FunnelError(f"{path}: cannot be read ({type(exc).__name__}: {exc}): {RECOVER}") from None
             self.segments.append(seg)
             self.bases.append(base)
             live_masks.append(live)

@@ -1,5 +1,5 @@
 """On-disk inverted index segments: immutable, memory-mapped numpy arrays. Written by the builders
-(local `index.builder`, Spark `pipelines.index_job`), read by `index.searcher`.
+(local `funnel.index.builder`, Spark `funnel.pipelines.index_job`), read by `funnel.index.searcher`.
 
 Files of one segment folder (format version 1)
 ----------------------------------------------
@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from funnel.core.errors import FunnelError
 
 FORMAT_VERSION = 1
 
@@ -93,18 +95,34 @@ def write_segment(out_dir: Path, seg: SegmentData) -> Path:
     return out_dir
 
 
+RECOVER = "rebuild the index from the document store with `funnel index --rebuild`"
+
+
 def read_segment(seg_dir: Path, mmap: bool = True) -> SegmentData:
+    """Open a segment folder; a missing or damaged file is a FunnelError naming it and the way back."""
     seg_dir = Path(seg_dir)
-    meta = json.loads((seg_dir / "segment.json").read_text("utf-8"))
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{seg_dir}: segment format {meta.get('format_version')}, expected {FORMAT_VERSION}")
-    mode = "r" if mmap else None
-    # np.asarray drops the np.memmap subclass (still backed by the mapping): its per-slice
-    # overhead dominated query time when kept.
-    arrays = {n: np.asarray(np.load(seg_dir / f"{n}.npy", mmap_mode=mode))
-              for n in ("offsets", "doc_ords", "tfs", "doc_lens")}
-    return SegmentData(terms=json.loads((seg_dir / "terms.json").read_text("utf-8")),
-                       doc_ids=json.loads((seg_dir / "doc_ids.json").read_text("utf-8")), meta=meta, **arrays)
+    if not seg_dir.is_dir():
+        raise FunnelError(f"{seg_dir}: segment folder missing (named by the index manifest): {RECOVER}")
+    current = seg_dir / "segment.json"
+    try:
+        meta = json.loads(current.read_text("utf-8"))
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise FunnelError(f"{seg_dir}: segment format {meta.get('format_version')}, expected {FORMAT_VERSION}: "
+                              f"{RECOVER}")
+        mode = "r" if mmap else None
+        # np.asarray drops the np.memmap subclass (still backed by the mapping): its per-slice
+        # overhead dominated query time when kept.
+        arrays = {}
+        for n in ("offsets", "doc_ords", "tfs", "doc_lens"):
+            current = seg_dir / f"{n}.npy"
+            arrays[n] = np.asarray(np.load(current, mmap_mode=mode))
+        current = seg_dir / "terms.json"
+        terms = json.loads(current.read_text("utf-8"))
+        current = seg_dir / "doc_ids.json"
+        doc_ids = json.loads(current.read_text("utf-8"))
+    except (OSError, ValueError, AttributeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise FunnelError(f"{current}: cannot be read ({type(exc).__name__}: {exc}): {RECOVER}") from None
+    return SegmentData(terms=terms, doc_ids=doc_ids, meta=meta, **arrays)
 
 
 def merge_segments(segs: list[SegmentData], deletes: list[np.ndarray | None], meta: dict) -> SegmentData:

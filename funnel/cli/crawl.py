@@ -32,8 +32,16 @@ def _ingest_beir(args, config) -> int:
     from funnel.crawler.beir import ingest_beir
     from funnel.core.store import DocumentStore
 
-    with DocumentStore(config.paths.store) as store:
-        counts = ingest_beir(args.dir, store, name=args.name)
+    path = config.paths.store
+    first = not path.exists()
+    try:
+        with DocumentStore(path) as store:
+            counts = ingest_beir(args.dir, store, name=args.name)
+    except BaseException:
+        if first:  # a refused first ingest leaves no empty store behind
+            for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+        raise
     print(f"ingested into {config.paths.store}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 

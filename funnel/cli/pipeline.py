@@ -29,12 +29,16 @@ def register(sub) -> None:
 
 
 def _export(args, config) -> Path:
+    from funnel.core.errors import FunnelError
     from funnel.core.store import DocumentStore
 
     if args.input:
         return Path(args.input)
     out = config.paths.parquet
     with DocumentStore(config.paths.store, readonly=True) as store:
+        if store.count() == 0:  # before Spark starts: its jobs fail on an empty export with a JVM traceback
+            raise FunnelError(f"document store {config.paths.store} holds no documents: ingest or crawl something "
+                              "first (`funnel ingest beir DIR` or `funnel crawl URL`)")
         store.export_parquet(out)
     return out
 

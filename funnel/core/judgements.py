@@ -8,19 +8,37 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from funnel.core.errors import InputError
 
 
+# Longest line a reader accepts: a corpus line without end (a stream, `/dev/zero`) must not fill memory.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # JSON escapes of UTF-16 surrogates (paired or lone)
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of non-blank lines; invalid UTF-8 is an error naming the line."""
+    """(line number, text) of non-blank lines; invalid UTF-8 or a line over MAX_LINE_BYTES is an error
+    naming the line."""
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a file")
     if not path.exists():
         raise InputError(f"{path}: file not found")
     empty = True
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+    with f:
+        lineno = 0
+        while raw := f.readline(MAX_LINE_BYTES + 1):  # bounded: never more than the cap in memory
+            lineno += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise InputError(f"{path}:{lineno}: line longer than {MAX_LINE_BYTES} bytes "
+                                 "(a JSON Lines file has one record per line)")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -41,6 +59,14 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dic
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise InputError(f"{path}:{lineno}: JSON nested too deeply") from None
+        if _SURROGATE_ESCAPE.search(line):  # a lone "\\ud800" decodes to a str no UTF-8 store can hold
+            try:
+                json.dumps(obj, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InputError(f"{path}:{lineno}: text holds a lone UTF-16 surrogate "
+                                 f"({exc.object[exc.start:exc.end]!a}): not a Unicode character") from None
         if not isinstance(obj, dict):
             raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         for key in required:
@@ -65,11 +91,22 @@ def read_queries(data_dir: Path) -> dict[str, str]:
 
 def read_qrels(data_dir: Path, split: str) -> dict[str, dict[str, int]]:
     """Judgements of one split: ``qrels/SPLIT.tsv`` -> {query id: {doc id: grade}}."""
-    path = Path(data_dir) / "qrels" / f"{split}.tsv"
+    qrels: dict[str, dict[str, int]] = {}
+    for _, qid, did, grade in read_qrels_lines(data_dir, split):
+        qrels.setdefault(qid, {})[did] = grade
+    return qrels
+
+
+def qrels_path(data_dir: Path, split: str) -> Path:
+    return Path(data_dir) / "qrels" / f"{split}.tsv"
+
+
+def read_qrels_lines(data_dir: Path, split: str) -> Iterator[tuple[int, str, str, int]]:
+    """``(line number, query id, doc id, grade)`` of each judgement of ``qrels/SPLIT.tsv``, checked."""
+    path = qrels_path(data_dir, split)
     if not path.exists():
         have = sorted(p.stem for p in (Path(data_dir) / "qrels").glob("*.tsv"))
         raise InputError(f"{path}: no judgements for split '{split}' (splits here: {', '.join(have) or 'none'})")
-    qrels: dict[str, dict[str, int]] = {}
     for lineno, line in read_lines(path):
         cols = line.rstrip("\r\n").split("\t")
         if lineno == 1 and cols[0].strip().lower() in ("query-id", "query_id", "qid"):
@@ -86,8 +123,7 @@ def read_qrels(data_dir: Path, split: str) -> dict[str, dict[str, int]]:
             raise InputError(f"{path}:{lineno}: score must be an integer, got {score!r}") from None
         if not qid or not did:
             raise InputError(f"{path}:{lineno}: empty query-id or corpus-id")
-        qrels.setdefault(qid, {})[did] = grade
-    return qrels
+        yield lineno, qid, did, grade
 
 
 def gain(grade: int) -> float:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from funnel.core.errors import FunnelError
+from funnel.core.errors import FunnelError, InputError
 
 SCHEMA_VERSION = 1
 
@@ -181,6 +181,20 @@ class DocumentStore:
             n += 1
         return n
 
+    @staticmethod
+    def _refuse_other_sources(con: sqlite3.Connection, docs: list[Document]) -> None:
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS _incoming (doc_id TEXT PRIMARY KEY, source TEXT NOT NULL)")
+        con.execute("DELETE FROM _incoming")
+        con.executemany("INSERT OR REPLACE INTO _incoming VALUES (?, ?)", [(d.doc_id, d.source) for d in docs])
+        clashes = con.execute("SELECT d.doc_id, d.source, i.source FROM docs d JOIN _incoming i USING (doc_id)"
+                              " WHERE d.source != i.source LIMIT 4").fetchall()
+        con.execute("DELETE FROM _incoming")
+        if clashes:
+            (doc_id, have, new), more = clashes[0], len(clashes) - 1
+            raise InputError(f"document id {doc_id!r} is already in the store from {have!r}, and {new!r} has it too"
+                             + (f" (and {'3+' if more == 3 else more} more)" if more else "")
+                             + ": ids must be unique across sources; load this one into another --home")
+
     def put_docs(self, docs: Iterable[Document]) -> int:
         """Insert or replace documents (and their outlinks) in one transaction; returns the count.
 
@@ -192,8 +206,14 @@ class DocumentStore:
     def write_batch(self, docs: Iterable[Document], dataset: str | None = None,
                     queries: Iterable[tuple[str, str]] = (),
                     qrels: dict[str, Iterable[tuple[str, str, int]]] | None = None) -> int:
-        """Documents plus (optionally) a dataset's queries and per-split judgements, in one transaction."""
+        """Documents plus (optionally) a dataset's queries and per-split judgements, in one transaction.
+
+        A document id the store already holds from another source (another dataset, the crawler) is
+        refused: replacing its text would leave that source's judgements pointing at other text.
+        """
+        docs = list(docs)
         with self._tx() as con:
+            self._refuse_other_sources(con, docs)
             n = self._insert_docs(con, docs)
             if dataset is not None:
                 con.execute("DELETE FROM queries WHERE dataset = ?", (dataset,))

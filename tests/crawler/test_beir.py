@@ -146,3 +146,94 @@ def test_blank_lines_are_skipped_and_ints_become_ids(tmp_path):
         counts = ingest_beir(d, store)
         assert counts["docs"] == 2
         assert store.get("1").text == "one" and store.get("2").title == "T"
+
+
+HOSTILE_CORPUS = [
+    ("deep_nesting", b'{"_id": "n1", "text": "x", "m": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+     "corpus.jsonl:7: JSON nested too deeply"),
+    ("lone_surrogate", b'{"_id": "s1", "text": "caf\\ud800e"}', "corpus.jsonl:7: text holds a lone UTF-16 surrogate"),
+    ("lone_surrogate_in_metadata", b'{"_id": "s2", "text": "t", "metadata": {"k": "\\udc00"}}',
+     "corpus.jsonl:7: text holds a lone UTF-16 surrogate"),
+]
+
+
+@pytest.mark.parametrize("case,line,message", HOSTILE_CORPUS, ids=[c[0] for c in HOSTILE_CORPUS])
+def test_hostile_corpus_line_is_named_and_store_unchanged(beir_copy, loaded_store, case, line, message):
+    _corrupt_line(beir_copy / "corpus.jsonl", 7, line)
+    before = _dump(loaded_store)
+    with DocumentStore(loaded_store) as store:
+        with pytest.raises(InputError, match=message):
+            ingest_beir(beir_copy, store, name="tiny")
+    assert _dump(loaded_store) == before
+
+
+def test_surrogate_pairs_are_still_text(tmp_path):
+    d = tmp_path / "pairs"
+    d.mkdir()
+    (d / "corpus.jsonl").write_text('{"_id": "e1", "text": "smile \\ud83d\\ude00"}\n', encoding="utf-8")
+    with DocumentStore(tmp_path / "s.sqlite") as store:
+        ingest_beir(d, store)
+        assert store.get("e1").text == "smile \U0001F600"
+
+
+@pytest.mark.parametrize("name", ["corpus.jsonl", "queries.jsonl", "qrels/dev.tsv"])
+def test_folder_where_a_file_is_expected(beir_copy, loaded_store, name):
+    (beir_copy / name).unlink()
+    (beir_copy / name).mkdir()
+    before = _dump(loaded_store)
+    with DocumentStore(loaded_store) as store:
+        with pytest.raises(InputError, match=rf"{name}: is a folder, expected a file"):
+            ingest_beir(beir_copy, store, name="tiny")
+    assert _dump(loaded_store) == before
+
+
+def test_line_without_end_is_capped(beir_copy, loaded_store):
+    (beir_copy / "corpus.jsonl").unlink()
+    (beir_copy / "corpus.jsonl").symlink_to("/dev/zero")  # endless, no newline: must not fill memory
+    before = _dump(loaded_store)
+    with DocumentStore(loaded_store) as store:
+        with pytest.raises(InputError, match=r"corpus\.jsonl:1: line longer than \d+ bytes"):
+            ingest_beir(beir_copy, store, name="tiny")
+    assert _dump(loaded_store) == before
+
+
+def test_folder_without_queries_keeps_the_datasets_queries(beir_copy, loaded_store):
+    before = _dump(loaded_store)
+    (beir_copy / "queries.jsonl").unlink()
+    with DocumentStore(loaded_store) as store:  # judgements without the queries they name: refused
+        with pytest.raises(InputError, match=r"qrels/ \(dev, train\) but no queries\.jsonl"):
+            ingest_beir(beir_copy, store, name="tiny")
+    assert _dump(loaded_store) == before
+    shutil.rmtree(beir_copy / "qrels")  # the corpus alone: loaded, queries and judgements kept
+    with DocumentStore(loaded_store) as store:
+        counts = ingest_beir(beir_copy, store, name="tiny")
+        assert counts["docs"] == 50 and counts["queries"] == "kept"
+        assert len(store.queries("tiny")) == 17 and sum(len(v) for v in store.qrels("tiny", "dev").values()) == 9
+    assert _dump(loaded_store)[2:] == before[2:]
+
+
+@pytest.mark.parametrize("column,message", [(0, r"query-id 'q-nope' is not in .*queries\.jsonl"),
+                                            (1, r"corpus-id 'd-nope' is not in .*corpus\.jsonl")])
+def test_judgement_naming_an_unknown_id(beir_copy, loaded_store, column, message):
+    path = beir_copy / "qrels" / "dev.tsv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    cols = lines[-1].split("\t")
+    cols[column] = "q-nope" if column == 0 else "d-nope"
+    path.write_text("\n".join(lines + ["\t".join(cols)]) + "\n", encoding="utf-8")
+    before = _dump(loaded_store)
+    with DocumentStore(loaded_store) as store:
+        with pytest.raises(InputError, match=rf"dev\.tsv:{len(lines) + 1}: " + message):
+            ingest_beir(beir_copy, store, name="tiny")
+    assert _dump(loaded_store) == before
+
+
+def test_doc_id_shared_by_two_datasets_is_refused(beir_copy, loaded_store):
+    lines = (beir_copy / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    shared = json.loads(lines[0])["_id"]
+    (beir_copy / "qrels").rename(beir_copy / "qrels-off")
+    before = _dump(loaded_store)
+    with DocumentStore(loaded_store) as store:
+        with pytest.raises(InputError, match=rf"document id '{shared}' is already in the store from 'beir:tiny', "
+                                             r"and 'beir:other' has it too \(and 3\+ more\)"):
+            ingest_beir(beir_copy, store, name="other")
+    assert _dump(loaded_store) == before

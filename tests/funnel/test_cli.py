@@ -3,6 +3,7 @@ that print one line and exit 2 (never a traceback)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,26 @@ def test_analyzer_settings_come_from_the_index(tiny_dir, tmp_path):
     assert plain.stdout == other.stdout and plain.stdout.strip()
     r = funnel("--set", 'analyzer.stemmer=""', "index", home=home)
     assert r.returncode == 2 and "different analyzer" in r.stderr and "funnel index --rebuild" in r.stderr, r.stderr
+
+
+def test_failed_first_ingest_leaves_no_store(tiny_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_dir, bad)
+    (bad / "corpus.jsonl").write_text('{"_id": "a", "text": "caf\\ud800"}\n', encoding="utf-8")
+    home = tmp_path / "home"
+    r = funnel("ingest", "beir", str(bad), home=home)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "corpus.jsonl:1" in r.stderr, r.stderr
+    assert not (home / "store.sqlite").exists() and not list(home.glob("store.sqlite*"))
+    r = funnel("ingest", "beir", str(tiny_dir), home=home)  # a good one afterwards works as a first ingest
+    assert r.returncode == 0, r.stderr
+
+
+def test_pipeline_on_an_empty_store_is_a_clear_error(tmp_path):
+    from funnel.core.store import DocumentStore
+
+    home = tmp_path / "home"
+    DocumentStore(home / "store.sqlite").close()
+    for job in ("pagerank", "index", "features"):
+        r = funnel("pipeline", job, home=home)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith("error: document store") and "holds no documents" in r.stderr

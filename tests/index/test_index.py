@@ -201,3 +201,43 @@ def test_scifact_incremental_equals_full(scifact_dir, tmp_path):
     assert _scores(index, queries) == full
     IndexWriter(index, Analyzer()).merge()
     assert _scores(index, queries) == full
+
+
+@pytest.mark.parametrize("damage", ["not json {", '{"segments": 3}', "[]", b"\xff\xfe".decode("latin-1")])
+def test_damaged_manifest_names_the_file_and_rebuild_recovers(tiny_home_copy, damage):
+    home = tiny_home_copy
+    before = _scores(home / "index", {"q": "cell protein cancer"})
+    (home / "index" / "manifest.json").write_text(damage, encoding="latin-1")
+    for open_index in (lambda: IndexReader(home / "index"), lambda: Bm25Retriever.open(home / "index")):
+        with pytest.raises(FunnelError, match=r"manifest\.json: damaged index manifest .*funnel index --rebuild"):
+            open_index()
+    with DocumentStore(home / "store.sqlite") as store:
+        with pytest.raises(FunnelError, match=r"manifest\.json: damaged index manifest"):
+            build_index(store, home / "index", Analyzer(), progress=False)  # incremental: never guesses
+        build_index(store, home / "index", Analyzer(), incremental=False, progress=False)  # what the message says
+    assert _scores(home / "index", {"q": "cell protein cancer"}) == before
+
+
+@pytest.mark.parametrize("damage", ["segment folder", "tfs.npy", "terms.json", "segment.json"])
+def test_missing_or_damaged_segment_file_is_named(tiny_home_copy, damage):
+    home = tiny_home_copy
+    seg = home / "index" / read_manifest(home / "index")["segments"][0]["name"]
+    if damage == "segment folder":
+        import shutil
+        shutil.rmtree(seg)
+        where = rf"{seg.name}: segment folder missing"
+    elif damage == "tfs.npy":
+        (seg / damage).unlink()
+        where = rf"{seg.name}/tfs\.npy: cannot be read \(FileNotFoundError"
+    else:
+        (seg / damage).write_text("{truncated", encoding="utf-8")
+        where = rf"{seg.name}/{damage.replace('.', '[.]')}: cannot be read"
+    with pytest.raises(FunnelError, match=where + r".*funnel index --rebuild"):
+        Bm25Retriever.open(home / "index")
+    r = subprocess.run([sys.executable, "-m", "funnel.cli.main", "-q", "--home", str(home), "search", "cell",
+                        "--mode", "bm25"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "funnel.cli.main", "-q", "--home", str(home), "index", "--rebuild"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(Bm25Retriever.open(home / "index").search("cell", 5).doc_ids) == 5
