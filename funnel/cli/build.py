@@ -288,7 +288,7 @@ class _Build:
             left -= coarse_s
 
         k = config.coarse.cross_fit
-        fold_pos = positives[: len(positives) - len(positives) // k] if k else []
+        fold_pos = [n for i, n in enumerate(positives) if i % k] if k else []  # each fold leaves out 1/k
         tc, fc = config.train_dense, config.fine
         full = {}
         if "dense" in costs:
