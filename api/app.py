@@ -14,7 +14,7 @@ import tempfile
 import time
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -90,29 +90,74 @@ class _BodyLimitMiddleware:
             return await self._refuse(send)
         seen = 0
 
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         async def limited_receive():
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge()
+                    # an HTTPException is the one error FastAPI's body reader passes on as it is (any other
+                    # becomes a 400 "error parsing the body"): a chunked body without Content-Length lands here
+                    raise HTTPException(413, self.message)
             return message
 
         try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
+            await self.app(scope, limited_receive, tracking_send)
+        except HTTPException as exc:  # raised outside a route's body reader
+            if exc.status_code != 413 or started:
+                raise
             await self._refuse(send)
 
+    @property
+    def message(self) -> str:
+        return f"request body over {self.limit} bytes"
+
     async def _refuse(self, send):
-        body = json.dumps({"error": f"request body over {self.limit} bytes", "detail": None}).encode()
+        body = json.dumps({"error": self.message, "detail": None}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class _HeadMiddleware:
+    """HEAD is GET without the body (RFC 9110): FastAPI routes declare GET only and would answer 405."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message):
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+def _allowed_methods(app: FastAPI, scope) -> list[str]:
+    """Every method some route accepts at this path (HEAD wherever GET is): the Allow header of a 405."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(scope)[0] != Match.NONE:
+            methods |= set(route_methods)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 class _MetricsMiddleware:
@@ -148,7 +193,7 @@ def _field(loc: tuple | list) -> str:
     return ".".join(parts) or "body"
 
 
-def _validation_error(errors: list[dict[str, Any]]) -> JSONResponse:
+def _validation_error(errors: list[dict[str, Any]], max_k: int | None = None) -> JSONResponse:
     detail, msgs = [], []
     for e in errors:
         where = _field(e.get("loc", ()))
@@ -161,6 +206,9 @@ def _validation_error(errors: list[dict[str, Any]]) -> JSONResponse:
             msg = str(e.get("msg"))
         elif e.get("type") == "missing":
             msg = f"{where}: required parameter is missing"
+        elif e.get("type") in ("int_parsing_size", "number_too_long"):
+            wanted = f"k from 1 to {max_k}" if max_k else "a number of sensible size"
+            msg = f"{where}: a number with thousands of digits; expected {wanted}"
         else:
             msg = f"{where}: {e.get('msg', 'invalid value')}"
         msgs.append(msg)
@@ -218,11 +266,12 @@ def create_app(service: SearchService) -> FastAPI:
     app.state.metrics = metrics
     _offline_docs(app)
     app.add_middleware(_BodyLimitMiddleware)
+    app.add_middleware(_HeadMiddleware)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)  # added last = outermost: counts the 413s too
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation(request: Request, exc: RequestValidationError):
-        return _validation_error(list(exc.errors()))
+        return _validation_error(list(exc.errors()), serve.max_k)
 
     @app.exception_handler(InputError)
     async def _on_input(request: Request, exc: InputError):
@@ -231,11 +280,19 @@ def create_app(service: SearchService) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _on_http(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            cause = exc.__cause__
+            if isinstance(cause, ValueError) and "digits" in str(cause):  # Python's int-from-text limit
+                return _validation_error([{"type": "number_too_long", "loc": ("body",)}], serve.max_k)
             return _validation_error([{"type": "json_invalid", "loc": ("body",),
                                        "ctx": {"error": "not UTF-8 JSON text"}}])  # bytes FastAPI cannot decode
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            allowed = _allowed_methods(app, request.scope)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"method {request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
         return JSONResponse(status_code=exc.status_code, content={"error": message, "detail": None},
-                            headers=getattr(exc, "headers", None))
+                            headers=headers or None)
 
     @app.exception_handler(FunnelError)
     async def _on_funnel(request: Request, exc: FunnelError):

@@ -207,3 +207,41 @@ def test_serve_without_an_index_is_a_clear_cli_error(tmp_path, capsys):
     assert main(["-q", "--home", str(tmp_path / "empty"), "serve"]) == 2
     err = capsys.readouterr().err
     assert "error: no index in" in err and "funnel index" in err
+
+
+def _chunks(n_bytes: int, size: int = 4096):
+    """A body sent chunked (no Content-Length): the limit must hold while it streams."""
+    for start in range(0, n_bytes, size):
+        yield b"x" * min(size, n_bytes - start)
+
+
+def test_chunked_oversized_body_gets_413(client, live_server):
+    from funnel.api.app import MAX_BODY_BYTES
+
+    resp = client.post("/search", content=_chunks(MAX_BODY_BYTES + 10_000), headers={"content-type": "application/json"})
+    assert resp.status_code == 413 and resp.json()["error"] == f"request body over {MAX_BODY_BYTES} bytes"
+    resp = httpx.post(f"{live_server}/search", content=_chunks(MAX_BODY_BYTES * 4),
+                      headers={"content-type": "application/json"}, timeout=30)
+    assert resp.status_code == 413 and "bytes" in resp.json()["error"]
+    assert httpx.post(f"{live_server}/search", json={"q": "cancer"}, timeout=30).status_code == 200
+
+
+def test_k_with_thousands_of_digits_gets_a_422_about_k(client, service):
+    max_k = service.config.serve.max_k
+    for resp in (client.get("/search", params={"q": "cell", "k": "9" * 5000}),
+                 client.post("/search", content=b'{"q": "cell", "k": ' + b"9" * 5000 + b"}",
+                             headers={"content-type": "application/json"})):
+        assert resp.status_code == 422, resp.text
+        assert f"expected k from 1 to {max_k}" in resp.json()["error"] and "UTF-8" not in resp.json()["error"]
+
+
+def test_head_and_allow(client):
+    for path in ("/search?q=cell", "/health", "/metrics", "/doc/nope"):
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == get.status_code != 405, path
+        assert head.content == b"" and head.headers.get("content-type") == get.headers.get("content-type")
+    for method, path, allowed in (("DELETE", "/search", "GET, HEAD, POST"), ("PUT", "/health", "GET, HEAD"),
+                                  ("POST", "/doc/x", "GET, HEAD"), ("OPTIONS", "/search", "GET, HEAD, POST")):
+        resp = client.request(method, path)
+        assert resp.status_code == 405 and resp.headers["allow"] == allowed, (method, path, resp.headers)
+        assert resp.json()["error"] == f"method {method} is not allowed on {path}; allowed: {allowed}"
