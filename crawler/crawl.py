@@ -78,7 +78,9 @@ def _problem_kind(error: str | None) -> str:
     for label in ("HTTP", "content type"):
         if error.startswith(label):
             return error[:40]
-    for needle, label in (("robots.txt", "robots.txt"), ("redirect loop", "redirect loop"),
+    for needle, label in (("crawl.allow_private", "refused private/loopback address (crawl with --allow-private "
+                                                  "to allow it)"),
+                          ("robots.txt", "robots.txt"), ("redirect loop", "redirect loop"),
                           ("redirect to", "redirect refused"), ("redirects", "too many redirects"),
                           ("refused", "refused address"), ("too large", "too large"), ("timeout", "timeout"),
                           ("noindex", "noindex")):

@@ -60,5 +60,10 @@ def _crawl(args, config) -> int:
         stats = crawl(args.seeds, store, cfg, frontier_path(config.paths.home), hosts=tuple(args.host),
                       prefixes=tuple(args.prefix), fresh=args.fresh, progress=not args.quiet)
     print(stats.summary())
+    if (stats.failed or stats.skipped) and not stats.stored and not stats.aliases:
+        from funnel.core.errors import FunnelError
+
+        why = "; ".join(f"{kind} ({n})" for kind, n in stats.errors.most_common(3)) or "see the summary above"
+        raise FunnelError(f"nothing could be crawled: {why}")
     print(f"store: {config.paths.store}; next: `funnel index` to index the crawled pages")
     return 0

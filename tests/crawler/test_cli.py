@@ -36,3 +36,12 @@ def test_crawl_errors_are_user_errors(tmp_path, capsys):
     assert "error: seed 'ftp://example.com/' is not an http(s) URL" in capsys.readouterr().err
     assert main(["-q", "--home", home, "crawl"]) == 2
     assert "no seed URLs given" in capsys.readouterr().err
+
+
+def test_refused_loopback_site_is_explained_and_exits_non_zero(tmp_path, capsys):
+    home = str(tmp_path / "home")
+    with serve_app(grid_site(Counter())) as base:
+        assert main(["-q", "--home", home, "crawl", base + "/p/0.html", "--max-pages", "5"]) == 2
+    captured = capsys.readouterr()
+    assert "refused private/loopback address (crawl with --allow-private to allow it)" in captured.out
+    assert captured.err.startswith("error: nothing could be crawled: refused private/loopback address"), captured.err
