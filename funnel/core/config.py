@@ -183,14 +183,14 @@ class ServeConfig:
 
 @dataclass(frozen=True)
 class CoarseConfig:
-    """LightGBM LambdaMART over cheap features (`ranking.coarse`)."""
+    """LightGBM LambdaMART over cheap features (`funnel.ranking.serving.coarse`)."""
     train_depth: int = 200  # recall candidates per training query; keep it = pipeline.recall_k (what serving ranks)
     num_leaves: int = 15
     learning_rate: float = 0.05
     n_estimators: int = 500  # upper bound; early stopping on dev picks the number
     early_stopping: int = 50  # rounds without dev nDCG@10 gain before stopping
     min_child_samples: int = 20
-    # Out-of-fold dual encoders for the train lists (`ranking.cross_fit`: no stacking leak; SciFact dev
+    # Out-of-fold dual encoders for the train lists (`funnel.ranking.training.cross_fit`: no stacking leak; SciFact dev
     # 0.798 -> 0.814): used when HOME/models/dual-encoder-folds exists; `funnel build` trains K of them
     # (query towers only). 0: never.
     cross_fit: int = 4
@@ -200,7 +200,7 @@ class CoarseConfig:
 
 @dataclass(frozen=True)
 class FineConfig:
-    """Cross-encoder fine ranking (`ranking.cross_encoder`) and its listwise training."""
+    """Cross-encoder fine ranking (`funnel.ranking.models.cross_encoder`) and its listwise training."""
     backbone: str = "minilm"  # starting weights: "minilm", "tiny" (tests) or a model folder
     model: str = ""  # the cross-encoder served (e.g. a pruned one); "" = HOME/models/cross-encoder
     max_length: int = 192  # tokens of query + document; longer documents are truncated
@@ -217,14 +217,14 @@ class FineConfig:
     seed: int = 0
     batch_size: int = 32  # pairs per inference batch
     dtype: str = "auto"  # inference dtype on GPU: auto (bf16/fp16), fp16, bf16, fp32
-    cpu_dtype: str = "fp32"  # inference on CPU: fp32, or int8 (Linear layers dynamically quantised: ranking.quantize)
+    cpu_dtype: str = "fp32"  # inference on CPU: fp32, or int8 (Linear layers dynamically quantised: funnel.ranking.models.quantize)
     max_positives: int = 0  # positives per training query per epoch, drawn by grade (0: all); `funnel build` sets it to fit its budget
     max_steps: int = 0  # optimiser steps in all (0: epochs x groups); the learning-rate schedule is sized to it
 
 
 @dataclass(frozen=True)
 class RerankConfig:
-    """Final re-ranking (`ranking.rerank`): what the user sees."""
+    """Final re-ranking (`funnel.ranking.serving.rerank`): what the user sees."""
     mmr_lambda: float = 1.0  # MMR relevance weight; 1.0 turns diversity off
     dedup_threshold: float = 0.97  # dense cosine above which a lower result is a near-duplicate (>1: off)
     per_host_cap: int = 0  # at most this many results per URL host (0: no cap)
@@ -249,7 +249,7 @@ class PipelineConfig:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """Attention-head / FFN pruning of a cross-encoder with distillation recovery (`ranking.prune`)."""
+    """Attention-head / FFN pruning of a cross-encoder with distillation recovery (`funnel.ranking.training.prune`)."""
     target: float = 0.5  # fraction of all attention heads to remove
     ffn_target: float = 0.0  # fraction of FFN neurons to remove in every layer
     latency_budget: float = 0.0  # keep removing heads until latency <= this x the original (0: off)
@@ -276,7 +276,7 @@ class PruneConfig:
 
 @dataclass(frozen=True)
 class RecallConfig:
-    """First-stage recall (`ranking.recall`): candidates per route and how routes are fused."""
+    """First-stage recall (`funnel.ranking.serving.recall`): candidates per route and how routes are fused."""
     bm25_k: int = 1000  # candidates from the BM25 route
     dense_k: int = 1000  # candidates from the dense route
     fusion: str = "weighted"  # "weighted" (min-max normalised scores; best on SciFact dev) or "rrf" (reciprocal rank)
@@ -292,19 +292,19 @@ class RecallConfig:
 
 @dataclass(frozen=True)
 class DenseConfig:
-    """The dual encoder used to embed documents and queries (`ranking.dual_encoder`, `funnel embed`)."""
+    """The dual encoder used to embed documents and queries (`funnel.ranking.models.dual_encoder`, `funnel embed`)."""
     model: str = ""  # model folder, "minilm" (zero-shot) or "" (HOME/models/dual-encoder if trained, else minilm)
     query_max_len: int = 64  # tokens per query
     doc_max_len: int = 256  # tokens per document (title + text)
     batch_size: int = 64  # texts per encoding batch
     device: str = "auto"
     dtype: str = "auto"  # encoding dtype on GPU (bf16/fp16); fp32 on CPU
-    cpu_dtype: str = "fp32"  # serving queries on CPU: fp32, or int8 (query tower dynamically quantised: ranking.quantize)
+    cpu_dtype: str = "fp32"  # serving queries on CPU: fp32, or int8 (query tower dynamically quantised: funnel.ranking.models.quantize)
 
 
 @dataclass(frozen=True)
 class TrainDenseConfig:
-    """Dual-encoder training (`ranking.train_dense`): InfoNCE with in-batch and BM25 hard negatives."""
+    """Dual-encoder training (`funnel.ranking.training.train_dense`): InfoNCE with in-batch and BM25 hard negatives."""
     backbone: str = "minilm"  # starting weights: "minilm", "tiny" (tests) or a backbone folder
     towers: str = "auto"  # "shared": one tower fine-tuned for both sides; "query": documents frozen (cheap on
     # a CPU: documents are encoded once); "auto": shared on a GPU, query on a CPU
@@ -329,7 +329,7 @@ class TrainDenseConfig:
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """`funnel build`: the time budget it plans the training steps to (`funnel.cli.build`)."""
+    """`funnel build`: the time budget it plans the training steps to (`funnel.cli.main.build`)."""
     budget_min: float = 60.0  # minutes for the whole build (0: no budget, every recipe runs in full)
     probe_steps: int = 3  # timed training steps per model, to estimate its minutes on this machine
     # share of the training time each model may take when the budget is short (the rest is redistributed)

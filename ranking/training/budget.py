@@ -1,5 +1,5 @@
 """Training to a time budget: how many steps each model of `funnel build` can afford on this machine,
-and the recipe changes that make it fit. Feeds `funnel.cli.build`, which measures, prints the plan and
+and the recipe changes that make it fit. Feeds `funnel.cli.main.build`, which measures, prints the plan and
 runs it.
 
 The cost of a step is measured, not guessed: `probe` runs a trainer for a few real steps (after one
