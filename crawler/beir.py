@@ -7,6 +7,7 @@ write is one transaction, so bad input leaves the store exactly as it was.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from funnel.core.errors import InputError
@@ -15,6 +16,8 @@ from funnel.core.store import Document, DocumentStore
 
 # the readers are re-exported: callers load a whole BEIR folder from one module
 __all__ = ["ingest_beir", "read_corpus", "read_judgements", "read_qrels", "read_queries"]
+
+log = logging.getLogger(__name__)
 
 
 def read_corpus(data_dir: Path, source: str) -> list[Document]:
@@ -30,18 +33,22 @@ def read_corpus(data_dir: Path, source: str) -> list[Document]:
 
 
 def read_judgements(data_dir: Path, split: str, queries: dict[str, str],
-                    doc_ids: set[str]) -> list[tuple[str, str, int]]:
-    """``qrels/SPLIT.tsv`` as rows; a judgement naming a query or document the folder lacks is an error."""
-    rows = []
+                    doc_ids: set[str]) -> tuple[list[tuple[str, str, int]], list[str]]:
+    """``qrels/SPLIT.tsv`` as rows, and a note per judgement dropped because it names a query or
+    document the folder lacks (``file:line: ...``). Such judgements are left out rather than refused:
+    published BEIR sets carry a few (documents removed from the corpus after judging), and a judgement
+    that points at no text can only mislead an evaluation."""
+    rows, dropped = [], []
     for lineno, qid, did, grade in read_qrels_lines(data_dir, split):
         if qid not in queries:
-            raise InputError(f"{qrels_path(data_dir, split)}:{lineno}: query-id {qid!r} is not in "
-                             f"{data_dir / 'queries.jsonl'}")
-        if did not in doc_ids:
-            raise InputError(f"{qrels_path(data_dir, split)}:{lineno}: corpus-id {did!r} is not in "
-                             f"{data_dir / 'corpus.jsonl'}")
-        rows.append((qid, did, grade))
-    return rows
+            dropped.append(f"{qrels_path(data_dir, split)}:{lineno}: query-id {qid!r} is not in "
+                           f"{data_dir / 'queries.jsonl'}")
+        elif did not in doc_ids:
+            dropped.append(f"{qrels_path(data_dir, split)}:{lineno}: corpus-id {did!r} is not in "
+                           f"{data_dir / 'corpus.jsonl'}")
+        else:
+            rows.append((qid, did, grade))
+    return rows, dropped
 
 
 def ingest_beir(data_dir: str | Path, store: DocumentStore, name: str | None = None) -> dict:
@@ -64,7 +71,13 @@ def ingest_beir(data_dir: str | Path, store: DocumentStore, name: str | None = N
         return {"dataset": name, "docs": n, "queries": "kept"}
     queries = read_queries(data_dir)
     doc_ids = {d.doc_id for d in docs}
-    rows = {s: read_judgements(data_dir, s, queries, doc_ids) for s in splits}
+    rows, dropped = {}, {}
+    for s in splits:
+        rows[s], dropped[s] = read_judgements(data_dir, s, queries, doc_ids)
+        if dropped[s]:
+            log.warning("%d judgement(s) of qrels/%s.tsv left out: they name ids the folder lacks (first: %s)",
+                        len(dropped[s]), s, dropped[s][0])
     store.write_batch(docs, dataset=name, queries=list(queries.items()), qrels=rows)
     return {"dataset": name, "docs": len(docs), "queries": len(queries),
-            **{f"qrels/{s}": len(r) for s, r in rows.items()}}
+            **{f"qrels/{s}": len(r) for s, r in rows.items()},
+            **{f"qrels/{s} left out": len(d) for s, d in dropped.items() if d}}

@@ -3,6 +3,8 @@ and leaves the store exactly as it was."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -214,17 +216,18 @@ def test_folder_without_queries_keeps_the_datasets_queries(beir_copy, loaded_sto
 
 @pytest.mark.parametrize("column,message", [(0, r"query-id 'q-nope' is not in .*queries\.jsonl"),
                                             (1, r"corpus-id 'd-nope' is not in .*corpus\.jsonl")])
-def test_judgement_naming_an_unknown_id(beir_copy, loaded_store, column, message):
+def test_judgement_naming_an_unknown_id_is_left_out_and_named(beir_copy, loaded_store, column, message, caplog):
     path = beir_copy / "qrels" / "dev.tsv"
     lines = path.read_text(encoding="utf-8").splitlines()
     cols = lines[-1].split("\t")
     cols[column] = "q-nope" if column == 0 else "d-nope"
     path.write_text("\n".join(lines + ["\t".join(cols)]) + "\n", encoding="utf-8")
     before = _dump(loaded_store)
-    with DocumentStore(loaded_store) as store:
-        with pytest.raises(InputError, match=rf"dev\.tsv:{len(lines) + 1}: " + message):
-            ingest_beir(beir_copy, store, name="tiny")
-    assert _dump(loaded_store) == before
+    with DocumentStore(loaded_store) as store, caplog.at_level(logging.WARNING):
+        counts = ingest_beir(beir_copy, store, name="tiny")
+    assert counts["qrels/dev left out"] == 1  # left out, said so, the rest loaded as before
+    assert re.search(rf"dev\.tsv:{len(lines) + 1}: " + message, caplog.text)
+    assert _dump(loaded_store)[2:] == before[2:]  # queries and judgements as they were (documents re-written)
 
 
 def test_doc_id_shared_by_two_datasets_is_refused(beir_copy, loaded_store):
