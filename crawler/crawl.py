@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -53,6 +53,8 @@ class CrawlStats:
     aliases: int = 0
     failed: int = 0
     skipped: int = 0
+    deferred: int = 0  # kept queued for the next run: their host's robots.txt could not be read
+    timeouts: int = 0  # fetches that ended in a timeout (read, connect, or crawl.fetch_deadline)
     near_duplicates: int = 0
     bytes: int = 0
     seconds: float = 0.0
@@ -67,8 +69,11 @@ class CrawlStats:
         top = ", ".join(f"{k}: {v}" for k, v in self.errors.most_common(6))
         return (f"crawled {self.fetched} URLs in {self.seconds:.1f}s ({self.pages_per_s:.1f} pages/s): "
                 f"{self.stored} stored, {self.aliases} aliases (redirect/canonical/duplicate), "
-                f"{self.near_duplicates} near-duplicates marked, {self.failed} failed, {self.skipped} skipped; "
+                f"{self.near_duplicates} near-duplicates marked, {self.failed} failed"
+                + (f" ({self.timeouts} timed out)" if self.timeouts else "") + f", {self.skipped} skipped; "
                 f"{self.bytes / 1e6:.1f} MB; {self.frontier_left} left in the frontier"
+                + (f"\n  kept queued: {self.deferred} URLs whose host's robots.txt could not be read (a temporary "
+                   f"failure): run `funnel crawl` again to fetch them" if self.deferred else "")
                 + (f"\n  problems: {top}" if top else ""))
 
 
@@ -80,6 +85,8 @@ def _problem_kind(error: str | None) -> str:
             return error[:40]
     for needle, label in (("crawl.allow_private", "refused private/loopback address (crawl with --allow-private "
                                                   "to allow it)"),
+                          ("crawl.fetch_deadline", "timeout (crawl.fetch_deadline)"),
+                          ("robots.txt unreachable", "robots.txt unreachable (URLs kept queued)"),
                           ("robots.txt", "robots.txt"), ("redirect loop", "redirect loop"),
                           ("redirect to", "redirect refused"), ("redirects", "too many redirects"),
                           ("refused", "refused address"), ("too large", "too large"), ("timeout", "timeout"),
@@ -89,14 +96,32 @@ def _problem_kind(error: str | None) -> str:
     return error.split(":")[0][:40]
 
 
+# Settings a crawl keeps for its whole life: saved with the frontier (meta "settings"), restored at resume,
+# so `funnel crawl` with no flags continues the crawl that was started (same page cap, same politeness).
+RESUMED_SETTINGS = ("max_pages", "max_depth", "concurrency", "per_host_concurrency", "per_host_delay",
+                    "allow_private", "sitemaps")
+
+
 def frontier_path(home: str | Path) -> Path:
     return PathsConfig(str(home)).frontier
 
 
+def resumed_config(config: CrawlConfig, saved: dict | None, explicit: Collection[str] = ()) -> CrawlConfig:
+    """`config` with the settings saved by an earlier run of the frontier, except those in `explicit`
+    (set on purpose for this run: they win, and are saved in turn)."""
+    if not saved:
+        return config
+    return replace(config, **{k: v for k, v in saved.items() if k in RESUMED_SETTINGS and k not in explicit})
+
+
 def crawl(seeds: list[str], store: DocumentStore, config: CrawlConfig, frontier_file: str | Path, *,
           hosts: tuple[str, ...] = (), prefixes: tuple[str, ...] = (), fresh: bool = False,
-          progress: bool = True) -> CrawlStats:
-    """Crawl from `seeds` into `store`; resumes the frontier in `frontier_file` unless `fresh`."""
+          progress: bool = True, explicit: Collection[str] = ()) -> CrawlStats:
+    """Crawl from `seeds` into `store`; resumes the frontier in `frontier_file` unless `fresh`.
+
+    On resume, the `RESUMED_SETTINGS` saved by the previous run replace those of `config`, except the
+    fields named in `explicit` (a CLI flag or ``--set crawl.KEY`` given now); the resolved ones are saved.
+    """
     canon = []
     for seed in seeds:
         url = canonicalize(seed)
@@ -109,6 +134,8 @@ def crawl(seeds: list[str], store: DocumentStore, config: CrawlConfig, frontier_
         for suffix in ("", "-wal", "-shm"):
             Path(str(frontier_file) + suffix).unlink(missing_ok=True)
     frontier = Frontier(frontier_file)
+    config = resumed_config(config, frontier.get_meta("settings"), explicit)
+    frontier.set_meta("settings", {k: getattr(config, k) for k in RESUMED_SETTINGS})
     saved = frontier.get_meta("scope")
     if not hosts and not prefixes and saved:  # resuming: keep the scope the crawl started with
         hosts = tuple(saved["hosts"]) + (() if saved["prefixes"] else tuple(host_key(u) for u in canon))
@@ -179,9 +206,10 @@ class _Crawler:
                            connect_timeout=self.cfg.connect_timeout, read_timeout=self.cfg.read_timeout,
                            max_bytes=self.cfg.max_bytes, retries=self.cfg.retries,
                            retry_backoff=self.cfg.retry_backoff, max_redirects=self.cfg.max_redirects,
-                           allow_private=self.cfg.allow_private) as fetcher:
+                           allow_private=self.cfg.allow_private, fetch_deadline=self.cfg.fetch_deadline) as fetcher:
             self.fetcher = fetcher
-            self.robots = RobotsCache(fetcher, self.cfg.user_agent, obey=self.cfg.obey_robots)
+            self.robots = RobotsCache(fetcher, self.cfg.user_agent, obey=self.cfg.obey_robots,
+                                      retries=self.cfg.robots_retries, retry_wait=self.cfg.robots_retry_wait)
             if self.cfg.sitemaps:
                 await self._add_sitemaps()
             await asyncio.to_thread(self.frontier.commit, self.frontier.take_pending(), [])
@@ -204,7 +232,7 @@ class _Crawler:
         if n:
             log.info("rewrote %d link targets that pointed at redirects/duplicates", n)
         self.stats.seconds = time.monotonic() - t0
-        self.stats.frontier_left = len(self.frontier)
+        self.stats.frontier_left = len(self.frontier) + self.stats.deferred
         self.frontier.close()
         return self.stats
 
@@ -250,9 +278,13 @@ class _Crawler:
                 await self._flush()
 
     async def _allowed(self, url: str) -> str | None:
-        """Why `url` may not be fetched (robots.txt), or None."""
+        """Why `url` may not be fetched (robots.txt), or None. Waits while its robots.txt is due a re-read."""
         parts = urlsplit(url)
-        rules = await self.robots.rules(f"{parts.scheme}://{parts.netloc}")
+        origin = f"{parts.scheme}://{parts.netloc}"
+        rules = await self.robots.rules(origin)
+        while rules.retry_at is not None and not self.stop:  # unreachable for now: back off, read it again
+            await asyncio.sleep(max(0.0, rules.retry_at - time.monotonic()))
+            rules = await self.robots.rules(origin)
         if rules.allowed(url, self.cfg.user_agent):
             return None
         return f"robots.txt unreachable ({rules.unreachable})" if rules.unreachable else "disallowed by robots.txt"
@@ -276,6 +308,9 @@ class _Crawler:
 
     async def _process(self, url: str, depth: int) -> None:
         why = await self._allowed(url)
+        if why and why.startswith("robots.txt unreachable"):
+            self._defer(url, depth, why)
+            return
         if why:
             self._outcome(url, depth, State.SKIPPED, None, None, why, requested=False)
             return
@@ -293,6 +328,8 @@ class _Crawler:
         self._handle(url, depth, result)
 
     def _handle(self, url: str, depth: int, result: FetchResult) -> None:
+        if result.error is not None and result.error.startswith("timeout"):
+            self.stats.timeouts += 1
         if result.error is not None or result.status is None or not 200 <= result.status < 300:
             self._outcome(url, depth, State.FAILED, result.status, None, result.error or f"HTTP {result.status}")
             return
@@ -370,6 +407,14 @@ class _Crawler:
             self.stats.errors[_problem_kind(error)] += 1
         elif state == State.ALIAS:
             self.stats.aliases += 1
+
+    def _defer(self, url: str, depth: int, why: str) -> None:
+        """Keep `url` queued on disk (with the reason) but out of this run: its host's robots.txt could not
+        be read, which is temporary (site down, or a loopback site crawled without allow_private)."""
+        self.outcomes.append((url, depth, State.QUEUED, None, None, why + "; kept queued", time.time(), 0))
+        self.frontier.mark_seen(url)
+        self.stats.deferred += 1
+        self.stats.errors[_problem_kind(why)] += 1
 
     # -- persistence -----------------------------------------------------
     def _take_batch(self):

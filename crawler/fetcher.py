@@ -6,6 +6,9 @@
   change between check and connect; IP-literal hosts are checked before the request.
 - Connect and read timeouts; retries with exponential backoff on 5xx, 429, timeouts and
   connection errors; 4xx is final.
+- A whole-response deadline per request (``fetch_deadline``, connect to last byte): a server that
+  drips a byte just often enough to dodge the read timeout is cut off, and not retried (a drip
+  server would only hold the worker again).
 - Redirects followed by hand up to ``max_redirects``: each hop is checked again (scheme, address,
   and the caller's `check`, i.e. scope and robots.txt); a loop is an error; the final URL is recorded.
 - A body cap (``max_bytes``) counted on the *decompressed* stream, so a gzip bomb stops at the cap
@@ -87,11 +90,16 @@ class TooLarge(Exception):
     pass
 
 
+class DeadlineExceeded(Exception):
+    """One request took longer than ``fetch_deadline`` from connect to last byte."""
+
+
 class Fetcher:
     """An aiohttp session with the crawler's limits. Use as ``async with Fetcher(...) as f``."""
 
     def __init__(self, *, user_agent: str, concurrency: int, connect_timeout: float, read_timeout: float,
-                 max_bytes: int, retries: int, retry_backoff: float, max_redirects: int, allow_private: bool):
+                 max_bytes: int, retries: int, retry_backoff: float, max_redirects: int, allow_private: bool,
+                 fetch_deadline: float = 60.0):
         self.user_agent = user_agent
         self.concurrency = concurrency
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, connect=connect_timeout,
@@ -102,6 +110,7 @@ class Fetcher:
         self.retry_backoff = retry_backoff
         self.max_redirects = max_redirects
         self.allow_private = allow_private
+        self.fetch_deadline = fetch_deadline
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> "Fetcher":
@@ -171,7 +180,7 @@ class Fetcher:
             return result
         except RefusedError as exc:
             result.error = f"refused: {exc}"
-        except TooLarge as exc:
+        except (TooLarge, DeadlineExceeded) as exc:
             result.error = str(exc)
         except asyncio.TimeoutError:
             result.error = f"timeout after {result.attempts} attempts"
@@ -205,6 +214,17 @@ class Fetcher:
             await asyncio.sleep(self.retry_backoff * 2 ** (attempt - 1))
 
     async def _get(self, url: str, max_bytes: int):
+        deadline = asyncio.timeout(self.fetch_deadline)
+        try:
+            async with deadline:
+                return await self._get_body(url, max_bytes)
+        except TimeoutError:
+            if not deadline.expired():  # a read or connect timeout inside: retryable, as before
+                raise
+            raise DeadlineExceeded(f"timeout: no whole response within crawl.fetch_deadline = "
+                                   f"{self.fetch_deadline:g} s (a server dripping its body)") from None
+
+    async def _get_body(self, url: str, max_bytes: int):
         async with self._session.get(url, allow_redirects=False) as resp:
             headers = resp.headers
             if resp.status in REDIRECT_STATUSES or resp.status >= 400:
@@ -236,7 +256,7 @@ class Fetcher:
             return None, "", "too many redirects"
         except RefusedError as exc:
             return None, "", f"refused: {exc}"
-        except (TooLarge, asyncio.TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+        except (TooLarge, DeadlineExceeded, asyncio.TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             cause = exc.__cause__ or exc.__context__
             if isinstance(cause, RefusedError):
                 return None, "", f"refused: {cause}"

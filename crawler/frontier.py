@@ -15,8 +15,11 @@ Files
   skipped), ``fetched_at`` (unix seconds), ``requested`` (1 if this URL itself was fetched: what
   ``max_pages`` counts; 0 for a robots.txt skip or a redirect/canonical target recorded in passing).
   Rows are taken in insertion order (breadth first).
-- ``meta``: ``key`` -> JSON ``value``; ``scope`` = ``{"hosts": [...], "prefixes": [...]}``, so a resumed
-  crawl keeps the scope it started with.
+- ``meta``: ``key`` -> JSON ``value``; ``scope`` = ``{"hosts": [...], "prefixes": [...]}`` and
+  ``settings`` = ``{"max_pages", "max_depth", "concurrency", "per_host_concurrency", "per_host_delay",
+  "allow_private", "sitemaps"}`` (``crawl.RESUMED_SETTINGS``), so a resumed crawl keeps the scope and
+  settings it started with. A ``queued`` row may carry an ``error``: why the last run left it queued
+  (its host's robots.txt could not be read).
 """
 from __future__ import annotations
 

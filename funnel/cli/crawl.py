@@ -12,7 +12,10 @@ def register(sub) -> None:
 
     c = sub.add_parser("crawl", help="crawl web pages from seed URLs into the document store",
                        description="Crawl from SEED URLs (resuming HOME/crawl/frontier.sqlite if it exists). "
-                                   "Scope: the seeds' hosts unless --host/--prefix are given.")
+                                   "Scope: the seeds' hosts unless --host/--prefix are given. A resumed crawl keeps "
+                                   "the scope and settings it started with (--max-pages, --concurrency, --per-host, "
+                                   "--delay, --max-depth, --allow-private, --sitemaps); flags given now win and "
+                                   "are saved.")
     c.add_argument("seeds", nargs="*", metavar="SEED", help="start URLs (none: resume the last crawl)")
     c.add_argument("--max-pages", type=int, help="stop after this many fetches (crawl.max_pages)")
     c.add_argument("--concurrency", type=int, help="requests in flight (crawl.concurrency)")
@@ -55,12 +58,16 @@ def _crawl(args, config) -> int:
     flags = {"max_pages": args.max_pages, "concurrency": args.concurrency, "per_host_concurrency": args.per_host,
              "per_host_delay": args.delay, "max_depth": args.max_depth,
              "allow_private": args.allow_private or None, "sitemaps": args.sitemaps or None}
-    cfg = replace(config.crawl, **{k: v for k, v in flags.items() if v is not None})
+    flags = {k: v for k, v in flags.items() if v is not None}
+    cfg = replace(config.crawl, **flags)
+    # given now, so they win over the settings a resumed crawl saved: flags and --set crawl.KEY=...
+    explicit = set(flags) | {o.split("=", 1)[0].strip()[len("crawl."):] for o in getattr(args, "overrides", ())
+                             if o.strip().startswith("crawl.")}
     with DocumentStore(config.paths.store) as store:
         stats = crawl(args.seeds, store, cfg, frontier_path(config.paths.home), hosts=tuple(args.host),
-                      prefixes=tuple(args.prefix), fresh=args.fresh, progress=not args.quiet)
+                      prefixes=tuple(args.prefix), fresh=args.fresh, progress=not args.quiet, explicit=explicit)
     print(stats.summary())
-    if (stats.failed or stats.skipped) and not stats.stored and not stats.aliases:
+    if (stats.failed or stats.skipped or stats.deferred) and not stats.stored and not stats.aliases:
         from funnel.core.errors import FunnelError
 
         why = "; ".join(f"{kind} ({n})" for kind, n in stats.errors.most_common(3)) or "see the summary above"

@@ -148,6 +148,9 @@ class CrawlConfig:
     max_url_length: int = 2048  # longer URLs are not followed (spider traps grow URLs)
     near_dup_distance: int = 3  # SimHash bits within which pages are marked near-duplicates
     flush_every: int = 64  # pages per store transaction
+    fetch_deadline: float = 60.0  # seconds for one request, connect to last byte (a drip server is cut off)
+    robots_retries: int = 3  # re-reads of an unreachable robots.txt before its host's URLs wait for the next run
+    robots_retry_wait: float = 5.0  # seconds before the first re-read, doubled for each further one
 
 
 @dataclass(frozen=True)
@@ -455,7 +458,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "crawl.concurrency": _number(1), "crawl.per_host_concurrency": _number(1), "crawl.per_host_delay": _number(0),
     "crawl.max_bytes": _number(1), "crawl.connect_timeout": _POSITIVE, "crawl.read_timeout": _POSITIVE,
     "crawl.retry_backoff": _number(0), "crawl.max_url_length": _number(1), "crawl.near_dup_distance": _number(0, 64),
-    "crawl.flush_every": _number(1),
+    "crawl.flush_every": _number(1), "crawl.fetch_deadline": _POSITIVE, "crawl.robots_retry_wait": _number(0),
     "spark.shuffle_partitions": _number(1),
     "spark.log_level": _choice("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE"),
     "pagerank.damping": _number(0, 1, hi_open=True), "pagerank.tol": _POSITIVE, "pagerank.max_iter": _number(1),

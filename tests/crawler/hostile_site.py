@@ -159,8 +159,9 @@ class HostileSite:
 
 
 @contextlib.contextmanager
-def serve_app(app: web.Application):
-    """Serve `app` on 127.0.0.1 (a free port) in a background thread; yields the base URL."""
+def serve_app(app: web.Application, port: int = 0):
+    """Serve `app` on 127.0.0.1 (`port`, or a free one) in a background thread; yields the base URL.
+    Serving again on the same port brings a site that was down back up."""
     loop = asyncio.new_event_loop()
     started = threading.Event()
     box: dict = {}
@@ -168,7 +169,7 @@ def serve_app(app: web.Application):
     async def start():
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         box["runner"] = runner
         box["port"] = site._server.sockets[0].getsockname()[1]

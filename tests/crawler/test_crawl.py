@@ -142,8 +142,9 @@ def test_private_addresses_refused_by_default(tmp_path):
             assert store.count() == 0
     assert sum(site.requests.values()) == 0  # not even robots.txt was requested
     (row,) = Frontier(tmp_path / "f.sqlite").rows()
-    assert row[2] == State.SKIPPED and "loopback" in row[5]
-    assert stats.stored == 0
+    # kept queued, not skipped for good: the same crawl resumed with allow_private fetches it
+    assert row[2] == State.QUEUED and "loopback" in row[5]
+    assert stats.stored == 0 and stats.deferred == 1
 
 
 def test_max_pages_and_resume(tmp_path):
@@ -154,7 +155,8 @@ def test_max_pages_and_resume(tmp_path):
         with DocumentStore(tmp_path / "store.sqlite") as store:
             first = crawl([base + "/"], store, cfg, tmp_path / "f.sqlite", progress=False)
             assert first.fetched == 3 and first.frontier_left > 0
-            second = crawl([], store, replace(cfg, max_pages=8), tmp_path / "f.sqlite", progress=False)
+            second = crawl([], store, replace(cfg, max_pages=8), tmp_path / "f.sqlite", progress=False,
+                           explicit={"max_pages"})
             frontier = Frontier(tmp_path / "f.sqlite")
             assert frontier.get_meta("scope") == {"hosts": [base.removeprefix("http://")], "prefixes": []}
             assert not [r for r in frontier.rows() if "example.com" in r[0]]  # the resumed crawl kept its scope
@@ -209,3 +211,50 @@ def test_sitemaps_per_host_limit_user_agent_and_noindex(tmp_path):
     assert state["max"] == 2 and state["agents"] == {"FunnelTest/1.0"}
     rows = {r[0]: r for r in Frontier(tmp_path / "f.sqlite").rows()}
     assert rows[base + "/p/3.html"][2] == State.SKIPPED and rows[base + "/p/3.html"][5] == "noindex"
+
+
+def test_fetch_deadline_cuts_off_a_drip_server(tmp_path):
+    """A server dripping 1 byte every 0.2 s dodges the read timeout; crawl.fetch_deadline ends each such
+    request (not retried), counted as timeouts in the summary, while the other pages are crawled."""
+    import asyncio
+    import time
+
+    from aiohttp import web
+
+    from tests.crawler.hostile_site import page
+
+    hits: list[str] = []
+
+    async def index(request):
+        links = "".join(f'<a href="/drip/{i}">drip {i}</a>' for i in range(3)) + '<a href="/ok.html">ok</a>'
+        return web.Response(text=page("Index", links), content_type="text/html")
+
+    async def drip(request):
+        hits.append(request.path)
+        resp = web.StreamResponse(headers={"Content-Type": "text/html"})
+        await resp.prepare(request)
+        try:
+            for _ in range(50):  # 10 s in all
+                await resp.write(b"x")
+                await asyncio.sleep(0.2)
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    app.router.add_get("/drip/{i}", drip)
+    app.router.add_get("/ok.html", HostileSite.html(page("OK", "<p>a normal page</p>")))
+    cfg = replace(CFG, read_timeout=1.0, fetch_deadline=1.0, retries=2)
+    with serve_app(app) as base:
+        with DocumentStore(tmp_path / "store.sqlite") as store:
+            t0 = time.monotonic()
+            stats = crawl([base + "/"], store, cfg, tmp_path / "f.sqlite", progress=False)
+            elapsed = time.monotonic() - t0
+            assert {d.doc_id for d in store.iter_docs()} == {base + "/", base + "/ok.html"}
+    assert elapsed < 6, elapsed
+    assert sorted(hits) == ["/drip/0", "/drip/1", "/drip/2"]  # each cut off once, not retried
+    assert stats.timeouts == 3 and stats.failed == 3
+    assert "3 failed (3 timed out)" in stats.summary() and "timeout (crawl.fetch_deadline): 3" in stats.summary()
+    rows = {r[0]: r for r in Frontier(tmp_path / "f.sqlite").rows()}
+    assert rows[base + "/drip/0"][2] == State.FAILED and "crawl.fetch_deadline" in rows[base + "/drip/0"][5]
