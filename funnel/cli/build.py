@@ -311,7 +311,12 @@ class _Build:
                 fold_config = B.apply(fold_config, "train_dense", pf)
                 self._set("fold encoders", k * pf.seconds, f"{k} x ({pf.describe()})")
         if "fine" in costs:
+            # the dev checks re-rank every dev query's BM25 top eval_depth: a sample when they would eat the budget
+            n_eval = B.dev_sample(n_dev, costs["fine"], fc.epochs, alloc.get("fine", 0.0))
             p = B.fit("cross-encoder", positives, fc.batch_queries, fc.epochs, costs["fine"], alloc.get("fine", 0.0))
+            if n_eval:
+                config = replace(config, fine=replace(config.fine, eval_queries=n_eval))
+                p.notes.append(f"dev checks on {n_eval} of {n_dev} dev queries")
             config = B.apply(config, "fine", p)
             self._set("cross-encoder", p.seconds, p.describe())
         self.config = config

@@ -224,6 +224,7 @@ class FineConfig:
     max_positives: int = 0  # positives per training query per epoch, drawn by grade (0: all); `funnel build` sets it to fit its budget
     max_steps: int = 0  # optimiser steps in all (0: epochs x groups); the learning-rate schedule is sized to it
 
+    eval_queries: int = 0  # dev check on a seeded sample of this many dev queries (0: all); `funnel build` sets it to fit its budget
 
 @dataclass(frozen=True)
 class RerankConfig:

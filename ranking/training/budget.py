@@ -115,6 +115,19 @@ def allocate(wanted: dict[str, float], shares: dict[str, float], available: floa
     return {k: out.get(k, 0.0) for k in wanted}
 
 
+def dev_sample(n_dev: int, cost: StepCost, epochs: int, budget_s: float, share: float = 0.3,
+               least: int = 100) -> int:
+    """Dev queries for the per-epoch checks so they take at most `share` of `budget_s` (0: all of them;
+    never fewer than `least`): scales ``cost.dev_s`` to match and returns the sample size."""
+    if not budget_s or not n_dev or epochs * cost.dev_s <= share * budget_s:
+        return 0
+    n = max(least, int(n_dev * share * budget_s / (epochs * cost.dev_s)))
+    if n >= n_dev:
+        return 0
+    cost.dev_s *= n / n_dev
+    return n
+
+
 def apply(config: Config, section: str, plan: TrainPlan) -> Config:
     """`config` with `plan`'s recipe in ``section`` (``train_dense`` or ``fine``): epochs, positives cap,
     step cap and a time budget that leaves a little slack over the estimate."""

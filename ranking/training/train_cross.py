@@ -138,7 +138,8 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
 
     dev_sets, dev_qrels = [], {}
     if fc.eval_depth > 0 and (data_dir / "qrels" / f"{dev_split}.tsv").exists():
-        dev_sets = load_rerank_sets(config, data_dir, dev_split, fc.eval_depth)
+        dev_sets = load_rerank_sets(config, data_dir, dev_split, fc.eval_depth, max_queries=fc.eval_queries,
+                                    seed=fc.seed)
         dev_qrels = read_qrels(data_dir, dev_split)
         # "no training": the candidates in BM25's own order, the figure a trained model must beat
         bm25_order = {s.qid: {d: -float(i) for i, d in enumerate(s.doc_ids)} for s in dev_sets}

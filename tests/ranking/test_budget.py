@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from funnel.core.config import Config, FineConfig, PathsConfig, TrainDenseConfig
-from funnel.ranking.training.budget import allocate, apply, examples_at_cap, fit, probe, StepCost
+from funnel.ranking.training.budget import allocate, apply, dev_sample, examples_at_cap, fit, probe, StepCost
 
 # the shape of the corpus in issue 19: 2,590 train queries, ~42 judged (~20 positive) documents each
 POSITIVES = [20] * 2590
@@ -49,6 +49,14 @@ def test_apply_writes_the_recipe_and_a_safety_budget():
     assert config.fine.epochs == plan.epochs and config.fine.max_positives == 1
     assert config.fine.max_steps == plan.max_steps == 140 and 2 <= config.fine.time_budget_min <= 2.5
     assert apply(Config(), "fine", fit("ce", [1], 8, 3, cost, 0)).fine == Config().fine  # nothing to change
+
+
+def test_dev_checks_sample_their_queries_only_when_they_would_eat_the_budget():
+    cost = StepCost(step_s=1.0, dev_s=300)  # one check of 1,000 dev queries: 5 min
+    assert dev_sample(1000, cost, 3, 0) == 0 and dev_sample(1000, cost, 3, 3600) == 0  # no budget / affordable
+    n = dev_sample(1000, cost, 3, 1200)  # three checks would take 15 of 20 minutes
+    assert n == 400 and cost.dev_s == pytest.approx(120) and 3 * cost.dev_s <= 0.3 * 1200
+    assert dev_sample(150, StepCost(step_s=1.0, dev_s=300), 3, 600) == 100  # never fewer than 100
 
 
 @pytest.mark.parametrize("kind", ["dense", "fine"])
