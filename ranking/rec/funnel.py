@@ -1,0 +1,204 @@
+"""The recommendation funnel, end to end and free of I/O: recall (fused routes, ~200 items) -> coarse
+LightGBM (~50) -> fine SASRec (scores the 50) -> rerank rules -> the 10 items a user sees.
+
+Why a funnel: each stage can afford a costlier model on fewer items. The routes score the whole
+catalogue with one product each; LightGBM reads a dozen cheap columns per candidate; SASRec runs a
+transformer per user and reads only the coarse survivors; the rules see ten items.
+
+Every stage has the shape ``stage(batch, candidates) -> candidates`` where ``candidates`` is a
+`Candidates` (items (n, k), scores (n, k)); `recommend` is the loop over stages and records the
+wall time of each. `evaluate_funnel` runs it user by user (the serving shape) and reports per-stage
+quality and latency. Models are fitted elsewhere (`benchmarks/rec_baselines.py` shows the recipe);
+this module only wires them.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .coarse import CoarseRanker
+from .features import FeatureContext, feature_matrix
+from .metrics import evaluate_lists, recall_at_k
+from .rerank import RerankConfig, popularity_percentile, rerank
+from .split import SplitView, mask_seen, top_k
+
+# A recall route: (histories, user indices) -> (n, n_items + 1) scores of the whole catalogue.
+Route = Callable[[list[np.ndarray], np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class FunnelConfig:
+    recall_k: int = 200
+    coarse_k: int = 50
+    rrf_k: float = 60.0                                   # reciprocal-rank fusion constant (Cormack et al. 2009)
+    route_weights: Mapping[str, float] = field(default_factory=dict)  # missing route -> 1.0
+    coarse_weight: float = 0.0    # final score = z(fine) + coarse_weight * z(coarse), z within the user's list
+    rerank: RerankConfig = RerankConfig()
+
+
+@dataclass
+class Batch:
+    """Requests of n users: their histories, dataset user indices (for user features) and request times."""
+    histories: list[np.ndarray]
+    history_ts: list[np.ndarray]
+    users: np.ndarray
+    now: np.ndarray
+
+    @classmethod
+    def from_view(cls, view: SplitView, rows: Sequence[int] | None = None) -> "Batch":
+        rows = np.arange(len(view)) if rows is None else np.asarray(rows)
+        return cls([view.histories[i] for i in rows], [view.history_ts[i] for i in rows], view.users[rows],
+                   view.target_ts[rows])
+
+
+@dataclass
+class Candidates:
+    items: np.ndarray    # (n, k) item indices, best first
+    scores: np.ndarray   # (n, k) the stage's scores
+
+
+@dataclass
+class Funnel:
+    """Fitted pieces of the funnel. ``fine`` holds one or more SASRec models whose scores are averaged
+    (several seeds: a cheap ensemble); None skips the stage, as does ``coarse=None``."""
+    routes: dict[str, Route]
+    context: FeatureContext
+    coarse: CoarseRanker | None
+    fine: Sequence = ()
+    config: FunnelConfig = FunnelConfig()
+
+
+# ---------------------------------------------------------------- stages
+
+@dataclass
+class RecallOutput:
+    candidates: Candidates
+    route_scores: dict[str, np.ndarray]  # per route (n, recall_k) scores of the candidates
+    route_ranks: dict[str, np.ndarray]   # per route (n, recall_k) 0-based catalogue ranks
+
+
+def full_ranks(scores: np.ndarray) -> np.ndarray:
+    """(n, m) masked scores -> (n, m) 0-based rank of each column (ties by column index)."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(scores.shape[1])[None, :].repeat(len(scores), 0), axis=1)
+    return ranks
+
+
+def fuse_rrf(ranks: Mapping[str, np.ndarray], weights: Mapping[str, float], k: float) -> np.ndarray:
+    """Weighted reciprocal-rank fusion: sum over routes of w_r / (k + rank_r + 1)."""
+    return sum(weights.get(r, 1.0) / (k + rk + 1.0) for r, rk in ranks.items())
+
+
+def recall_stage(routes: Mapping[str, Route], batch: Batch, config: FunnelConfig) -> RecallOutput:
+    """Score the catalogue with every route, fuse by RRF, keep the top ``recall_k`` unseen items."""
+    full = {name: mask_seen(np.asarray(route(batch.histories, batch.users), np.float64).copy(), batch.histories)
+            for name, route in routes.items()}
+    ranks = {name: full_ranks(s) for name, s in full.items()}
+    fused = fuse_rrf(ranks, config.route_weights, config.rrf_k)     # (n, n_items + 1)
+    mask_seen(fused, batch.histories)
+    items = top_k(fused, config.recall_k)                             # (n, recall_k)
+    take = lambda a: np.take_along_axis(a, items, 1)
+    return RecallOutput(Candidates(items, take(fused)), {r: take(s) for r, s in full.items()},
+                        {r: take(rk) for r, rk in ranks.items()})
+
+
+def coarse_stage(coarse: CoarseRanker, ctx: FeatureContext, batch: Batch, rec: RecallOutput,
+                 k: int) -> tuple[Candidates, np.ndarray]:
+    """LightGBM over the recall candidates' features -> (top k candidates, the feature tensor)."""
+    X = feature_matrix(ctx, batch.histories, batch.history_ts, batch.now, rec.candidates.items,
+                       rec.route_scores, rec.route_ranks, rec.candidates.scores)
+    items, scores = coarse.rank(X, rec.candidates.items, k)
+    return Candidates(items, scores), X
+
+
+def _zscore(s: np.ndarray) -> np.ndarray:
+    s = np.asarray(s, np.float64)
+    return (s - s.mean(1, keepdims=True)) / (s.std(1, keepdims=True) + 1e-9)
+
+
+def fine_stage(models: Sequence, batch: Batch, cands: Candidates, coarse_weight: float = 0.0) -> Candidates:
+    """Score the candidates with each SASRec, average the per-user z-scores, optionally blend the
+    previous stage's score, and re-sort."""
+    fine = np.mean([_zscore(m.score_candidates(batch.histories, cands.items)) for m in models], axis=0)
+    score = fine + coarse_weight * _zscore(cands.scores) if coarse_weight else fine
+    order = np.argsort(-score, axis=1, kind="stable")
+    return Candidates(np.take_along_axis(cands.items, order, 1), np.take_along_axis(score, order, 1))
+
+
+def rerank_stage(batch: Batch, cands: Candidates, item_genres: np.ndarray, pop_pct: np.ndarray,
+                 config: RerankConfig, traces: list | None = None) -> Candidates:
+    """Apply the rerank rules to each user's list -> (n, k) items (scores: k - position)."""
+    out = np.zeros((len(batch.histories), config.k), np.int64)
+    for u in range(len(out)):
+        trace = {} if traces is not None else None
+        chosen = rerank(cands.items[u], cands.scores[u], batch.histories[u], item_genres, pop_pct, config, trace)
+        out[u, :len(chosen)] = chosen
+        if traces is not None:
+            traces.append(trace)
+    return Candidates(out, np.broadcast_to(np.arange(config.k, 0, -1, dtype=np.float32), out.shape).copy())
+
+
+# ---------------------------------------------------------------- the loop
+
+@dataclass
+class FunnelOutput:
+    stages: dict[str, Candidates]   # "recall", "coarse", "fine", "rerank" -> candidates after that stage
+    ms: dict[str, float]            # wall milliseconds of each stage for the whole batch
+    traces: list | None = None      # rerank decisions per user, when asked
+
+
+def recommend(funnel: Funnel, batch: Batch, trace: bool = False) -> FunnelOutput:
+    """Run every stage on a batch of users; ``out.stages["rerank"].items`` are the lists to show."""
+    cfg = funnel.config
+    stages: dict[str, Candidates] = {}
+    ms: dict[str, float] = {}
+    t = time.perf_counter()
+    rec = recall_stage(funnel.routes, batch, cfg)
+    stages["recall"] = cands = rec.candidates
+    ms["recall"] = 1e3 * (time.perf_counter() - t)
+    if funnel.coarse is not None:
+        t = time.perf_counter()
+        stages["coarse"] = cands = coarse_stage(funnel.coarse, funnel.context, batch, rec, cfg.coarse_k)[0]
+        ms["coarse"] = 1e3 * (time.perf_counter() - t)
+    if funnel.fine:
+        t = time.perf_counter()
+        stages["fine"] = cands = fine_stage(funnel.fine, batch, cands, cfg.coarse_weight)
+        ms["fine"] = 1e3 * (time.perf_counter() - t)
+    t = time.perf_counter()
+    traces = [] if trace else None
+    pop_pct = popularity_percentile(funnel.context.item_counts)
+    stages["rerank"] = rerank_stage(batch, cands, funnel.context.item_genres, pop_pct, cfg.rerank, traces)
+    ms["rerank"] = 1e3 * (time.perf_counter() - t)
+    return FunnelOutput(stages, ms, traces)
+
+
+def evaluate_funnel(funnel: Funnel, view: SplitView, batch_size: int = 1, recall_k: int = 50) -> dict[str, dict]:
+    """Per-stage quality of the funnel on a split, and latency per user.
+
+    Runs ``batch_size`` users at a time (1 = the serving shape, so the latencies are per-user figures).
+    -> {stage: {"ndcg@10", "hr@10", "recall@50" (where the list has 50 items), "coverage", "diversity",
+    "novelty", "p50_ms", "p95_ms"}}; a stage's latency is cumulative (the time to get its list).
+    """
+    lists: dict[str, list[np.ndarray]] = {}
+    times: dict[str, list[float]] = {}
+    for s in range(0, len(view), batch_size):
+        out = recommend(funnel, Batch.from_view(view, np.arange(s, min(s + batch_size, len(view)))))
+        total = 0.0
+        for name, c in out.stages.items():
+            total += out.ms[name]
+            lists.setdefault(name, []).append(c.items)
+            times.setdefault(name, []).append(total / len(c.items))
+    counts = funnel.context.item_counts
+    result = {}
+    for name, parts in lists.items():
+        topk = np.concatenate(parts)
+        m = evaluate_lists(topk, view.targets, funnel.context.item_genres, counts, 10, recall_k)
+        if name == "recall":
+            m[f"recall@{topk.shape[1]}"] = recall_at_k(topk, view.targets, topk.shape[1])
+        m["p50_ms"], m["p95_ms"] = (float(np.percentile(times[name], q)) for q in (50, 95))
+        result[name] = m
+    return result
