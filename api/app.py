@@ -54,9 +54,10 @@ class Metrics:
                                ["profile", "stage"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.results = Histogram("funnel_search_results", "results returned per search",
                                  buckets=(0, 1, 5, 10, 20, 50, 100), registry=self.registry)
-        docs = Gauge("funnel_index_docs", "documents in the loaded index", registry=self.registry,
-                     multiprocess_mode="max")  # every worker loads the same index
-        docs.set(service.n_docs)
+        self.service = service
+        self.docs = Gauge("funnel_index_docs", "documents in the loaded index", registry=self.registry,
+                          multiprocess_mode="max")  # every worker loads the same index
+        self.docs.set(service.n_docs)
 
     def exposition(self) -> bytes:
         """The text format of every metric, summed over the workers in multiprocess mode."""
@@ -69,6 +70,7 @@ class Metrics:
         return generate_latest(registry)
 
     def observe_search(self, result: SearchResult) -> None:
+        self.docs.set(self.service.n_docs)  # a newly published index may have been swapped in
         self.results.observe(len(result.hits))
         if result.candidates is not None:
             for t in result.candidates.trace:
@@ -336,6 +338,7 @@ def create_app(service: SearchService) -> FastAPI:
     @app.get("/health", response_model=schemas.HealthResponse, responses=errors, summary="Liveness and what is loaded")
     def health(request: Request):
         no_query_params(request)
+        service.check_for_new_index()  # a probe alone also brings a newly published index in
         return {"status": "ok", "docs": service.n_docs, "index_generation": service.index_generation(),
                 "profiles": list(service.profiles), "stages": service.stage_names(),
                 "pipeline": service.funnel_loaded, "uptime_s": round(time.time() - service.loaded_at, 3)}

@@ -6,6 +6,7 @@ client (or a fuzzer) can see exactly what is accepted. Unknown fields are reject
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
@@ -14,8 +15,14 @@ from funnel.api.service import Hit
 from funnel.core.config import ServeConfig
 
 
+# JSON Schema patterns are ECMAScript regular expressions: their \s is this set, narrower than Python's
+# str.isspace (which also counts U+0085 and U+001C..U+001F). Blank means what the documented pattern "\S"
+# says, so every query the schema allows is accepted.
+_ECMA_NOT_SPACE = re.compile("[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]")
+
+
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    if not _ECMA_NOT_SPACE.search(value):
         raise ValueError("query is empty (only whitespace); send at least one word")
     try:
         value.encode("utf-8")
@@ -92,7 +99,8 @@ class DocResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok"]
     docs: int
-    index_generation: int | None
+    index_generation: int | None = Field(description="the index generation being served (a newly published one "
+                                                      "is swapped in within serve.reload_check_s)")
     profiles: list[str]
     stages: list[str] = Field(description="the stages of the default profile, in order")
     pipeline: bool = Field(description="true when a trained stage beyond BM25 recall is loaded")

@@ -12,10 +12,20 @@ Thread safety: FastAPI runs each request in a worker thread. The index is read-o
 arrays, a fresh accumulator per query) and the store gives each thread its own SQLite connection,
 but a pipeline holds a Snowball stemmer, caches and torch models that are not safe to share, so
 each pipeline runs under its own lock (the heavy parts, numpy and torch, release the GIL inside).
+
+A newly published index is served without a restart: at most every ``serve.reload_check_s`` seconds a
+request stats ``index/manifest.json`` (one system call); when it changed and names another
+generation, a background thread opens a fresh `_Loaded` (index, store, pipelines), warms it and swaps
+it in under a lock. A request holds the `_Loaded` it started with until it ends, so it never mixes two
+indexes; the old one is closed (its memory maps dropped) when the last request using it ends. A new
+index that cannot be opened (a publish caught half-way) is logged and the old one kept serving.
+`index_generation()` is the generation being served, not the one on disk.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import threading
 import time
@@ -128,22 +138,66 @@ def open_pipeline(config: Config, profile: str, use_funnel: bool = True):
     return Pipeline.from_config(bm25, profile, stages=["recall"])
 
 
-class SearchService:
-    """Everything a query needs, loaded once. Safe to call from many threads."""
+WARM_QUERY = "warm up 预热"
 
-    def __init__(self, config: Config, pipelines: dict[str, object]):
-        if not pipelines:
-            raise FunnelError("no ranking profile could be loaded")
-        self.config = config
+
+def _manifest_stamp(index_dir: Path) -> tuple[int, int, int] | None:
+    """What changes when a new manifest is published (it is replaced, so a new inode), or None."""
+    try:
+        st = os.stat(index_dir / "manifest.json")
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class _Loaded:
+    """One generation of the index with its store and pipelines, and the requests using it."""
+
+    def __init__(self, pipelines: dict[str, object]):
         self.pipelines = pipelines
-        self._locks = {p: threading.Lock() for p in pipelines}
-        self.profiles: tuple[str, ...] = tuple(pipelines)
+        self.locks = {p: threading.Lock() for p in pipelines}
         first = next(iter(pipelines.values()))
         self.retriever = first.resources["retriever"]
         self.store: DocumentStore = first.resources["store"]
+        self.generation: int | None = self.retriever.reader.manifest.get("generation")
+        self.users = 0  # requests running on it (guarded by the service's swap lock)
+        self.retired = False  # replaced by a newer generation: close when the last user ends
+        self.closed = False
+
+    def warm(self) -> None:
+        """Load the stemmer, jieba's dictionary and lazy model parts now, not on a user's query."""
+        for profile, pipeline in self.pipelines.items():
+            with self.locks[profile]:
+                pipeline.run(Request(query=WARM_QUERY, k=1, profile=profile))
+
+    def close(self) -> None:
+        self.closed = True
+        for p in self.pipelines.values():
+            close = getattr(p, "close", None)
+            if close is not None:
+                close()
+
+
+class SearchService:
+    """Everything a query needs, loaded once (and again for each newly published index). Safe to call
+    from many threads."""
+
+    def __init__(self, config: Config, pipelines: dict[str, object], *, use_funnel: bool = True):
+        if not pipelines:
+            raise FunnelError("no ranking profile could be loaded")
+        self.config = config
+        self.use_funnel = use_funnel
+        self.profiles: tuple[str, ...] = tuple(pipelines)
         self.default_profile = (config.serve.default_profile if config.serve.default_profile in self.profiles
                                 else self.profiles[0])
         self.loaded_at = time.time()
+        self._swap = threading.Lock()  # guards _loaded, users counts and the reload state
+        self._loaded = _Loaded(pipelines)
+        self._index_dir = Path(config.paths.index)
+        self._stamp = _manifest_stamp(self._index_dir)
+        self._next_check = time.monotonic() + config.serve.reload_check_s
+        self._reloading: threading.Thread | None = None
+        self.reloads = 0  # generations swapped in since start
 
     @classmethod
     def open(cls, config: Config, *, use_funnel: bool = True, profiles: tuple[str, ...] | None = None,
@@ -153,13 +207,91 @@ class SearchService:
             raise InputError(f"no index in {config.paths.index}: build one first (`funnel index` or "
                              "`funnel pipeline index`)")
         wanted = profiles or offered_profiles(config)
-        service = cls(config, {p: open_pipeline(config, p, use_funnel) for p in wanted})
-        if warm:  # load the stemmer, jieba's dictionary and lazy model parts now, not on a user's query
-            for p in service.profiles:
-                service.search("warm up 预热", k=1, profile=p)
-        log.info("search service ready: %d docs, profiles %s, stages %s, %.1fs", service.n_docs,
-                 ", ".join(service.profiles), service.stage_names(), time.perf_counter() - t0)
+        service = cls(config, {p: open_pipeline(config, p, use_funnel) for p in wanted}, use_funnel=use_funnel)
+        if warm:
+            service._loaded.warm()
+        log.info("search service ready: %d docs, index generation %s, profiles %s, stages %s, %.1fs",
+                 service.n_docs, service.index_generation(), ", ".join(service.profiles), service.stage_names(),
+                 time.perf_counter() - t0)
         return service
+
+    # -- the generation being served ---------------------------------------
+    @property
+    def pipelines(self) -> dict[str, object]:
+        return self._loaded.pipelines
+
+    @property
+    def retriever(self):
+        return self._loaded.retriever
+
+    @property
+    def store(self) -> DocumentStore:
+        return self._loaded.store
+
+    @contextlib.contextmanager
+    def _using(self):
+        """The current `_Loaded`, held for the caller's request (see the module docstring)."""
+        self.check_for_new_index()
+        with self._swap:
+            loaded = self._loaded
+            loaded.users += 1
+        try:
+            yield loaded
+        finally:
+            with self._swap:
+                loaded.users -= 1
+                done = loaded.retired and loaded.users == 0 and not loaded.closed
+                if done:
+                    loaded.closed = True
+            if done:
+                loaded.close()
+
+    def check_for_new_index(self, wait: bool = False) -> None:
+        """Start loading a newly published index generation if the manifest changed (at most every
+        ``serve.reload_check_s`` seconds, unless `wait`, which also waits for the load to finish)."""
+        now = time.monotonic()
+        with self._swap:
+            if not wait and now < self._next_check:
+                return
+            self._next_check = now + self.config.serve.reload_check_s
+            stamp = _manifest_stamp(self._index_dir)
+            start = stamp is not None and stamp != self._stamp and self._reloading is None
+            if start:
+                self._stamp = stamp
+                self._reloading = threading.Thread(target=self._reload, name="funnel-index-reload", daemon=True)
+                self._reloading.start()
+            thread = self._reloading
+        if wait and thread is not None:
+            thread.join()
+
+    def _reload(self) -> None:
+        try:
+            on_disk = index_generation(self._index_dir)
+            if on_disk is None or on_disk == self._loaded.generation:
+                return
+            t0 = time.perf_counter()
+            fresh = _Loaded({p: open_pipeline(self.config, p, self.use_funnel) for p in self.profiles})
+            fresh.warm()
+            with self._swap:
+                old, self._loaded = self._loaded, fresh
+                old.retired = True
+                idle = old.users == 0 and not old.closed
+                if idle:
+                    old.closed = True
+                self.reloads += 1
+            if idle:
+                old.close()
+            log.info("serving index generation %s (was %s): %d docs, loaded in %.1fs", fresh.generation,
+                     old.generation, fresh.retriever.reader.n_docs, time.perf_counter() - t0)
+        except Exception as exc:  # a publish caught half-way, a model being replaced: keep the old one
+            log.warning("index generation on disk could not be loaded (%s); still serving generation %s",
+                        exc, self._loaded.generation)
+            with self._swap:  # look again later, not on every request
+                self._stamp = None
+                self._next_check = time.monotonic() + 10 * max(self.config.serve.reload_check_s, 1.0)
+        finally:
+            with self._swap:
+                self._reloading = None
 
     @property
     def n_docs(self) -> int:
@@ -178,25 +310,32 @@ class SearchService:
 
     def exclusive(self, profile: str | None = None) -> threading.Lock:
         """The lock a profile's pipeline runs under: hold it to use that pipeline's models directly."""
-        return self._locks[profile or self.default_profile]
+        return self._loaded.locks[profile or self.default_profile]
 
     # -- queries ---------------------------------------------------------
     def rank(self, query: str, k: int, profile: str | None = None) -> Candidates:
         """Final candidates (best first) with their per-stage trace."""
-        profile = profile or self.default_profile
-        if profile not in self.pipelines:
+        with self._using() as loaded:
+            return self._rank(loaded, query, k, profile or self.default_profile)
+
+    def _rank(self, loaded: _Loaded, query: str, k: int, profile: str) -> Candidates:
+        if profile not in loaded.pipelines:
             raise InputError(f"profile {profile!r} is not offered by this server; offered: {', '.join(self.profiles)}")
-        with self._locks[profile]:
-            return self.pipelines[profile].run(Request(query=query, k=k, profile=profile))
+        with loaded.locks[profile]:
+            return loaded.pipelines[profile].run(Request(query=query, k=k, profile=profile))
 
     def search(self, query: str, k: int = 10, profile: str | None = None, explain: bool = False,
                explain_depth: int | None = None) -> SearchResult:
-        profile = profile or self.default_profile
+        with self._using() as loaded:
+            return self._search(loaded, query, k, profile or self.default_profile, explain, explain_depth)
+
+    def _search(self, loaded: _Loaded, query: str, k: int, profile: str, explain: bool,
+                explain_depth: int | None) -> SearchResult:
         t0 = time.perf_counter()
-        cands = self.rank(query, k, profile)
+        cands = self._rank(loaded, query, k, profile)
         n = min(k, len(cands))
         ids = cands.doc_ids[:n]
-        docs = self.store.get_many(ids)
+        docs = loaded.store.get_many(ids)
         hits = []
         for i, doc_id in enumerate(ids):
             doc = docs.get(doc_id)
@@ -213,13 +352,14 @@ class SearchService:
         return self.store.get(doc_id)
 
     def index_generation(self) -> int | None:
-        return index_generation(self.config.paths.index)
+        """The generation being served (`index_generation` reads the one on disk)."""
+        return self._loaded.generation
 
     def close(self) -> None:
-        for p in self.pipelines.values():
-            close = getattr(p, "close", None)
-            if close is not None:
-                close()
+        with self._swap:
+            loaded = self._loaded
+            loaded.closed = True
+        loaded.close()
 
 
 def hit_features(cands: Candidates, n: int) -> dict[str, list[float | None]]:

@@ -182,6 +182,7 @@ class ServeConfig:
     default_k: int = 10
     default_profile: str = "cpu"  # ranking profile when a request names none ("cpu" or "gpu")
     workers: int = 1  # uvicorn worker processes; each loads the index and models once
+    reload_check_s: float = 2.0  # how often a request may look for a newly published index (0: every request)
 
 
 @dataclass(frozen=True)
@@ -223,8 +224,8 @@ class FineConfig:
     cpu_dtype: str = "fp32"  # inference on CPU: fp32, or int8 (Linear layers dynamically quantised: funnel.ranking.models.quantize)
     max_positives: int = 0  # positives per training query per epoch, drawn by grade (0: all); `funnel build` sets it to fit its budget
     max_steps: int = 0  # optimiser steps in all (0: epochs x groups); the learning-rate schedule is sized to it
-
     eval_queries: int = 0  # dev check on a seeded sample of this many dev queries (0: all); `funnel build` sets it to fit its budget
+
 
 @dataclass(frozen=True)
 class RerankConfig:
@@ -465,7 +466,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "pagerank.damping": _number(0, 1, hi_open=True), "pagerank.tol": _POSITIVE, "pagerank.max_iter": _number(1),
     "serve.port": _PORT, "serve.dashboard_port": _PORT, "serve.max_query_chars": _number(1),
     "serve.max_k": _number(1), "serve.default_k": _number(1), "serve.default_profile": _choice("cpu", "gpu"),
-    "serve.workers": _number(1),
+    "serve.workers": _number(1), "serve.reload_check_s": _number(0),
     "coarse.train_depth": _number(1), "coarse.num_leaves": _number(2), "coarse.learning_rate": _POSITIVE,
     "coarse.n_estimators": _number(1),
     "fine.max_length": _number(1), "fine.group_size": _number(2), "fine.negatives_depth": _number(1),
