@@ -89,8 +89,8 @@ def test_int8_query_tower_keeps_the_fp32_document_tower(dense_home):
     a, b = fp32.encode_queries(queries), int8.encode_queries(queries)
     assert np.abs(a - b).max() < 0.1 and (a * b).sum(1).min() > 0.99  # the same directions, nearly
     np.testing.assert_allclose(int8.encode_docs(["a document"]), fp32.encode_docs(["a document"]), atol=1e-6)
-    with pytest.raises(InputError, match="int8"):
-        open_dense(_config(dense_home, 'dense.cpu_dtype="fp8"'))
+    with pytest.raises(FunnelError, match="dense.cpu_dtype = 'fp8': expected one of 'fp32', 'int8'"):
+        open_dense(_config(dense_home, 'dense.cpu_dtype="fp8"'))  # refused when the config is loaded
 
 
 @pytest.mark.parametrize("fusion", ["rrf", "weighted"])
