@@ -94,13 +94,16 @@ def fuse_rrf(ranks: Mapping[str, np.ndarray], weights: Mapping[str, float], k: f
 
 
 def recall_stage(routes: Mapping[str, Route], batch: Batch, config: FunnelConfig) -> RecallOutput:
-    """Score the catalogue with every route, fuse by RRF, keep the top ``recall_k`` unseen items."""
+    """Score the catalogue with every route, fuse by RRF, keep the top ``recall_k`` unseen items (fewer
+    when the longest history leaves fewer unseen items, so that every kept candidate is unseen)."""
     full = {name: mask_seen(np.asarray(route(batch.histories, batch.users), np.float64).copy(), batch.histories)
             for name, route in routes.items()}
     ranks = {name: full_ranks(s) for name, s in full.items()}
     fused = fuse_rrf(ranks, config.route_weights, config.rrf_k)     # (n, n_items + 1)
     mask_seen(fused, batch.histories)
-    items = top_k(fused, config.recall_k)                             # (n, recall_k)
+    n_items = fused.shape[1] - 1
+    k = min(config.recall_k, n_items - max((len(np.unique(h)) for h in batch.histories), default=0))
+    items = top_k(fused, k)                                           # (n, k)
     take = lambda a: np.take_along_axis(a, items, 1)
     return RecallOutput(Candidates(items, take(fused)), {r: take(s) for r, s in full.items()},
                         {r: take(rk) for r, rk in ranks.items()})

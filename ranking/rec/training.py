@@ -135,6 +135,14 @@ def load_checkpoint(path: str | Path, kind: str) -> tuple[dict, dict]:
     return load_file(str(path / WEIGHTS_FILE)), meta
 
 
+def report_from(meta: dict) -> FitReport | None:
+    """The `FitReport` saved in a checkpoint's config.json (None when the model was saved untrained)."""
+    fit = meta.get("fit")
+    if not fit:
+        return None
+    return FitReport(**{**fit, "history": [tuple(h) for h in fit.get("history", [])]})
+
+
 def _json_default(o):
     if isinstance(o, np.generic):
         return o.item()
