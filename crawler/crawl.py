@@ -135,7 +135,6 @@ def crawl(seeds: list[str], store: DocumentStore, config: CrawlConfig, frontier_
             Path(str(frontier_file) + suffix).unlink(missing_ok=True)
     frontier = Frontier(frontier_file)
     config = resumed_config(config, frontier.get_meta("settings"), explicit)
-    frontier.set_meta("settings", {k: getattr(config, k) for k in RESUMED_SETTINGS})
     saved = frontier.get_meta("scope")
     if not hosts and not prefixes and saved:  # resuming: keep the scope the crawl started with
         hosts = tuple(saved["hosts"]) + (() if saved["prefixes"] else tuple(host_key(u) for u in canon))
@@ -145,7 +144,11 @@ def crawl(seeds: list[str], store: DocumentStore, config: CrawlConfig, frontier_
         raise InputError(f"{frontier_file} records no scope: give seed URLs (or --host/--prefix)")
     scope = Scope.for_seeds(canon, hosts=hosts, prefixes=prefixes, max_depth=config.max_depth,
                             max_url_length=config.max_url_length)
-    frontier.set_meta("scope", {"hosts": sorted(scope.hosts), "prefixes": list(scope.prefixes)})
+    # seeds, settings and scope in one transaction: a crawl killed at any instant resumes from all or none
+    frontier.add((s, 0) for s in canon)
+    frontier.commit(frontier.take_pending(), [], meta={
+        "settings": {k: getattr(config, k) for k in RESUMED_SETTINGS},
+        "scope": {"hosts": sorted(scope.hosts), "prefixes": list(scope.prefixes)}})
     return asyncio.run(_Crawler(canon, store, config, frontier, scope, progress).run())
 
 

@@ -105,13 +105,17 @@ class Frontier:
         return pending
 
     def commit(self, new_urls: list[tuple[str, int]],
-               outcomes: Iterable[tuple[str, int, int, int | None, str | None, str | None, float, int]] = ()) -> None:
+               outcomes: Iterable[tuple[str, int, int, int | None, str | None, str | None, float, int]] = (),
+               meta: dict | None = None) -> None:
         """One transaction: `new_urls` from `take_pending`, then ``(url, depth, state, status, doc_id, error,
-        fetched_at, requested)`` outcomes. An outcome for a URL never queued (a redirect target) is inserted directly.
+        fetched_at, requested)`` outcomes, then `meta` keys. An outcome for a URL never queued (a redirect
+        target) is inserted directly.
         """
         rows = list(outcomes)
         with self._con:
             self._con.execute("BEGIN")
+            for key, value in (meta or {}).items():
+                self._con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
             if new_urls:
                 self._con.executemany("INSERT OR IGNORE INTO urls (url, depth) VALUES (?, ?)", new_urls)
             if rows:
