@@ -45,11 +45,14 @@ class CoarseModel:
     def save(self, out_dir: str | Path) -> Path:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        # both files written aside, then renamed: a kill leaves each file whole, old or new, never cut off
+        # (`funnel build` publishes the whole folder by one rename on top of this)
+        tmp_meta = out / (META_FILE + ".tmp")
+        tmp_meta.write_text(json.dumps({"format_version": FORMAT_VERSION, **self.meta}, indent=2), encoding="utf-8")
         tmp = out / (MODEL_FILE + ".tmp")
         self.booster.save_model(str(tmp))
+        tmp_meta.replace(out / META_FILE)
         tmp.replace(out / MODEL_FILE)
-        (out / META_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **self.meta}, indent=2),
-                                     encoding="utf-8")
         return out
 
     @classmethod
