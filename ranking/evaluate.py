@@ -10,7 +10,7 @@ import numpy as np
 import pytrec_eval
 
 from funnel.core.errors import InputError
-from funnel.core.judgements import read_qrels, read_queries
+from funnel.core.judgements import read_lines, read_qrels, read_queries
 from funnel.index.searcher import Bm25Retriever
 
 Run = dict[str, dict[str, float]]  # query id -> {doc id: score}
@@ -23,21 +23,40 @@ def truncate(run: Run, k: int) -> Run:
     return {q: dict(sorted(d.items(), key=lambda x: (-x[1], x[0]))[:k]) for q, d in run.items()}
 
 
-def evaluate(run: Run, qrels: dict[str, dict[str, int]], metrics=METRICS) -> dict[str, float]:
-    """Mean of each metric over the judged queries."""
+def per_query(run: Run, qrels: dict[str, dict[str, int]], metrics=METRICS) -> dict[str, dict[str, float]]:
+    """Each metric for each judged query (one with a grade > 0); a query missing from the run scores 0."""
     qrels = {q: d for q, d in qrels.items() if any(g > 0 for g in d.values())}
     run = {q: run.get(q, {}) for q in qrels}
     trec = {"ndcg_cut", "recall", "map", "recip_rank"}
-    per_query = pytrec_eval.RelevanceEvaluator(qrels, trec).evaluate(run)
+    scored = pytrec_eval.RelevanceEvaluator(qrels, trec).evaluate(run)
     at10 = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(truncate(run, 10))
-    out = {}
-    for m in metrics:
-        if m == "MRR@10":
-            vals = [at10.get(q, {}).get("recip_rank", 0.0) for q in qrels]
-        else:
-            vals = [per_query.get(q, {}).get(_TREC[m], 0.0) for q in qrels]
-        out[m] = float(np.mean(vals)) if vals else 0.0
+    out: dict[str, dict[str, float]] = {}
+    for q in qrels:
+        out[q] = {m: float(at10.get(q, {}).get("recip_rank", 0.0)) if m == "MRR@10"
+                  else float(scored.get(q, {}).get(_TREC[m], 0.0)) for m in metrics}
     return out
+
+
+def evaluate(run: Run, qrels: dict[str, dict[str, int]], metrics=METRICS) -> dict[str, float]:
+    """Mean of each metric over the judged queries."""
+    rows = per_query(run, qrels, metrics)
+    return {m: float(np.mean([r[m] for r in rows.values()])) if rows else 0.0 for m in metrics}
+
+
+def read_trec_run(path: str | Path) -> Run:
+    """A TREC run file (``qid Q0 docid rank score tag``, whitespace-separated) -> {qid: {docid: score}}."""
+    path = Path(path)
+    run: Run = {}
+    for lineno, line in read_lines(path):
+        cols = line.split()
+        if len(cols) != 6:
+            raise InputError(f"{path}:{lineno}: expected 6 columns (qid Q0 docid rank score tag), got {len(cols)}")
+        try:
+            score = float(cols[4])
+        except ValueError:
+            raise InputError(f"{path}:{lineno}: score must be a number, got {cols[4]!r}") from None
+        run.setdefault(cols[0], {})[cols[2]] = score
+    return run
 
 
 def write_trec_run(run: Run, path: str | Path, tag: str = "funnel") -> Path:
