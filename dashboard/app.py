@@ -1,9 +1,12 @@
 """Funnel's ranking-inspection dashboard (Streamlit), started by `funnel dashboard`.
 
 Reads the same home as the API (index, store, trained models) through `funnel.api.service.SearchService`,
-loaded once per process. Pages: Search (each stage's ranking with rank movement, the chosen result's
-features, LightGBM contributions, cross-encoder attention, link neighbourhood), Links & PageRank,
-Evaluation (per-stage metrics on the store's judgements, committed benchmark tables, the pruning curve).
+loaded once per process. Pages: Search (each stage's ranking with rank movement and judgements, the chosen
+result's features, BM25 per query term with the matched terms highlighted, LightGBM contributions,
+cross-encoder attention, link neighbourhood, rating 0-3), Queries (per-query metrics, worst first, and
+where each judged document was lost), Compare (two saved TREC runs: per-query deltas, paired tests, one
+query's two rankings), Links & PageRank, Evaluation (per-stage metrics on the store's judgements,
+committed benchmark tables, the pruning curve).
 Anything not built yet is named with the command that builds it.
 
 The config comes from ``FUNNEL_CONFIG_JSON`` (set by `funnel dashboard`) or ``FUNNEL_HOME``.
@@ -19,7 +22,14 @@ import streamlit as st
 
 from funnel.api.service import SearchService
 from funnel.core.config import apply_overrides, Config
+from funnel.core.ratings import GRADES, save_rating
 from funnel.dashboard import inspect_funnel as fi
+from funnel.dashboard import relevance as rel
+from funnel.ranking.compare import compare_runs
+from funnel.ranking.evaluate import read_trec_run
+
+PAGES = ["Search", "Queries", "Compare", "Links & PageRank", "Evaluation"]
+GRADE_LABELS = {0: "0 not relevant", 1: "1 related", 2: "2 relevant", 3: "3 perfect"}
 
 
 
@@ -41,6 +51,12 @@ def load_links(config_json: str):
     return fi.LinkGraph(load_service(config_json).store)
 
 
+def load_judgements(service) -> rel.Judgements:
+    """The judgement set chosen in the sidebar plus the ratings (read on every run: ratings change)."""
+    dataset, split = rel.parse_choice(st.session_state.get("judgements"))
+    return rel.Judgements.load(service.store, service.config.paths.judgements, dataset, split)
+
+
 def search_page(service, profile: str) -> None:
     st.header("Search")
     query = st.text_input("Query", key="query", placeholder="e.g. list comprehension")
@@ -50,13 +66,19 @@ def search_page(service, profile: str) -> None:
         st.caption("Type a query to see how every stage ranks it.")
         return
     result = service.search(query, k=k, profile=profile, explain=True, explain_depth=max(k, 20))
+    judgements = load_judgements(service)
+    judged = judgements.of(query)
     st.subheader(f"Final results ({len(result.hits)}) in {result.took_ms:.1f} ms")
+    if judged is not None:
+        st.caption(f"Judged query `{judgements.query_id(query)}`: {sum(g > 0 for g in judged.values())} relevant, "
+                   f"{sum(g <= 0 for g in judged.values())} not relevant documents judged")
     if not result.hits:
         st.warning("No document matches this query.")
         return
     for h in result.hits:
         link = f"[{h.title or h.doc_id}]({h.url})" if h.url else f"**{h.title or h.doc_id}**"
-        st.markdown(f"{h.rank}. {link} · `{h.doc_id}` · score {h.score:.3f}  \n{h.snippet}")
+        badge = f" · *{rel.judgement_label(judged.get(h.doc_id))}*" if judged is not None else ""
+        st.markdown(f"{h.rank}. {link} · `{h.doc_id}` · score {h.score:.3f}{badge}  \n{h.snippet}")
 
     frames = fi.stage_frames(service, result)
     timing = pd.DataFrame([{"stage": f"{i + 1}. {s}", "ms": ms, "candidates": n}
@@ -78,12 +100,30 @@ def search_page(service, profile: str) -> None:
     st.subheader("Each stage's ranking")
     for i, (stage, ms, n, frame) in enumerate(frames):
         with st.expander(f"{i + 1}. {stage}: {n} candidates, {ms:.1f} ms", expanded=i == len(frames) - 1):
-            st.dataframe(frame, hide_index=True, width="stretch")
+            st.dataframe(rel.mark_judgements(frame, judged), hide_index=True, width="stretch")
 
     st.subheader("Inspect a result")
     labels = {h.doc_id: f"{h.rank}. {h.title or h.doc_id}" for h in result.hits}
     doc_id = st.selectbox("Result", list(labels), format_func=labels.get, key="inspect")
+    rate_result(service, judgements, query, doc_id, judged)
     inspect_result(service, result, doc_id)
+
+
+def rate_result(service, judgements: rel.Judgements, query: str, doc_id: str, judged) -> None:
+    """Rate the chosen result 0-3; saved as TREC qrels under HOME/judgements at once."""
+    msg = st.session_state.pop("rating_msg", None)
+    if msg:
+        st.success(msg)
+    current = (judged or {}).get(doc_id)
+    st.markdown(f"**Rate this result** (now: {rel.judgement_label(current)})")
+    grade = st.radio("Grade", list(GRADES), format_func=GRADE_LABELS.get, horizontal=True, key="rate_grade",
+                     index=GRADES.index(current) if current in GRADES else 0, label_visibility="collapsed")
+    if st.button("Save rating", key="rate_save"):
+        qid = judgements.query_id(query)
+        path = save_rating(service.config.paths.judgements, qid, query, doc_id, int(grade))
+        st.session_state["rating_msg"] = (f"Saved: query {qid}, {doc_id} = {grade} in {path} "
+                                          f"(`funnel eval --data {path.parent.parent} --split ratings`)")
+        st.rerun()
 
 
 def inspect_result(service, result, doc_id: str) -> None:
@@ -116,9 +156,19 @@ def inspect_result(service, result, doc_id: str) -> None:
                 x=alt.X("doc token:N", sort=None), y=alt.Y("query token:N", sort=None),
                 color=alt.Color("attention:Q", scale=alt.Scale(scheme="blues")),
                 tooltip=["query token", "doc token", "attention"]), width="stretch")
+    bm25 = rel.bm25_explanation(service.retriever, result.query, doc_id)
+    if bm25 is not None:
+        a = bm25.attrs
+        st.markdown(f"**{a['scorer'].upper()} per query term** (score {bm25['contribution'].sum():.4f}; "
+                    f"document length {a['doc_len']}, average {a['avg_len']:.1f}, k1 {a['k1']}, b {a['b']})")
+        st.dataframe(bm25, hide_index=True, width="stretch")
     if doc is not None:
-        st.markdown(f"**Document** `{doc.doc_id}`" + (f" · {doc.url}" if doc.url else ""))
-        st.text(doc.text[:1500] + ("…" if len(doc.text) > 1500 else ""))
+        st.markdown(f"**Document** `{doc.doc_id}`" + (f" · {doc.url}" if doc.url else "")
+                    + " · matched terms highlighted")
+        text = doc.text[:1500] + ("…" if len(doc.text) > 1500 else "")
+        terms = set(bm25["term"]) if bm25 is not None else set()
+        st.markdown(f'<div class="funnel-doc">{rel.highlight_terms(text, service.retriever.analyzer, terms)}</div>',
+                    unsafe_allow_html=True)
         neighbourhood(service, doc_id)
 
 
@@ -131,6 +181,75 @@ def neighbourhood(service, doc_id: str) -> None:
         st.caption("No links recorded for this document (BEIR corpora have none; crawled sites do).")
     else:
         st.dataframe(frame, hide_index=True, width="stretch")
+
+
+def open_query(text: str) -> None:
+    """Open `text` on the Search page at the next run (widgets' state is set before they are drawn)."""
+    st.session_state["_open_query"] = text
+    st.rerun()
+
+
+def queries_page(service, profile: str) -> None:
+    st.header("Queries")
+    judgements = load_judgements(service)
+    st.caption(f"Judgements: {st.session_state.get('judgements')}; nDCG@10 and Recall@100 of the funnel's "
+               "final list; 'lost at' names the stage each relevant document left the funnel.")
+    if not judgements.qrels:
+        st.info("No judged query in this set: choose another in the sidebar, or rate results on the Search page.")
+        return
+    n = int(st.number_input("Queries (first N by id)", 1, 5000, 50, key="q_n"))
+    key = (st.session_state.get("judgements"), profile, n, service.index_generation(),
+           tuple(sorted((q, tuple(sorted(d.items()))) for q, d in judgements.qrels.items())))
+    if st.session_state.get("_q_key") != key:
+        with st.spinner("Ranking the judged queries…"):
+            st.session_state["_q_frame"] = rel.query_metrics(service, judgements, profile, n)
+        st.session_state["_q_key"] = key
+    frame = st.session_state["_q_frame"]
+    st.markdown(f"**{len(frame)} queries, worst first** (mean nDCG@10 {frame['nDCG@10'].mean():.4f}, "
+                f"Recall@100 {frame['Recall@100'].mean():.4f}); click a row to open it")
+    picked = st.dataframe(frame, hide_index=True, width="stretch", on_select="rerun",
+                          selection_mode="single-row", key="q_table")
+    rows = picked.selection.rows if picked is not None else []
+    if rows:
+        open_query(str(frame["query"].iloc[rows[0]]))
+    labels = {q: f"{q}: {t[:80]}" for q, t in zip(frame["qid"], frame["query"])}
+    qid = st.selectbox("Or choose a query", list(labels), format_func=labels.get, key="q_pick")
+    if st.button("Open on the Search page", key="q_open"):
+        open_query(judgements.texts[qid])
+
+
+def compare_page(service) -> None:
+    st.header("Compare two runs")
+    runs = rel.list_runs(service.config.paths.runs)
+    if len(runs) < 2:
+        st.info(f"Fewer than two TREC runs in {service.config.paths.runs}: save some with `funnel eval` "
+                "(--run-file, --profile, --set ...).")
+        return
+    judgements = load_judgements(service)
+    names = [p.name for p in runs]
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("Run A (baseline)", names, index=0, key="cmp_a")
+    b = c2.selectbox("Run B", names, index=1, key="cmp_b")
+    run_a, run_b = read_trec_run(service.config.paths.runs / a), read_trec_run(service.config.paths.runs / b)
+    cmp = compare_runs(run_a, run_b, judgements.qrels)
+    if not cmp.queries:
+        st.warning("No judged query of this judgement set is in these runs' judgements.")
+        return
+    st.markdown(f"**{a}** vs **{b}** on {len(cmp.queries)} judged queries ({st.session_state.get('judgements')})")
+    st.dataframe(rel.summary_frame(cmp), hide_index=True, width="stretch")
+    per_query = rel.comparison_frame(cmp, judgements.texts)
+    st.markdown(f"**Per query**, largest nDCG@10 regression first: {len(cmp.improved())} improved, "
+                f"{len(cmp.regressed())} regressed")
+    st.dataframe(per_query, hide_index=True, width="stretch")
+    labels = {q: f"{q} ({d:+.3f}): {judgements.texts.get(q, '')[:70]}"
+              for q, d in zip(per_query["qid"], per_query["nDCG@10 delta"])}
+    qid = st.selectbox("Query", list(labels), format_func=labels.get, key="cmp_q")
+    ids = set(run_a.get(qid, {})) | set(run_b.get(qid, {}))
+    docs = service.store.get_many(sorted(ids))
+    table = rel.side_by_side(run_a.get(qid, {}), run_b.get(qid, {}), judgements.qrels.get(qid),
+                             {d: docs[d].title for d in docs})
+    st.markdown(f"**Both rankings of {qid}** (top 20 of each; move = rank in A - rank in B)")
+    st.dataframe(table, hide_index=True, width="stretch")
 
 
 def links_page(service) -> None:
@@ -200,13 +319,22 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - show the user what is missing instead of a traceback
         st.error(f"Cannot open the Funnel home: {exc}")
         st.stop()
+    pending = st.session_state.pop("_open_query", None)
+    if pending is not None:  # a query opened from the Queries page
+        st.session_state["page"], st.session_state["query"] = "Search", pending
     with st.sidebar:
-        page = st.radio("Page", ["Search", "Links & PageRank", "Evaluation"], key="page")
+        page = st.radio("Page", PAGES, key="page")
         profile = st.selectbox("Profile", list(service.profiles), key="profile")
+        st.selectbox("Judgements", rel.ratings_choice(fi.judged_sets(service.config.paths.store)), key="judgements",
+                     help="marks results, and scores the Queries and Compare pages; ratings saved here always count")
         st.caption(f"{service.n_docs} documents · home `{service.config.paths.home}`")
         st.caption("Stages: " + " → ".join(service.stage_names(profile)))
     if page == "Search":
         search_page(service, profile)
+    elif page == "Queries":
+        queries_page(service, profile)
+    elif page == "Compare":
+        compare_page(service)
     elif page == "Links & PageRank":
         links_page(service)
     else:

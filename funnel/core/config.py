@@ -93,6 +93,12 @@ class PathsConfig:
         return self.root / "runs"  # TREC run files of `funnel eval`
 
     @property
+    def judgements(self) -> Path:
+        # ratings from the dashboard, a BEIR folder: queries.jsonl + qrels/ratings.tsv (`funnel.core.ratings`);
+        # `funnel eval --data HOME/judgements --split ratings` evaluates on them
+        return self.root / "judgements"
+
+    @property
     def crawl(self) -> Path:
         return self.root / "crawl"
 

@@ -1,0 +1,128 @@
+"""The relevance pages' numbers (dashboard/relevance.py) and the ratings file (funnel.core.ratings)."""
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+
+from funnel.dashboard import relevance as rel
+
+QUERY = "Environmental factors can influence the development of breast cancer."  # tiny dev query 381
+
+
+def test_judgement_labels_and_marks():
+    import pandas as pd
+
+    assert [rel.judgement_label(g) for g in (None, 0, 1, 3)] == ["unjudged", "not relevant", "relevant (1)",
+                                                                 "relevant (3)"]
+    frame = pd.DataFrame({"rank": [1, 2, 3], "doc_id": ["a", "b", "c"]})
+    marked = rel.mark_judgements(frame, {"a": 2, "b": 0})
+    assert list(marked.columns) == ["rank", "doc_id", "judgement"]
+    assert list(marked["judgement"]) == ["relevant (2)", "not relevant", "unjudged"]
+    assert rel.mark_judgements(frame, None) is frame
+
+
+def test_store_judgements_mark_every_stage(full_service):
+    j = rel.Judgements.load(full_service.store, full_service.config.paths.judgements, "tiny", "dev")
+    assert j.query_id(QUERY) == "381" and j.of(QUERY) == {"18340282": 1}
+    assert j.of("a query nobody judged") is None
+    result = full_service.search(QUERY, k=10, explain=True, explain_depth=20)
+    from funnel.dashboard import inspect_funnel as fi
+
+    for stage, _, _, frame in fi.stage_frames(full_service, result):
+        marked = rel.mark_judgements(frame, j.of(QUERY))
+        want = ["relevant (1)" if d == "18340282" else "unjudged" for d in frame["doc_id"]]
+        assert list(marked["judgement"]) == want, stage
+
+
+def test_lost_at_names_the_first_stage_without_the_document():
+    from funnel.ranking.serving.stages import StageTrace
+
+    trace = [StageTrace("bm25", ["a", "b", "c"], [3, 2, 1], 1.0), StageTrace("coarse", ["a", "b"], [2, 1], 1.0),
+             StageTrace("fine", ["a"], [1], 1.0)]
+    assert rel.lost_at(trace, {"a": 1, "b": 2, "c": 1, "z": 1, "n": 0}) == {
+        "a": "kept", "b": "fine", "c": "coarse", "z": "not recalled (bm25)"}
+
+
+def test_query_metrics_agree_with_evaluate_pipeline(full_service):
+    from funnel.ranking.serving.pipeline import evaluate_pipeline
+
+    j = rel.Judgements.load(full_service.store, full_service.config.paths.judgements, "tiny", "dev")
+    frame = rel.query_metrics(full_service, j, "cpu", max_queries=50)
+    assert len(frame) == len(j.qrels) and list(frame["nDCG@10"]) == sorted(frame["nDCG@10"])  # worst first
+    out = evaluate_pipeline(full_service.pipeline("cpu"), j.texts, j.qrels, k=100, progress=False, warmup=0)
+    final = out["stages"][-1]
+    assert frame["nDCG@10"].mean() == pytest.approx(final["nDCG@10"], abs=1e-9)
+    assert frame["Recall@100"].mean() == pytest.approx(final["Recall@100"], abs=1e-9)
+    assert list(frame["relevant"].sort_index()) == [sum(g > 0 for g in j.qrels[q].values()) for q in frame["qid"]]
+
+
+def test_bm25_explanation_adds_up_to_the_bm25_score(full_service):
+    retriever = full_service.retriever
+    hits = retriever.search(QUERY, 5)
+    for doc_id, score in zip(hits.doc_ids, hits.scores.tolist()):
+        frame = rel.bm25_explanation(retriever, QUERY, doc_id)
+        assert frame["contribution"].sum() == pytest.approx(score, rel=1e-5)
+        matched = frame[frame["tf"] > 0]
+        assert len(matched) and (matched["idf"] > 0).all()
+        dl, avg, b = frame.attrs["doc_len"], frame.attrs["avg_len"], frame.attrs["b"]
+        assert frame["length norm"].iloc[0] == pytest.approx(1 - b + b * dl / avg)
+    assert rel.bm25_explanation(retriever, QUERY, "no-such-doc") is None
+
+
+def test_highlight_marks_analysed_matches_and_escapes():
+    from funnel.index.analyze import Analyzer
+
+    an = Analyzer()
+    out = rel.highlight_terms("Cancers <b>grow</b>; the cancer cell.", an, set(an("cancer cells")))
+    assert out == "<mark>Cancers</mark> &lt;b&gt;grow&lt;/b&gt;; the <mark>cancer</mark> <mark>cell</mark>."
+
+
+def test_side_by_side_movement():
+    frame = rel.side_by_side({"a": 3, "b": 2, "c": 1}, {"c": 3, "a": 2, "z": 1}, {"c": 1}, {"c": "C"})
+    assert list(frame["doc_id"]) == ["c", "a", "z", "b"]
+    assert list(frame["move"]) == ["↑2", "↓1", "new", "dropped"]
+    assert list(frame["judgement"]) == ["relevant (1)", "unjudged", "unjudged", "unjudged"]
+
+
+def test_ratings_are_trec_qrels_and_replace_a_grade(tmp_path):
+    from funnel.core.errors import InputError
+    from funnel.core.ratings import rating_query_id, read_ratings, save_rating
+
+    folder = tmp_path / "judgements"
+    assert read_ratings(folder) == ({}, {})
+    qid = rating_query_id("list  comprehension ")
+    assert qid == rating_query_id("list comprehension") and qid.startswith("r-")
+    save_rating(folder, qid, "list comprehension", "d1", 2)
+    path = save_rating(folder, qid, "list comprehension", "d2", 0)
+    save_rating(folder, qid, "list comprehension", "d1", 3)
+    assert path.read_text() == f"{qid}\t0\td1\t3\n{qid}\t0\td2\t0\n"
+    assert read_ratings(folder) == ({qid: "list comprehension"}, {qid: {"d1": 3, "d2": 0}})
+    with pytest.raises(InputError, match="grade must be one of"):
+        save_rating(folder, qid, "x", "d1", 4)
+
+
+def test_funnel_eval_uses_a_new_rating_at_once(full_home, tmp_path, capsys):
+    """Ratings under HOME/judgements are a BEIR folder: `funnel eval --split ratings` reads the latest."""
+    from funnel.cli.main import main
+    from funnel.core.ratings import save_rating
+
+    home = tmp_path / "home"
+    shutil.copytree(full_home, home)
+    from funnel.index.searcher import Bm25Retriever
+
+    hits = Bm25Retriever.open(home / "index").search(QUERY, 10)
+    folder = home / "judgements"
+    save_rating(folder, "381", QUERY, hits.doc_ids[0], 3)
+
+    def ndcg() -> float:
+        assert main(["-q", "--home", str(home), "eval", "--data", str(folder), "--split", "ratings"]) == 0
+        out = capsys.readouterr().out
+        assert "1 queries" in out
+        return float(next(line for line in out.splitlines() if "nDCG@10" in line).split()[-1])
+
+    assert ndcg() == pytest.approx(1.0)  # the only relevant document is BM25's first
+    save_rating(folder, "381", QUERY, hits.doc_ids[0], 0)
+    save_rating(folder, "381", QUERY, hits.doc_ids[1], 3)
+    assert ndcg() == pytest.approx(1 / math.log2(3), abs=1e-4)  # now at rank 2 (printed to 4 decimals)
