@@ -92,9 +92,14 @@ def read_manifest(index_dir: Path, *, damaged_ok: bool = False) -> dict | None:
         return None
     try:
         manifest = json.loads(path.read_text("utf-8"))
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("segments"), list) \
-                or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in manifest["segments"]):
-            raise ValueError("expected an object with a list of segments, each with a name")
+        # a sharded index (`funnel.index.shards`) lists shards, each with its segments
+        parts = "shards" if isinstance(manifest, dict) and manifest.get("kind") == "sharded" else "segments"
+        if not isinstance(manifest, dict) or not isinstance(manifest.get(parts), list) \
+                or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in manifest[parts]):
+            raise ValueError(f"expected an object with a list of {parts}, each with a name")
+        if parts == "shards" and not (isinstance(manifest.get("stats"), dict)
+                                      and all(isinstance(e.get("segments"), list) for e in manifest["shards"])):
+            raise ValueError("a sharded manifest needs 'stats' and each shard's 'segments'")
         for key in ("generation", "max_seq"):
             if isinstance(manifest.get(key), bool) or not isinstance(manifest.get(key), int):
                 raise ValueError(f"'{key}' must be an integer")
@@ -119,29 +124,43 @@ class IndexWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
-    def _locked(self, replacing: bool = False):
+    def _locked(self, replacing: bool = False, clean_first: bool = True):
         with open(self.dir / "write.lock", "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise FunnelError(f"index {self.dir} is being written by another process") from None
-            self._clean_orphans(replacing)
+            if clean_first:
+                self._clean_orphans(replacing)
             yield
 
     def _clean_orphans(self, replacing: bool = False) -> None:
         """Remove leftovers of crashed builds: temp folders and segments no manifest names (all of them
         when a rebuild replaces a damaged manifest)."""
         manifest = read_manifest(self.dir, damaged_ok=replacing)
-        live = {s["name"] for s in manifest["segments"]} if manifest else set()
+        live = set()
+        if manifest and manifest.get("kind") == "sharded":
+            live = {s["name"] for s in manifest["shards"]} | {manifest["stats"]["dir"]}
+        elif manifest:
+            live = {s["name"] for s in manifest["segments"]}
         for p in self.dir.iterdir():
-            if p.is_dir() and (p.name.startswith(".tmp-") or (p.name.startswith("seg-") and p.name not in live)):
+            if p.is_dir() and (p.name.startswith(".tmp-") or (p.name.startswith(("seg-", "shard-", "stats-"))
+                                                               and p.name not in live)):
                 remove_tree(p)
+
+    def clean(self) -> None:
+        """Remove what no manifest names (a sharded build's previous segments, once it is published)."""
+        with self._locked():
+            pass
 
     def _manifest(self) -> dict:
         manifest = read_manifest(self.dir)
         if manifest is None:
             return {"format_version": FORMAT_VERSION, "generation": 0, "analyzer": self.analyzer.describe(),
                     "max_seq": 0, "segments": []}
+        if manifest.get("kind") == "sharded":
+            raise FunnelError(f"index {self.dir} is sharded (built by `funnel pipeline index --shards N`): rebuild "
+                              "it that way, or replace it with one index by `funnel index --rebuild`")
         check_compatible(manifest["analyzer"], self.analyzer, f"index {self.dir}")
         return manifest
 
@@ -161,8 +180,9 @@ class IndexWriter:
         os.replace(tmp, self.dir / MANIFEST)
         _fsync_dir(self.dir)
 
-    def rebuild(self, seg: SegmentData, max_seq: int) -> dict:
-        """Publish `seg` as the whole index, replacing every segment."""
+    def rebuild(self, seg: SegmentData, max_seq: int, *, clean: bool = True) -> dict:
+        """Publish `seg` as the whole index, replacing every segment (the replaced ones are removed now,
+        or by a later `clean` with clean=False: a sharded build's top-level manifest still names them)."""
         with self._locked(replacing=True):
             old = read_manifest(self.dir, damaged_ok=True)
             gen = (old["generation"] if old else 0) + 1
@@ -170,7 +190,8 @@ class IndexWriter:
             manifest = {"format_version": FORMAT_VERSION, "generation": gen, "analyzer": self.analyzer.describe(),
                         "max_seq": max_seq, "segments": [{"name": name, "deletes": None}]}
             self._publish(manifest)
-            self._clean_orphans(replacing=True)
+            if clean:
+                self._clean_orphans(replacing=True)
             return manifest
 
     def add(self, seg: SegmentData, max_seq: int) -> dict:
@@ -230,6 +251,9 @@ def build_index(store, index_dir: str | Path, analyzer: Analyzer, *, incremental
     """
     writer = IndexWriter(index_dir, analyzer)
     manifest = read_manifest(Path(index_dir)) if incremental else None
+    if manifest is not None and manifest.get("kind") == "sharded":
+        raise FunnelError(f"index {index_dir} is sharded (built by `funnel pipeline index --shards N`): rebuild "
+                          "it that way, or replace it with one index by `funnel index --rebuild`")
     if manifest is not None:
         check_compatible(manifest["analyzer"], analyzer, f"index {index_dir}")
     upto = store.max_seq()

@@ -4,9 +4,15 @@ BM25 / TF-IDF top-k and boolean AND queries. Feeds `funnel.ranking.serving.recal
 Collection statistics (N, average length, document frequencies) are combined over the live
 segments at load time, excluding deleted documents, so an index of several segments scores
 exactly like one full build of the same documents.
+
+A sharded index (`funnel.index.shards`) opens through the same constructors (`IndexReader(path)`,
+`Bm25Retriever.open(path)`): one `Bm25Retriever` per shard, each scoring with the global statistics
+of the top-level manifest; a query is scattered to every shard and the shards' top k are gathered by
+(score, global ordinal), which gives the single index's ids and scores.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +24,7 @@ from funnel.index.analyze import Analyzer, check_compatible
 from funnel.index.bm25 import SCORERS, top_k
 from funnel.index.builder import read_manifest
 from funnel.index.segments import RECOVER, SegmentData, read_segment
+from funnel.index.shards import is_sharded, read_stats, shard_manifest
 
 
 @dataclass
@@ -31,12 +38,38 @@ class Hits:
         return len(self.doc_ids)
 
 
-class IndexReader:
-    """A snapshot of an index folder: the segments its manifest named when opened."""
+@dataclass(frozen=True)
+class CollectionStats:
+    """Statistics BM25 needs from the whole collection, when an index is one shard of it."""
+    n_docs: int
+    avg_len: float
+    terms: list[str]  # sorted (code-point order)
+    dfs: np.ndarray  # int64 (n_terms,)
 
-    def __init__(self, index_dir: str | Path, mmap: bool = True):
+    def df(self, term: str) -> int:
+        i = bisect.bisect_left(self.terms, term)
+        return int(self.dfs[i]) if i < len(self.terms) and self.terms[i] == term else 0
+
+
+class IndexReader:
+    """A snapshot of an index folder: the segments its manifest named when opened.
+
+    On a sharded index folder the constructor returns a `ShardedIndexReader` (same attributes).
+    ``manifest`` pins the segments to open (a shard as its sharded index's manifest names it).
+    """
+
+    def __new__(cls, index_dir: str | Path, mmap: bool = True, manifest: dict | None = None):
+        if cls is IndexReader and manifest is None:
+            manifest = read_manifest(Path(index_dir))
+            if is_sharded(manifest):
+                return ShardedIndexReader(index_dir, mmap, manifest)
+        obj = super().__new__(cls)
+        obj._opened = manifest  # read once: a manifest replaced in between cannot switch kinds under us
+        return obj
+
+    def __init__(self, index_dir: str | Path, mmap: bool = True, manifest: dict | None = None):
         self.dir = Path(index_dir)
-        manifest = read_manifest(self.dir)
+        manifest = manifest or getattr(self, "_opened", None) or read_manifest(self.dir)
         if manifest is None:
             raise FunnelError(f"no index at {self.dir}: build one with `funnel index`")
         self.manifest = manifest
@@ -100,20 +133,23 @@ class IndexReader:
 class Bm25Retriever:
     """Eager term-at-a-time BM25 (or TF-IDF): tf parts precomputed at load, one dense accumulator per query."""
 
-    def __init__(self, reader: IndexReader, config: BM25Config | None = None, analyzer: Analyzer | None = None):
+    def __init__(self, reader: IndexReader, config: BM25Config | None = None, analyzer: Analyzer | None = None,
+                 stats: CollectionStats | None = None):
+        """``stats``: the whole collection's statistics when `reader` is one shard of it (default: its own)."""
         self.reader = reader
+        self.stats = stats
         self.config = config or BM25Config()
         if self.config.scorer not in SCORERS:
             raise FunnelError(f"bm25.scorer: unknown scorer {self.config.scorer!r}; choose one of {sorted(SCORERS)}")
-        self.analyzer = analyzer or Analyzer(AnalyzerConfig(**{k: v for k, v in reader.analyzer_settings.items()
-                                                               if k not in ("name", "version")}))
+        self.analyzer = analyzer or index_analyzer(reader)
         check_compatible(reader.analyzer_settings, self.analyzer, f"index {reader.dir}")
         self._idf, tf_fn = SCORERS[self.config.scorer]
         c = self.config
+        avg_len = stats.avg_len if stats else reader.avg_len
         self._impacts = []  # per segment: (n_postings,) float32 tf part, 0 for deleted docs
         for seg, base in zip(reader.segments, reader.bases):
             ords = np.asarray(seg.doc_ords)
-            imp = tf_fn(np.asarray(seg.tfs), np.asarray(seg.doc_lens)[ords], reader.avg_len, c.k1, c.b)
+            imp = tf_fn(np.asarray(seg.tfs), np.asarray(seg.doc_lens)[ords], avg_len, c.k1, c.b)
             imp = imp.astype(np.float32, copy=False)
             imp[~reader.live[base + ords]] = 0.0
             self._impacts.append(imp)
@@ -124,7 +160,11 @@ class Bm25Retriever:
 
     @classmethod
     def open(cls, index_dir: str | Path, config: BM25Config | None = None) -> "Bm25Retriever":
-        return cls(IndexReader(index_dir), config)
+        """The retriever of an index folder: a `ShardedBm25Retriever` (same methods) on a sharded one."""
+        reader = IndexReader(index_dir)
+        if isinstance(reader, ShardedIndexReader):
+            return ShardedBm25Retriever(reader, config)
+        return cls(reader, config)
 
     def _term(self, term: str):
         """(idf, [(global ords, tf parts)] per segment) of a term; None if absent. Cached per term."""
@@ -132,9 +172,12 @@ class Bm25Retriever:
         if entry is None and term not in self._cache:
             r = self.reader
             plist = list(r.postings(term))
-            df = sum(int(r._live_df[i][t]) for i, t, _, _ in plist)
+            if self.stats is None:
+                df, n_docs = sum(int(r._live_df[i][t]) for i, t, _, _ in plist), r.n_docs
+            else:  # a shard: idf from the whole collection
+                df, n_docs = (self.stats.df(term) if plist else 0), self.stats.n_docs
             if df:
-                idf = np.float32(self._idf(df, r.n_docs))
+                idf = np.float32(self._idf(df, n_docs))
                 entry = (idf, [(self._gords[i][lo:hi], self._impacts[i][lo:hi]) for i, _, lo, hi in plist])
             if len(self._cache) > 100_000:
                 self._cache.clear()
@@ -201,3 +244,97 @@ class Bm25Retriever:
             order = order[:k]
         result = result[order]
         return Hits(result, scores[order], [r.doc_ids[i] for i in result])
+
+
+def index_analyzer(reader) -> Analyzer:
+    """The analyzer an index was built with (queries must be analysed the same way)."""
+    return Analyzer(AnalyzerConfig(**{k: v for k, v in reader.analyzer_settings.items()
+                                      if k not in ("name", "version")}))
+
+
+class ShardedIndexReader:
+    """A snapshot of a sharded index: every shard opened (memory-mapped) at the generation the top-level
+    manifest names, seen as one collection: global ordinals are the shards' documents concatenated in
+    shard (= ``seq``) order, the single index's ordinals; N, average length and df are the global ones."""
+
+    def __init__(self, index_dir: str | Path, mmap: bool = True, manifest: dict | None = None):
+        self.dir = Path(index_dir)
+        manifest = manifest or read_manifest(self.dir)
+        if not is_sharded(manifest):
+            raise FunnelError(f"{self.dir}: not a sharded index (build one with `funnel pipeline index --shards N`)")
+        self.manifest = manifest
+        self.shards = [IndexReader(self.dir / e["name"], mmap, manifest=shard_manifest(manifest, e))
+                       for e in manifest["shards"]]
+        self.bases = np.concatenate([[0], np.cumsum([s.n_total for s in self.shards])]).astype(np.int64)[:-1]
+        self.n_total = int(sum(s.n_total for s in self.shards))
+        self.live = np.concatenate([s.live for s in self.shards]) if self.shards else np.zeros(0, bool)
+        self.doc_ids: list[str] = [d for s in self.shards for d in s.doc_ids]
+        self.doc_id_array = np.array(self.doc_ids, dtype=object)
+        self.doc_lens = (np.concatenate([s.doc_lens for s in self.shards])
+                         if self.shards else np.zeros(0, np.int32))  # (n_total,)
+        st = manifest["stats"]
+        self.n_docs, self.sum_len = int(st["n_docs"]), int(st["sum_doc_len"])
+        if self.n_docs != sum(s.n_docs for s in self.shards) or self.sum_len != sum(s.sum_len for s in self.shards):
+            raise FunnelError(f"{self.dir / 'manifest.json'}: statistics disagree with the shards' documents: "
+                              "rebuild with `funnel pipeline index --shards N`")
+        self.avg_len = self.sum_len / max(self.n_docs, 1)  # as IndexReader computes it: identical floats
+        terms, dfs = read_stats(self.dir, manifest)
+        self.stats = CollectionStats(self.n_docs, self.avg_len, terms, dfs)
+        self._ord_of: dict[str, int] | None = None
+
+    @property
+    def analyzer_settings(self) -> dict:
+        return self.manifest["analyzer"]
+
+    def df(self, term: str) -> int:
+        return self.stats.df(term)
+
+    def ord_of(self, doc_id: str) -> int | None:
+        if self._ord_of is None:
+            self._ord_of = {d: i for i, d in enumerate(self.doc_ids) if self.live[i]}
+        return self._ord_of.get(doc_id)
+
+
+class ShardedBm25Retriever:
+    """`Bm25Retriever`'s methods over a sharded index: scatter to one retriever per shard (global
+    statistics), gather the top k by (score desc, global ordinal asc), as `top_k` orders one index."""
+
+    def __init__(self, reader: ShardedIndexReader, config: BM25Config | None = None,
+                 analyzer: Analyzer | None = None):
+        self.reader = reader
+        self.config = config or BM25Config()
+        self.analyzer = analyzer or index_analyzer(reader)
+        self.shards = [Bm25Retriever(s, self.config, self.analyzer, stats=reader.stats) for s in reader.shards]
+        self._idf = SCORERS[self.config.scorer][0] if self.config.scorer in SCORERS else None
+
+    @classmethod
+    def open(cls, index_dir: str | Path, config: BM25Config | None = None) -> "ShardedBm25Retriever":
+        return cls(ShardedIndexReader(index_dir), config)
+
+    def score_terms(self, terms: list[str]) -> np.ndarray:
+        """(n_total,) float64 scores of every document, by global ordinal."""
+        if not self.shards:
+            return np.zeros(0, dtype=np.float64)
+        return np.concatenate([s.score_terms(terms) for s in self.shards])
+
+    def score(self, query: str) -> np.ndarray:
+        return self.score_terms(self.analyzer(query))
+
+    def search(self, query: str, k: int = 10) -> Hits:
+        return self.search_terms(self.analyzer(query), k)
+
+    def search_terms(self, terms: list[str], k: int = 10) -> Hits:
+        return self._gather([s.search_terms(terms, k) for s in self.shards], k)
+
+    def boolean_and(self, query: str, k: int | None = None) -> Hits:
+        return self._gather([s.boolean_and(query, k) for s in self.shards], k)
+
+    def _gather(self, hits: list[Hits], k: int | None) -> Hits:
+        """Shards' hits (shard-local ordinals) -> the global top k."""
+        if not hits:
+            return Hits(np.zeros(0, np.int64), np.zeros(0, np.float64), [])
+        ords = np.concatenate([np.asarray(h.ords, np.int64) + base for h, base in zip(hits, self.reader.bases)])
+        scores = np.concatenate([np.asarray(h.scores) for h in hits])
+        order = np.lexsort((ords, -scores))[:k]  # best first, ties by lower global ordinal
+        ords = ords[order]
+        return Hits(ords, scores[order], self.reader.doc_id_array[ords].tolist())
