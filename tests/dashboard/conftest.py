@@ -63,3 +63,27 @@ def full_service(full_config):
 def config_env(full_config, monkeypatch):
     monkeypatch.setenv("FUNNEL_CONFIG_JSON", json.dumps(full_config.to_dict()))
     return full_config
+
+
+@pytest.fixture
+def work_home(full_home, tiny_dir, tmp_path):
+    """A copy of the full home (ratings written here stay here) with two saved runs in HOME/runs:
+    BM25 and TF-IDF over the tiny dev queries."""
+    from dataclasses import replace
+
+    from funnel.ranking.evaluate import evaluate_retriever
+
+    home = tmp_path / "home"
+    shutil.copytree(full_home, home)
+    config = _home_config(home)
+    for scorer in ("bm25", "tfidf"):
+        evaluate_retriever(config.paths.index, replace(config.bm25, scorer=scorer), tiny_dir, "dev", k=100,
+                           run_file=config.paths.runs / f"{scorer}-dev.trec", progress=False)
+    return home
+
+
+@pytest.fixture
+def work_env(work_home, monkeypatch):
+    config = _home_config(work_home)
+    monkeypatch.setenv("FUNNEL_CONFIG_JSON", json.dumps(config.to_dict()))
+    return config

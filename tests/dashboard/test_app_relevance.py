@@ -1,0 +1,71 @@
+"""The relevance pages of the Streamlit app (judgements, Queries, Compare, rating) under AppTest."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+QUERY = "Environmental factors can influence the development of breast cancer."  # tiny dev query 381
+
+
+@pytest.fixture
+def app(work_env):
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    assert not at.exception, at.exception
+    at.sidebar.selectbox(key="judgements").set_value("tiny / dev").run()
+    return at
+
+
+def test_stage_tables_carry_judgements_and_bm25_explanation(app):
+    app.text_input(key="query").input(QUERY).run()
+    assert not app.exception, app.exception
+    tables = [d.value for d in app.dataframe if "judgement" in d.value.columns]
+    assert len(tables) == len([e for e in app.expander])
+    for t in tables:
+        assert set(t["judgement"]) <= {"relevant (1)", "unjudged"}
+        assert (t["judgement"] == "relevant (1)").sum() == int("18340282" in set(t["doc_id"]))
+    bm25 = next(d.value for d in app.dataframe if "idf" in d.value.columns)
+    assert {"term", "tf", "df", "idf", "length norm", "tf part", "contribution"} <= set(bm25.columns)
+    assert any("<mark>" in m.value for m in app.markdown)
+
+
+def test_rating_is_saved_as_qrels_and_marks_the_result(app, work_env):
+    app.text_input(key="query").input("cancer cells").run()
+    doc_id = app.selectbox(key="inspect").value
+    app.radio(key="rate_grade").set_value(2).run()
+    app.button(key="rate_save").click().run()
+    assert not app.exception, app.exception
+    path = work_env.paths.judgements / "qrels" / "ratings.tsv"
+    qid, _, doc, grade = path.read_text().strip().split("\t")
+    assert (doc, grade) == (doc_id, "2") and qid.startswith("r-")
+    assert any(doc_id in s.value for s in app.success)
+    tables = [d.value for d in app.dataframe if "judgement" in d.value.columns]
+    assert tables and all(set(t.loc[t["doc_id"] == doc_id, "judgement"]) <= {"relevant (2)"} for t in tables)
+
+
+def test_queries_page_worst_first_and_opens_a_query(app):
+    app.sidebar.radio(key="page").set_value("Queries").run()
+    assert not app.exception, app.exception
+    frame = app.dataframe[0].value
+    assert list(frame["nDCG@10"]) == sorted(frame["nDCG@10"]) and "lost at" in frame.columns
+    qid = str(frame["qid"].iloc[-1])
+    app.selectbox(key="q_pick").set_value(qid).run()
+    app.button(key="q_open").click().run()
+    assert not app.exception, app.exception
+    assert app.sidebar.radio(key="page").value == "Search"
+    assert app.text_input(key="query").value == frame["query"].iloc[-1]
+
+
+def test_compare_page_switches_runs(app):
+    app.sidebar.radio(key="page").set_value("Compare").run()
+    assert not app.exception, app.exception
+    assert (app.selectbox(key="cmp_a").value, app.selectbox(key="cmp_b").value) == ("bm25-dev.trec", "tfidf-dev.trec")
+    summary = app.dataframe[0].value
+    assert list(summary["metric"]) == ["nDCG@10", "Recall@100"]
+    app.selectbox(key="cmp_b").set_value("bm25-dev.trec").run()
+    summary = app.dataframe[0].value
+    assert list(summary["B - A"]) == [0.0, 0.0] and list(summary["p (randomisation)"]) == [1.0, 1.0]
+    side = app.dataframe[-1].value
+    assert set(side["move"]) == {"="}
