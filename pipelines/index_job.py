@@ -11,6 +11,11 @@ read it unchanged and score every query identically.
 
 Incremental runs index only documents with ``seq`` above the manifest's ``max_seq`` as one new
 segment, exactly as the local builder does.
+
+`run_sharded_index_job` skips the driver entirely for postings: each task publishes its shard as a
+normal index folder (``index_dir/shard-NNN/``) on the shared filesystem and returns only its counts
+and term dictionary with document frequencies; the driver sums those into the global statistics and
+publishes the top-level manifest (`funnel.index.shards`). It always indexes every document.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from funnel.core.errors import FunnelError
 from funnel.index.analyze import Analyzer, check_compatible
 from funnel.index.builder import IndexWriter, doc_text, read_manifest, segment_from_tokens
 from funnel.index.segments import SegmentData, merge_segments
+from funnel.index.shards import is_sharded, publish_shards, write_shard
 
 
 @dataclass
@@ -55,6 +61,18 @@ def _analyze_shard(settings: dict):
     return run
 
 
+def _write_shards(index_dir: str, settings: dict):
+    """mapPartitionsWithIndex function: analyse a shard, write it under `index_dir`, yield its summary."""
+    analyze = _analyze_shard(settings)
+
+    def run(shard: int, rows):
+        analyzer = Analyzer(AnalyzerConfig(**settings))
+        for _, seg in analyze(shard, rows):
+            yield write_shard(index_dir, shard, seg, analyzer)
+
+    return run
+
+
 def build_segment_spark(docs_df, analyzer: Analyzer, n_shards: int) -> SegmentData:
     """A DataFrame with columns seq, doc_id, title, text -> one segment in ``seq`` order."""
     settings = asdict(analyzer.config)
@@ -75,12 +93,7 @@ def build_segment_spark(docs_df, analyzer: Analyzer, n_shards: int) -> SegmentDa
     return merge_segments(segs, [None] * len(segs), meta)
 
 
-def run_index_job(spark, parquet_dir: str | Path, index_dir: str | Path, analyzer: Analyzer, *,
-                  incremental: bool = True, n_shards: int = 8) -> IndexJobResult:
-    """Index ``parquet_dir/docs.parquet`` into `index_dir` (new documents only, or all with incremental=False)."""
-    from pyspark.sql import functions as F
-
-    t0 = time.perf_counter()
+def _read_docs(spark, parquet_dir: str | Path):
     docs_path = Path(parquet_dir) / "docs.parquet"
     if not str(parquet_dir).startswith(("hdfs:", "s3a:", "gs:", "abfs:")) and not docs_path.exists():
         raise FunnelError(f"{docs_path} not found: export the store first (`funnel pipeline` does it)")
@@ -88,7 +101,21 @@ def run_index_job(spark, parquet_dir: str | Path, index_dir: str | Path, analyze
     missing = {"seq", "doc_id", "title", "text"} - set(docs.columns)
     if missing:
         raise FunnelError(f"{docs_path}: missing columns {sorted(missing)}")
+    return docs
+
+
+def run_index_job(spark, parquet_dir: str | Path, index_dir: str | Path, analyzer: Analyzer, *,
+                  incremental: bool = True, n_shards: int = 8) -> IndexJobResult:
+    """Index ``parquet_dir/docs.parquet`` into `index_dir` (new documents only, or all with incremental=False)."""
+    from pyspark.sql import functions as F
+
+    t0 = time.perf_counter()
+    docs_path = Path(parquet_dir) / "docs.parquet"
+    docs = _read_docs(spark, parquet_dir)
     manifest = read_manifest(Path(index_dir)) if incremental else None
+    if is_sharded(manifest):
+        raise FunnelError(f"index {index_dir} is sharded: add documents with `funnel pipeline index --shards N` "
+                          "(rebuilds the shards), or replace it with one index (`--rebuild`)")
     if manifest is not None:
         check_compatible(manifest["analyzer"], analyzer, f"index {index_dir}")
     after = manifest["max_seq"] if manifest else 0
@@ -101,3 +128,29 @@ def run_index_job(spark, parquet_dir: str | Path, index_dir: str | Path, analyze
     writer = IndexWriter(index_dir, analyzer)
     manifest = writer.rebuild(seg, upto) if manifest is None else writer.add(seg, upto)
     return IndexJobResult(manifest, seg.n_docs, n_shards, time.perf_counter() - t0)
+
+
+def run_sharded_index_job(spark, parquet_dir: str | Path, index_dir: str | Path, analyzer: Analyzer, *,
+                          n_shards: int = 8) -> IndexJobResult:
+    """Index every document of ``parquet_dir/docs.parquet`` as `n_shards` shards written by the executors.
+
+    `index_dir` must be a path every executor can write (local for ``local[*]``, a shared mount on a
+    cluster); it is made absolute here, since executors run in their own working folders.
+    """
+    from pyspark.sql import functions as F
+
+    t0 = time.perf_counter()
+    index_dir = Path(index_dir).resolve()
+    docs = _read_docs(spark, parquet_dir)
+    upto = docs.agg(F.max("seq")).first()[0] or 0
+    index_dir.mkdir(parents=True, exist_ok=True)
+    summaries = (docs.select("seq", "doc_id", "title", "text")
+                 .repartitionByRange(max(n_shards, 1), "seq")
+                 .sortWithinPartitions("seq")
+                 .rdd.mapPartitionsWithIndex(_write_shards(str(index_dir), asdict(analyzer.config)))
+                 .collect())  # counts and term dictionaries only: the postings stay where the executors wrote them
+    if not summaries:
+        raise FunnelError(f"{Path(parquet_dir) / 'docs.parquet'} holds no documents: nothing to index")
+    manifest = publish_shards(index_dir, analyzer, summaries, upto)
+    return IndexJobResult(manifest, sum(s["n_docs"] for s in summaries), len(summaries),
+                          time.perf_counter() - t0)

@@ -24,7 +24,9 @@ def register(sub) -> None:
                                 "auto: driver up to 20M links (default)")
         if name == "index":
             j.add_argument("--rebuild", action="store_true", help="index every document as one new index")
-            j.add_argument("--shards", type=int, default=0, help="document shards (default spark.index_shards)")
+            j.add_argument("--shards", type=int, default=0,
+                           help="write a sharded index of N shards, each written by the executor that built it "
+                                "(HOME/index/shard-NNN/; default: spark.index_layout, one merged index)")
         j.set_defaults(handler=_run)
 
 
@@ -58,14 +60,21 @@ def _run(args, config) -> int:
     master = spark.sparkContext.master
     try:
         if args.job == "index":
-            from funnel.pipelines.index_job import run_index_job
+            from funnel.pipelines.index_job import run_index_job, run_sharded_index_job
 
             shards = args.shards or config.spark.index_shards or config.spark.shuffle_partitions
-            res = run_index_job(spark, parquet, config.paths.index, Analyzer(config.analyzer),
-                                incremental=not args.rebuild, n_shards=shards)
-            m = res.manifest
-            print(f"index {config.paths.index}: {res.n_docs} new documents in {shards} shards, generation "
-                  f"{m['generation']}, {len(m['segments'])} segment(s) [{master}]")
+            if args.shards or config.spark.index_layout == "sharded":
+                res = run_sharded_index_job(spark, parquet, config.paths.index, Analyzer(config.analyzer),
+                                            n_shards=shards)
+                m = res.manifest
+                print(f"index {config.paths.index}: {res.n_docs} documents in {res.n_shards} shards written by "
+                      f"the executors, generation {m['generation']} [{master}]")
+            else:
+                res = run_index_job(spark, parquet, config.paths.index, Analyzer(config.analyzer),
+                                    incremental=not args.rebuild, n_shards=shards)
+                m = res.manifest
+                print(f"index {config.paths.index}: {res.n_docs} new documents in {shards} shards, generation "
+                      f"{m['generation']}, {len(m['segments'])} segment(s) [{master}]")
         elif args.job == "pagerank":
             from funnel.pipelines.pagerank_job import run_pagerank_job
 

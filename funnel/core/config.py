@@ -168,6 +168,9 @@ class SparkConfig:
     ui: bool = False  # the Spark web UI (port 4040)
     log_level: str = "WARN"
     index_shards: int = 0  # documents per index job are cut into this many shards; 0 = shuffle_partitions
+    # "single": the shards are merged into one index (on the driver); "sharded": each executor writes its
+    # shard as an index of its own under HOME/index/shard-NNN/ (`funnel pipeline index --shards N` picks it)
+    index_layout: str = "single"
 
 
 @dataclass(frozen=True)
@@ -467,7 +470,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "crawl.max_bytes": _number(1), "crawl.connect_timeout": _POSITIVE, "crawl.read_timeout": _POSITIVE,
     "crawl.retry_backoff": _number(0), "crawl.max_url_length": _number(1), "crawl.near_dup_distance": _number(0, 64),
     "crawl.flush_every": _number(1), "crawl.fetch_deadline": _POSITIVE, "crawl.robots_retry_wait": _number(0),
-    "spark.shuffle_partitions": _number(1),
+    "spark.shuffle_partitions": _number(1), "spark.index_layout": _choice("single", "sharded"),
     "spark.log_level": _choice("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE"),
     "pagerank.damping": _number(0, 1, hi_open=True), "pagerank.tol": _POSITIVE, "pagerank.max_iter": _number(1),
     "serve.port": _PORT, "serve.dashboard_port": _PORT, "serve.max_query_chars": _number(1),

@@ -77,3 +77,43 @@ def test_missing_export_is_a_clear_error(spark, tmp_path):
 
     with pytest.raises(FunnelError, match="docs.parquet not found"):
         run_index_job(spark, tmp_path / "nothing", tmp_path / "index", Analyzer())
+
+
+def test_sharded_job_shards_score_like_the_local_index(spark, tiny_home, tmp_path):
+    """Each task writes its shard; the driver only sums statistics: same ids and scores as one index."""
+    from funnel.index.searcher import ShardedBm25Retriever
+    from funnel.pipelines.index_job import run_sharded_index_job
+    from tests.index.test_shards import assert_same_results
+
+    with DocumentStore(tiny_home / "store.sqlite", readonly=True) as store:
+        store.export_parquet(tmp_path / "parquet")
+        queries = list(store.queries().values())
+    res = run_sharded_index_job(spark, tmp_path / "parquet", tmp_path / "index", Analyzer(), n_shards=3)
+    assert res.n_docs == 50 and res.n_shards == 3 and res.manifest["kind"] == "sharded"
+    assert [s["name"] for s in res.manifest["shards"]] == ["shard-000", "shard-001", "shard-002"]
+    _, sharded = assert_same_results(tiny_home / "index", tmp_path / "index", queries)
+    assert isinstance(sharded, ShardedBm25Retriever) and len(sharded.shards) == 3
+    # the single-index job refuses to add to shards rather than mixing layouts
+    from funnel.core.errors import FunnelError
+    from funnel.pipelines.index_job import run_index_job
+
+    with pytest.raises(FunnelError, match="sharded"):
+        run_index_job(spark, tmp_path / "parquet", tmp_path / "index", Analyzer())
+
+
+@pytest.mark.slow
+def test_sharded_scifact_equals_single_index_on_dev_queries(spark, scifact_dir, tmp_path):
+    from funnel.crawler.beir import ingest_beir
+    from funnel.index.builder import build_index
+    from funnel.pipelines.index_job import run_sharded_index_job
+    from tests.index.test_shards import assert_same_results
+
+    with DocumentStore(tmp_path / "store.sqlite") as store:
+        ingest_beir(scifact_dir, store, name="scifact")
+        queries = store.queries("scifact")
+        dev = [queries[q] for q in sorted(store.qrels("scifact", "dev"))]
+        store.export_parquet(tmp_path / "parquet")
+        build_index(store, tmp_path / "single", Analyzer(), progress=False)
+    assert len(dev) >= 100
+    run_sharded_index_job(spark, tmp_path / "parquet", tmp_path / "sharded", Analyzer(), n_shards=4)
+    assert_same_results(tmp_path / "single", tmp_path / "sharded", dev, k=100)
