@@ -118,7 +118,11 @@ class AnalyzerConfig:
     stopwords: bool = True  # English and Chinese stop word lists in index/stopwords_*.txt
     stemmer: str = "english"  # any PyStemmer (Snowball) language, or "" for none
     chinese: bool = True  # segment CJK runs with jieba
-    min_token_len: int = 2  # shorter Latin tokens are dropped (CJK tokens are always kept)
+    # shorter Latin tokens are dropped (CJK tokens are always kept). 1 keeps single letters and digits, as
+    # Lucene's standard analyzer does ("type 1 diabetes" vs "type 2", "hepatitis B"): what short keyword
+    # queries with numbers need; BM25 on SciFact dev and train is unchanged within noise
+    # (benchmarks/results/analyzer.md). `funnel index` refuses to add to an index built with 2: `--rebuild` it.
+    min_token_len: int = 1
 
 
 @dataclass(frozen=True)

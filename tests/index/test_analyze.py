@@ -15,7 +15,7 @@ def analyzer():
 
 def test_english(analyzer):
     assert analyzer("The Running of the Dogs, and cats!") == ["run", "dog", "cat"]
-    assert analyzer("Vitamin-D deficiency increases risks") == ["vitamin", "defici", "increas", "risk"]
+    assert analyzer("Vitamin-D deficiency increases risks") == ["vitamin", "d", "defici", "increas", "risk"]
 
 
 def test_unicode_normalisation(analyzer):
@@ -30,6 +30,15 @@ def test_chinese_segmentation_and_stopwords(analyzer):
 
 def test_mixed_language(analyzer):
     assert analyzer("Python 美食的攻略 running") == ["python", "美食", "攻略", "run"]
+
+
+def test_single_letters_and_digits_are_terms(analyzer):
+    # short technical queries hinge on them (min_token_len 1, as Lucene's standard analyzer)
+    assert analyzer("type 1 diabetes") == ["type", "1", "diabet"]
+    assert analyzer("type 1 diabetes") != analyzer("type 2 diabetes")
+    assert analyzer("hepatitis B") == ["hepat", "b"]
+    assert analyzer("a cat") == ["cat"]  # one-letter stop words still go
+    assert Analyzer(AnalyzerConfig(min_token_len=2))("type 1 diabetes") == ["type", "diabet"]
 
 
 def test_settings_change_output():

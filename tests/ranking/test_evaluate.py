@@ -49,7 +49,8 @@ def test_evaluate_retriever_on_tiny(tiny_dir, tiny_home, tmp_path):
 
 @pytest.mark.slow
 def test_scifact_bm25_quality(scifact_dir, tmp_path):
-    """Quality regression on SciFact dev: BM25 (k1=0.9, b=0.4) nDCG@10 0.6998, R@100 0.9235."""
+    """Quality regression on SciFact dev: BM25 (k1=0.9, b=0.4, min_token_len 1) nDCG@10 0.7031, R@100 0.9172
+    (benchmarks/results/analyzer.md; 0.6998 / 0.9235 with min_token_len 2)."""
     from funnel.crawler.beir import ingest_beir
     from funnel.core.store import DocumentStore
     from funnel.index.analyze import Analyzer
@@ -59,5 +60,5 @@ def test_scifact_bm25_quality(scifact_dir, tmp_path):
         ingest_beir(scifact_dir, store)
         build_index(store, tmp_path / "index", Analyzer(), progress=False)
     m = evaluate_retriever(tmp_path / "index", BM25Config(), scifact_dir, "dev", progress=False)
-    assert m["nDCG@10"] == pytest.approx(0.6998, abs=0.002)
-    assert m["Recall@100"] == pytest.approx(0.9235, abs=0.003)
+    assert m["nDCG@10"] == pytest.approx(0.7031, abs=0.002)
+    assert m["Recall@100"] == pytest.approx(0.9172, abs=0.003)
