@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from funnel.core.procs import stop_process
-from tests.dashboard.conftest import _home_config
-from tests.dashboard.test_browser import CHROMEDRIVER, CHROMIUM, _shot_dir, _wait_text, browser  # noqa: F401
+from tests.dashboard.conftest import CHROMEDRIVER, CHROMIUM, _home_config
+from tests.dashboard.test_browser import _shot_dir, _wait_text
 from tests.servers import free_port
 
 pytestmark = pytest.mark.skipif(not (Path(CHROMEDRIVER).exists() and Path(CHROMIUM).exists()),
@@ -90,7 +90,7 @@ def _choose(driver, label: str, option: str) -> None:
     box.send_keys(Keys.ENTER)
 
 
-def test_pages_query_comparison_and_rating_in_chromium(url, browser, rated_config, tmp_path):  # noqa: F811
+def test_pages_query_comparison_and_rating_in_chromium(url, browser, rated_config, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
