@@ -91,3 +91,26 @@ def test_damaged_statistics_are_a_clear_error(tiny_home, tmp_path):
     (tmp_path / "index" / m["stats"]["dir"] / "df.npy").write_bytes(b"junk")
     with pytest.raises(FunnelError, match="statistics cannot be read"):
         Bm25Retriever.open(tmp_path / "index")
+
+
+def test_served_sharded_index_answers_like_the_single_index(tiny_home_copy, tiny_home):
+    """`funnel serve` (SearchService, BM25 only) serves a sharded home unchanged and picks up a new generation."""
+    from funnel.api.service import SearchService
+    from funnel.core.config import load_config
+
+    home = tiny_home_copy
+    gen = build_sharded(home / "store.sqlite", home / "index", 3)["generation"]
+    sharded = SearchService.open(load_config(home=home), use_funnel=False, profiles=("cpu",))
+    single = SearchService.open(load_config(home=tiny_home), use_funnel=False, profiles=("cpu",))
+    try:
+        for q in ("cell protein", "DNA repair", "zinc"):
+            a, b = single.rank(q, 10), sharded.rank(q, 10)
+            assert a.doc_ids == b.doc_ids and np.array_equal(a.scores, b.scores)
+        assert sharded.n_docs == 50 and sharded.index_generation() == gen
+        build_sharded(home / "store.sqlite", home / "index", 2)
+        sharded.check_for_new_index(wait=True)
+        assert sharded.index_generation() == gen + 1
+        assert sharded.rank("cell protein", 10).doc_ids == single.rank("cell protein", 10).doc_ids
+    finally:
+        sharded.close()
+        single.close()
