@@ -165,8 +165,8 @@ def inspect_result(service, result, doc_id: str) -> None:
     if doc is not None:
         st.markdown(f"**Document** `{doc.doc_id}`" + (f" · {doc.url}" if doc.url else "")
                     + " · matched terms highlighted")
-        text = doc.text[:1500] + ("…" if len(doc.text) > 1500 else "")
         terms = set(bm25["term"]) if bm25 is not None else set()
+        text = rel.text_window(doc.text, service.retriever.analyzer, terms)
         st.markdown(f'<div class="funnel-doc">{rel.highlight_terms(text, service.retriever.analyzer, terms)}</div>',
                     unsafe_allow_html=True)
         neighbourhood(service, doc_id)

@@ -195,6 +195,20 @@ def highlight_terms(text: str, analyzer, terms: set[str]) -> str:
     return "".join(out)
 
 
+def text_window(text: str, analyzer, terms: set[str], width: int = 1500) -> str:
+    """`width` characters of `text` from shortly before its first word matching a query term (its start
+    when none matches), with "…" where it was cut."""
+    start = 0
+    for m in _WORD.finditer(text):
+        if set(analyzer(m.group(0))) & terms:
+            start = max(0, m.start() - width // 5)
+            start = text.find(" ", start) + 1 if start else 0  # do not cut a word in half
+            break
+    if len(text) - start < width:
+        start = max(0, len(text) - width)
+    return ("…" if start else "") + text[start:start + width] + ("…" if start + width < len(text) else "")
+
+
 def ratings_choice(sets: list[tuple[str, str]]) -> list[str]:
     """The judgement sets offered: each store (dataset, split) as "dataset / split", then the ratings."""
     return [f"{d} / {s}" for d, s in sets] + [RATINGS]
@@ -209,4 +223,4 @@ def parse_choice(choice: str | None) -> tuple[str | None, str | None]:
 
 __all__ = ["RATINGS", "RATINGS_SPLIT", "Judgements", "bm25_explanation", "comparison_frame", "highlight_terms",
            "judgement_label", "list_runs", "lost_at", "mark_judgements", "parse_choice", "query_metrics",
-           "ratings_choice", "side_by_side", "summary_frame"]
+           "ratings_choice", "side_by_side", "summary_frame", "text_window"]

@@ -126,3 +126,13 @@ def test_funnel_eval_uses_a_new_rating_at_once(full_home, tmp_path, capsys):
     save_rating(folder, "381", QUERY, hits.doc_ids[0], 0)
     save_rating(folder, "381", QUERY, hits.doc_ids[1], 3)
     assert ndcg() == pytest.approx(1 / math.log2(3), abs=1e-4)  # now at rank 2 (printed to 4 decimals)
+
+
+def test_text_window_starts_near_the_first_match():
+    from funnel.index.analyze import Analyzer
+
+    an = Analyzer()
+    text = "navigation " * 300 + "the list comprehension section " + "more " * 300
+    out = rel.text_window(text, an, set(an("comprehension")), width=200)
+    assert "comprehension" in out and out.startswith("…") and out.endswith("…") and len(out) == 202
+    assert rel.text_window("short text", an, {"zzz"}, width=200) == "short text"
