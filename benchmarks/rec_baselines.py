@@ -6,13 +6,16 @@ leave-one-out split, printed as one Markdown table (also written to ``--out``).
 
 Protocol (`funnel.ranking.rec.split`): per user, last interaction = test, the one before = dev, the
 rest = train; full ranking over every item the user has not seen. Every model is fitted on the train
-part; every choice (EASE's lambda, ItemKNN's neighbours, ALS/BPR factors, early stopping, the
-coarse model's rounds, the fine/coarse blend weight, the rerank setting) is made on dev, also when
-``--split test`` is reported. The recipe is the funnel's reference recipe: the lead's CLI can follow it.
+part; every choice (EASE's lambda, ItemKNN's neighbours, ALS/BPR factors, early stopping, the recall
+route weights, the LightGBM rounds, the rerank setting) is made on dev, also when
+``--split test`` is reported. The LightGBM rankers learn from each user's last train interaction
+with models refitted without it (the "fold" models: two-tower, EASE, ItemKNN, popularity, SASRec),
+so they never see scores of models that were trained on their targets.
 
 Files: ``--out`` (the Markdown table); with ``--models DIR`` the fitted torch models are saved there
-(`training.save_checkpoint` folders ``two_tower/``, ``two_tower_fold/``, ``sasrec_seed{i}/``) and
-reused by later runs with the same settings, and the coarse model as ``coarse/`` (LightGBM text + JSON).
+(`training.save_checkpoint` folders ``two_tower/``, ``two_tower_fold/``, ``sasrec_seed{i}/``,
+``sasrec_fold/``) and reused by later runs with the same settings, and the two LightGBM rankers as
+``coarse/`` and ``fine/`` (LightGBM text + JSON, `coarse.LambdaMartRanker.save`).
 
 Data: MovieLens 100K (GroupLens; research use; F. M. Harper and J. A. Konstan, 2015, The MovieLens
 Datasets: History and Context, ACM TiiS 5(4)). Get it with
@@ -37,11 +40,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 
 from funnel.ranking.rec.baselines import EASE, ImplicitMF, ItemKNN, Popularity, select_on_dev
-from funnel.ranking.rec.coarse import CoarseConfig, CoarseRanker
-from funnel.ranking.rec.features import build_context, feature_matrix, feature_names
-from funnel.ranking.rec.funnel import (Batch, Candidates, Funnel, FunnelConfig, evaluate_funnel, fine_stage,
-                                       recall_stage)
-from funnel.ranking.rec.metrics import evaluate_lists, item_counts, ndcg_at_k
+from funnel.ranking.rec.coarse import LambdaMartConfig, LambdaMartRanker
+from funnel.ranking.rec.features import build_context, feature_names, fine_feature_names
+from funnel.ranking.rec.funnel import (Batch, Funnel, FunnelConfig, coarse_examples, coarse_stage, evaluate_funnel,
+                                       fine_examples, fine_stage, recall_stage)
+from funnel.ranking.rec.metrics import evaluate_lists, item_counts, ndcg_at_k, recall_at_k
 from funnel.ranking.rec.movielens import load_movielens
 from funnel.ranking.rec.rerank import RerankConfig, popularity_percentile, rerank
 from funnel.ranking.rec.sasrec import SASRec, SASRecConfig
@@ -50,12 +53,18 @@ from funnel.ranking.rec.two_tower import TwoTower
 
 log = logging.getLogger("rec_baselines")
 ROUTES = ("two_tower", "ease", "itemknn", "popularity")
-COARSE_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
+# recall route weights tried on dev (missing route = 1); kept: the best Recall@recall_k of the fused list
+ROUTE_WEIGHTS = [{}, {"popularity": 0.0}, {"popularity": 0.0, "itemknn": 0.0},
+                 {"popularity": 0.0, "itemknn": 0.5}, {"two_tower": 2.0, "popularity": 0.0},
+                 {"two_tower": 3.0, "popularity": 0.0, "itemknn": 0.5}]
 # rerank settings tried on dev; the most diverse one costing at most MAX_RERANK_LOSS of the
 # fine stage's NDCG@10 is kept (pure relevance costs nothing and is always a candidate)
 RERANK_GRID = [RerankConfig(), RerankConfig(mmr_lambda=0.9), RerankConfig(mmr_lambda=0.8),
                RerankConfig(mmr_lambda=0.9, popularity_damping=0.05), RerankConfig(max_per_genre=5)]
 MAX_RERANK_LOSS = 0.02
+
+
+LOADED: list[str] = []  # models reused from --models (their train seconds come from their saved fit report)
 
 
 def machine() -> str:
@@ -92,6 +101,7 @@ def cached(models_dir: Path | None, name: str, loader, trainer, config=None):
         model = loader(models_dir / name)
         if config is None or model.config == config:
             log.info("loaded %s from %s", name, models_dir / name)
+            LOADED.append(name)
             return model, model.report.seconds
         log.info("%s in %s has another config: training again", name, models_dir)
     model, secs = timed(trainer)
@@ -106,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=["dev", "test"], default="dev", help="split reported (choices always on dev)")
     p.add_argument("--out", default="benchmarks/results/rec.md")
     p.add_argument("--models", default=None, help="folder to save fitted models to and reuse them from")
-    p.add_argument("--seeds", type=int, default=3, help="SASRec seeds averaged in the fine stage")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="SASRec seeds to train; seed 0 is the plain baseline and the fine stage's model, "
+                        "more seeds only report their ensemble on dev")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="few epochs, for a smoke run (figures meaningless)")
@@ -160,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(list_row(f"implicit {kind.upper()} (factors={mf_p[0]})", s,
                              rank_full(mf.score(view.histories), view.histories, 50), view, ds, counts))
 
-    # ------------------------------------------------------------ plain SASRec and the fine-stage seeds
+    # ------------------------------------------------------------ plain SASRec (seed 0 is also the fine stage's model)
     sasrecs, sas_secs = [], []
     for seed in range(args.seeds):
         def train_sasrec(seed=seed):
@@ -173,8 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         sas_secs.append(s)
         log.info("SASRec seed %d: best epoch %s, dev NDCG@10 %.4f, %.0f s", seed, m.report.best_epoch,
                  m.report.best_metric, s)
-    rows.append(list_row(f"SASRec (seed 0, best epoch {sasrecs[0].report.best_epoch})", sas_secs[0],
+    rows.append(list_row(f"SASRec (best epoch {sasrecs[0].report.best_epoch})", sas_secs[0],
                          rank_full(sasrecs[0].score(view.histories), view.histories, 50), view, ds, counts))
+    if args.seeds > 1:
+        ens = np.mean([_zscore_rows(m.score(dev.histories)) for m in sasrecs], axis=0)
+        notes.append(f"SASRec ensemble of {args.seeds} seeds (mean z-score, full ranking) on dev NDCG@10: "
+                     f"{ndcg_at_k(rank_full(ens, dev.histories, 10), dev.targets, 10):.4f}; single seeds: "
+                     + ", ".join(f"{m.report.best_metric:.4f}" for m in sasrecs))
 
     # ------------------------------------------------------------ recall routes: on train (dev/test) and on the fold
     def train_tt():
@@ -188,7 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         m = TwoTower.from_dataset(ds, device=args.device, **tt_kw)
         m.fit(fold, max_epochs=max(tt.report.best_epoch, 1))
         return m
-    tt_fold, tt_fold_s = cached(models_dir, "two_tower_fold", lambda p: TwoTower.load(p, device=args.device), train_tt_fold)
+    tt_fold, tt_fold_s = cached(models_dir, "two_tower_fold", lambda p: TwoTower.load(p, device=args.device),
+                                train_tt_fold)
+
+    def train_sas_fold():
+        m = SASRec(sas_cfg, device=args.device)
+        m.fit(fold, max_epochs=max(sasrecs[0].report.best_epoch, 1))
+        return m
+    sas_fold, sas_fold_s = cached(models_dir, "sasrec_fold", lambda p: SASRec.load(p, device=args.device),
+                                  train_sas_fold, sas_cfg)
     (ease_f, knn_f, pop_f), fold_s = timed(lambda: (EASE(ease_l2).fit(fold, ds.n_items),
                                                     ItemKNN(*knn_p).fit(fold, ds.n_items),
                                                     Popularity().fit(fold, ds.n_items)))
@@ -197,50 +222,56 @@ def main(argv: list[str] | None = None) -> int:
         return {"two_tower": lambda h, u: two_tower.score(h, u), "ease": lambda h, u: e.score(h),
                 "itemknn": lambda h, u: k.score(h), "popularity": lambda h, u: pp.score(h)}
     routes, routes_fold = routes_of(tt, ease, knn, pop), routes_of(tt_fold, ease_f, knn_f, pop_f)
-    fcfg = FunnelConfig()
-    names = feature_names(list(ROUTES))
+
+    # route weights: the fused list's recall@recall_k on dev
+    dev_batch = Batch.from_view(dev)
+    route_scores = {n: r(dev_batch.histories, dev_batch.users) for n, r in routes.items()}
+    fixed = {n: (lambda s: (lambda h, u: s))(sc) for n, sc in route_scores.items()}  # score dev once
+    recall_tab = {}
+    for w in ROUTE_WEIGHTS:
+        rec = recall_stage(fixed, dev_batch, FunnelConfig(route_weights=w))
+        recall_tab[_weights_name(w)] = (recall_at_k(rec.candidates.items, dev.targets, rec.candidates.items.shape[1]), w)
+    best_weights = max(recall_tab.values(), key=lambda t: t[0])[1]
+    fcfg = FunnelConfig(route_weights=best_weights)
+    notes.append(f"recall route weights (RRF) on dev Recall@{fcfg.recall_k}: "
+                 + "; ".join(f"{n}: {r:.4f}" for n, (r, _) in recall_tab.items()) + f"; kept {_weights_name(best_weights)}")
 
     # ------------------------------------------------------------ coarse: train on the fold's last train items, select on dev
-    def candidates_and_features(rts, v, split):
-        b = Batch.from_view(v)
-        rec = recall_stage(rts, b, fcfg)
-        ctx = build_context(ds, split)
-        X = feature_matrix(ctx, b.histories, b.history_ts, b.now, rec.candidates.items, rec.route_scores,
-                           rec.route_ranks, rec.candidates.scores)
-        labels = (rec.candidates.items == v.targets[:, None]).astype(np.float32)
-        return rec, X, labels
-
+    names = feature_names(list(ROUTES))
     t = time.perf_counter()
-    _, X_tr, y_tr = candidates_and_features(routes_fold, train_view, "train")
-    rec_dev, X_dev, y_dev = candidates_and_features(routes, dev, "dev")
-    coarse = CoarseRanker.fit(X_tr, y_tr, X_dev, y_dev, names, CoarseConfig(num_threads=args.threads))
+    rec_tr, X_tr, y_tr = coarse_examples(routes_fold, build_context(ds, "train"), train_view, fcfg)
+    rec_dev, X_dev, y_dev = coarse_examples(routes, build_context(ds, "dev"), dev, fcfg)
+    lm_cfg = LambdaMartConfig(top_k=fcfg.coarse_k, num_threads=args.threads)
+    coarse = LambdaMartRanker.fit(X_tr, y_tr, X_dev, y_dev, names, lm_cfg)
     coarse_s = time.perf_counter() - t
+    notes.append(f"coarse LightGBM: {coarse.meta['n_train_users']} training users (target among the recall "
+                 f"candidates), {coarse.meta['best_iteration']} rounds; top features by gain: " + _top_gain(coarse))
+
+    # ------------------------------------------------------------ fine: SASRec + LightGBM combination, same recipe
+    t = time.perf_counter()
+    Xf_tr, yf_tr = fine_examples([sas_fold], coarse, train_view, rec_tr, X_tr, fcfg)
+    Xf_dev, yf_dev = fine_examples(sasrecs[:1], coarse, dev, rec_dev, X_dev, fcfg)
+    fine_ranker = LambdaMartRanker.fit(Xf_tr, yf_tr, Xf_dev, yf_dev, fine_feature_names(list(ROUTES)), lm_cfg)
+    fine_s = time.perf_counter() - t + sas_fold_s
+    notes.append(f"fine LightGBM: {fine_ranker.meta['n_train_users']} training users (target among the coarse "
+                 f"top {fcfg.coarse_k}), {fine_ranker.meta['best_iteration']} rounds; top features by gain: "
+                 + _top_gain(fine_ranker))
     if models_dir is not None:
         coarse.save(models_dir / "coarse")
-    notes.append(f"coarse LightGBM: {coarse.meta['n_train_users']} training users (target found by recall), "
-                 f"{coarse.meta['best_iteration']} rounds; top features by gain: " +
-                 ", ".join(f"{n} {g:.0f}" for n, g in sorted(coarse.meta["importance"].items(),
-                                                             key=lambda kv: -kv[1])[:5]))
+        fine_ranker.save(models_dir / "fine")
+    dev_coarse = coarse_stage(coarse, X_dev, rec_dev, fcfg.coarse_k)
+    alone = fine_stage(sasrecs[:1], dev_batch, dev_coarse)
+    notes.append(f"fine stage without the LightGBM combination (SASRec alone re-sorting the coarse top "
+                 f"{fcfg.coarse_k}) on dev NDCG@10: {ndcg_at_k(alone.items, dev.targets, 10):.4f}")
 
-    # ------------------------------------------------------------ blend weight and rerank setting, on dev
-    dev_batch = Batch.from_view(dev)
-    c_items, c_scores = coarse.rank(X_dev, rec_dev.candidates.items, fcfg.coarse_k)
-    dev_coarse = Candidates(c_items, c_scores)
-    blend = {}
-    for w in COARSE_WEIGHTS:
-        fine = fine_stage(sasrecs, dev_batch, dev_coarse, w)
-        blend[w] = (ndcg_at_k(fine.items, dev.targets, 10), fine)
-    best_w = max(blend, key=lambda w: blend[w][0])
-    notes.append(f"fine stage = mean z-score of {args.seeds} SASRec seeds + w x z(coarse score); w on dev NDCG@10: "
-                 + ", ".join(f"{w:g}: {blend[w][0]:.4f}" for w in COARSE_WEIGHTS))
+    # ------------------------------------------------------------ rerank setting, on dev
     pop_pct = popularity_percentile(build_context(ds, "dev").item_counts)
-    fine_dev = blend[best_w][1]
+    fine_dev = fine_stage(sasrecs[:1], dev_batch, dev_coarse, fine_ranker)
     tried = []
     for rc in RERANK_GRID:
         lists = np.array([rerank(fine_dev.items[u], fine_dev.scores[u], dev.histories[u], ds.item_genres, pop_pct, rc)
                           for u in range(len(dev))])
-        m = evaluate_lists(lists, dev.targets, ds.item_genres, counts, 10, 50)
-        tried.append((rc, m))
+        tried.append((rc, evaluate_lists(lists, dev.targets, ds.item_genres, counts, 10, 50)))
     base_ndcg = tried[0][1]["ndcg@10"]
     ok = [(rc, m) for rc, m in tried if m["ndcg@10"] >= (1 - MAX_RERANK_LOSS) * base_ndcg]
     rerank_cfg = max(ok, key=lambda t: t[1]["diversity"])[0]
@@ -249,18 +280,19 @@ def main(argv: list[str] | None = None) -> int:
         + f"; kept: {_rerank_name(rerank_cfg)} (most diverse within {MAX_RERANK_LOSS:.0%} of pure relevance)")
 
     # ------------------------------------------------------------ the funnel, user by user, on the reported split
-    funnel = Funnel(routes=routes, context=build_context(ds, args.split), coarse=coarse, fine=sasrecs,
-                    config=replace(fcfg, coarse_weight=best_w, rerank=rerank_cfg))
+    funnel = Funnel(routes=routes, context=build_context(ds, args.split), coarse=coarse, fine=sasrecs[:1],
+                    fine_ranker=fine_ranker, config=replace(fcfg, rerank=rerank_cfg))
     res = evaluate_funnel(funnel, view, batch_size=1)
     recall_train = tt_s + tt_fold_s + fold_s
-    labels = {"recall": (f"funnel: recall (RRF of {', '.join(ROUTES)}; top {fcfg.recall_k})", recall_train),
+    labels = {"recall": (f"funnel: recall (RRF {_weights_name(best_weights)}; top {fcfg.recall_k})", recall_train),
               "coarse": (f"funnel: + coarse (LightGBM LambdaMART, top {fcfg.coarse_k})", coarse_s),
-              "fine": (f"funnel: + fine (SASRec x{args.seeds} seeds, coarse weight {best_w:g})", sum(sas_secs)),
+              "fine": ("funnel: + fine (SASRec on the 50 + LightGBM combination)", fine_s),
               "rerank": (f"funnel: + rerank ({_rerank_name(rerank_cfg)}) = full funnel", 0.0)}
     for stage, m in res.items():
         name, secs = labels[stage]
         rows.append(Row(method=name, train_s=secs, **m))
-    notes.append(f"recall@{fcfg.recall_k} of the fused recall stage: {res['recall'][f'recall@{fcfg.recall_k}']:.4f}")
+    notes.append(f"Recall@{fcfg.recall_k} of the fused recall stage on {args.split}: "
+                 f"{res['recall'][f'recall@{fcfg.recall_k}']:.4f}")
 
     # ------------------------------------------------------------ the table
     best_base = max((r for r in rows if not r["method"].startswith("funnel")), key=lambda r: r["ndcg@10"])
@@ -273,6 +305,19 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return 0
+
+
+def _zscore_rows(s: np.ndarray) -> np.ndarray:
+    return (s - s.mean(1, keepdims=True)) / (s.std(1, keepdims=True) + 1e-9)
+
+
+def _weights_name(w: dict) -> str:
+    return ", ".join(f"{r} {w.get(r, 1.0):g}" for r in ROUTES)
+
+
+def _top_gain(model: LambdaMartRanker, n: int = 6) -> str:
+    imp = sorted(model.meta["importance"].items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{name} {g:.0f}" for name, g in imp)
 
 
 def _fmt_grid(tab: dict) -> str:
@@ -303,8 +348,9 @@ def render(rows, notes, verdict, args, command, total_s, ds, view) -> str:
              f"{ds.n_items} items), GroupLens, research use (Harper & Konstan 2015).",
              f"- Protocol: leave-one-out by (timestamp, item id); {len(view)} {args.split} targets; full ranking over "
              f"unseen items; every choice made on dev." + (" TEST figures: reported once, chose nothing." if args.split == "test" else ""),
-             "- Train s: seconds to fit (with the dev grid for baselines; the recall row sums both two-tower fits, "
-             "the fine row all SASRec seeds). Latency: per user, one user at a time, cumulative up to the stage.",
+             *([f"- Reused from --models (train s from their saved fit reports): {', '.join(LOADED)}."] if LOADED else []),
+             "- Train s: seconds to fit (with the dev grid for baselines; the recall row sums the routes' fits on train and on "
+             "the fold, the fine row the fold SASRec and the fine LightGBM; plain SASRec's fit is not counted again). Latency: per user, one user at a time, cumulative up to the stage.",
              "",
              "| method | train s | NDCG@10 | HR@10 | Recall@50 | coverage | diversity | novelty | p50 ms | p95 ms |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -124,7 +124,13 @@ class ImplicitMF:
         cls = implicit.cpu.als.AlternatingLeastSquares if self.kind == "als" else implicit.cpu.bpr.BayesianPersonalizedRanking
         self.model = cls(**self.params)
         self.n_items = n_items
-        self.model.fit(interaction_matrix(histories, n_items), show_progress=False)
+        x = interaction_matrix(histories, n_items)
+        try:  # implicit runs its own threads: a multi-threaded BLAS under them oversubscribes the cores
+            from threadpoolctl import threadpool_limits
+            with threadpool_limits(1, "blas"):
+                self.model.fit(x, show_progress=False)
+        except ImportError:
+            self.model.fit(x, show_progress=False)
         return self
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:

@@ -1,16 +1,19 @@
 """Coarse stage of the recommendation funnel: a LightGBM LambdaMART model over the cheap columns of
 `features` narrows recall's ~200 candidates per user to the ~50 that the fine stage (SASRec) reads.
+The fine stage's final combination (SASRec score + the coarse columns) is the same kind of model on
+`features.fine_feature_names`, so both use `LambdaMartRanker`.
 
 Training data: each user's last TRAIN interaction is the target (split ``"train"``), its candidates
-come from recall routes fitted without it, and the label is 1 for the target, 0 for the other
-candidates. Users whose target recall missed are dropped (a group without a positive teaches nothing).
-Model selection (early stopping) reads the dev split, built the same way with routes fitted on train.
+come from models fitted without it, and the label is 1 for the target, 0 for the other candidates.
+Users whose target the earlier stages missed are dropped (a group without a positive teaches
+nothing). Model selection (early stopping) reads the dev split, built the same way with models
+fitted on the whole train part.
 
-Files of a coarse model folder (``CoarseRanker.save``)
+Files of a ranker folder (``LambdaMartRanker.save``)
 ------------------------------------------------------
 - ``model.txt``: the booster in LightGBM's own text format (``Booster.save_model``);
 - ``meta.json``: ``format_version`` (1), ``features`` (column order), ``best_iteration``, ``config``
-  (the `CoarseConfig`), ``importance`` (gain per feature), ``dev`` (LightGBM's dev NDCG@k per round
+  (the `LambdaMartConfig`), ``importance`` (gain per feature), ``dev`` (LightGBM's dev NDCG@k per round
   kept: the best). Never pickle: both files are plain text.
 """
 from __future__ import annotations
@@ -27,8 +30,8 @@ FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class CoarseConfig:
-    top_k: int = 50                 # candidates passed to the fine stage
+class LambdaMartConfig:
+    top_k: int = 50                 # candidates kept by `rank` (the coarse stage passes 50 to the fine stage)
     n_estimators: int = 400
     learning_rate: float = 0.05
     num_leaves: int = 15
@@ -46,8 +49,8 @@ def _groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keep, np.full(len(keep), labels.shape[1], np.int64)
 
 
-class CoarseRanker:
-    """LightGBM LambdaMART over `features.feature_names` columns; `rank` keeps each user's top k."""
+class LambdaMartRanker:
+    """LightGBM LambdaMART over named feature columns; `rank` keeps each user's top k."""
 
     def __init__(self, booster, meta: dict):
         self.booster = booster
@@ -59,7 +62,7 @@ class CoarseRanker:
 
     @classmethod
     def fit(cls, X: np.ndarray, labels: np.ndarray, X_dev: np.ndarray, labels_dev: np.ndarray,
-            features: list[str], config: CoarseConfig = CoarseConfig()) -> "CoarseRanker":
+            features: list[str], config: LambdaMartConfig = LambdaMartConfig()) -> "LambdaMartRanker":
         """X: (n_users, c, F) features, labels: (n_users, c) 0/1; the same for dev (early stopping)."""
         try:
             import lightgbm as lgb
@@ -69,8 +72,8 @@ class CoarseRanker:
             raise ValueError(f"X has {X.shape[2]} feature columns, feature names {len(features)}")
         rows, groups = _groups(labels)
         if len(rows) == 0:
-            raise ValueError("CoarseRanker.fit: no training user has its target among the candidates; "
-                             "recall found nothing to learn from")
+            raise ValueError("LambdaMartRanker.fit: no training user has its target among the candidates; "
+                             "the earlier stages found nothing to learn from")
         drows, dgroups = _groups(labels_dev)
         f = X.shape[2]
         train = lgb.Dataset(X[rows].reshape(-1, f), labels[rows].reshape(-1), group=groups,
@@ -105,13 +108,14 @@ class CoarseRanker:
                                  num_threads=self.meta["config"]["num_threads"])
         return s.reshape(shape).astype(np.float32)
 
-    def rank(self, X: np.ndarray, candidates: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Keep the top k (config.top_k by default) of each user's candidates:
-        X (n, c, F), candidates (n, c) -> (items (n, k), scores (n, k)), best first."""
+    def rank(self, X: np.ndarray, candidates: np.ndarray,
+             k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Keep the top k (config.top_k by default) of each user's candidates: X (n, c, F), candidates
+        (n, c) -> (items (n, k), scores (n, k), positions (n, k) into the c candidates), best first."""
         k = min(k or self.meta["config"]["top_k"], candidates.shape[1])
         s = self.predict(X)                                            # (n, c)
         order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(candidates, order, 1), np.take_along_axis(s, order, 1)
+        return np.take_along_axis(candidates, order, 1), np.take_along_axis(s, order, 1), order
 
     def save(self, out_dir: str | Path) -> Path:
         out = Path(out_dir)
@@ -124,12 +128,12 @@ class CoarseRanker:
         return out
 
     @classmethod
-    def load(cls, path: str | Path) -> "CoarseRanker":
+    def load(cls, path: str | Path) -> "LambdaMartRanker":
         import lightgbm as lgb
 
         path = Path(path)
         if not (path / MODEL_FILE).exists() or not (path / META_FILE).exists():
-            raise FileNotFoundError(f"{path}: no coarse model here (needs {MODEL_FILE} and {META_FILE})")
+            raise FileNotFoundError(f"{path}: no LambdaMART ranker here (needs {MODEL_FILE} and {META_FILE})")
         meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path / META_FILE}: format_version {meta.get('format_version')}, "

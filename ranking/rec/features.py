@@ -13,6 +13,12 @@ Columns (`FEATURES`, in this order):
 - ``user_activity``: history length; ``log_hours_since_last``: log(1 + hours since the user's last
   interaction), at the request time.
 
+The fine stage's final combination reads the same columns for the coarse survivors plus
+`FINE_FEATURES`: ``sasrec`` (the SASRec logit), ``sasrec_z`` (its z-score within the user's
+survivors) and ``sasrec_rank`` (0-based rank by SASRec among them). The coarse score itself is left
+out: on the fine ranker's training users it is an in-sample score of the coarse model (trained on the
+same targets), so it would look more trustworthy there than it is at serving.
+
 Everything is computed from what is known before the request (`split.known_sequences` of the split)
 and the request time; nothing reads the target or later interactions.
 """
@@ -30,9 +36,17 @@ ITEM_FEATURES = ["log_pop", "log_pop_recent", "genre_affinity", "genre_affinity_
                  "user_activity", "log_hours_since_last"]
 
 
+FINE_FEATURES = ["sasrec", "sasrec_z", "sasrec_rank"]
+
+
 def feature_names(routes: list[str]) -> list[str]:
-    """The column order for the given recall routes."""
+    """The coarse column order for the given recall routes."""
     return [f"route_{r}" for r in routes] + [f"rank_{r}" for r in routes] + ["fused"] + ITEM_FEATURES
+
+
+def fine_feature_names(routes: list[str]) -> list[str]:
+    """The fine combination's column order: the coarse columns, then `FINE_FEATURES`."""
+    return feature_names(routes) + FINE_FEATURES
 
 
 @dataclass(frozen=True)
@@ -108,3 +122,13 @@ def feature_matrix(ctx: FeatureContext, histories: list[np.ndarray], history_ts:
         out[u, :, 2 * len(routes) + 1:] = user_item_features(ctx, histories[u], history_ts[u], int(now[u]),
                                                              candidates[u])
     return out
+
+
+def fine_feature_matrix(coarse_features: np.ndarray, fine_scores: np.ndarray) -> np.ndarray:
+    """Columns of the fine combination: the survivors' coarse features (n, k, F) and the sequence
+    model's scores (n, k) -> (n, k, F + 3) float32."""
+    fine = np.asarray(fine_scores, np.float64)
+    z = (fine - fine.mean(1, keepdims=True)) / (fine.std(1, keepdims=True) + 1e-9)
+    rank = np.argsort(np.argsort(-fine, axis=1, kind="stable"), axis=1, kind="stable")
+    extra = np.stack([fine, z, rank], axis=2).astype(np.float32)  # (n, k, 3)
+    return np.concatenate([coarse_features.astype(np.float32), extra], axis=2)

@@ -1,5 +1,6 @@
 """The recommendation funnel, end to end and free of I/O: recall (fused routes, ~200 items) -> coarse
-LightGBM (~50) -> fine SASRec (scores the 50) -> rerank rules -> the 10 items a user sees.
+LightGBM (~50) -> fine SASRec (scores the 50, combined with the coarse columns by a second LightGBM)
+-> rerank rules -> the 10 items a user sees.
 
 Why a funnel: each stage can afford a costlier model on fewer items. The routes score the whole
 catalogue with one product each; LightGBM reads a dozen cheap columns per candidate; SASRec runs a
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .coarse import CoarseRanker
-from .features import FeatureContext, feature_matrix
+from .coarse import LambdaMartRanker
+from .features import FeatureContext, feature_matrix, fine_feature_matrix
 from .metrics import evaluate_lists, recall_at_k
 from .rerank import RerankConfig, popularity_percentile, rerank
 from .split import SplitView, mask_seen, top_k
@@ -35,7 +36,7 @@ class FunnelConfig:
     coarse_k: int = 50
     rrf_k: float = 60.0                                   # reciprocal-rank fusion constant (Cormack et al. 2009)
     route_weights: Mapping[str, float] = field(default_factory=dict)  # missing route -> 1.0
-    coarse_weight: float = 0.0    # final score = z(fine) + coarse_weight * z(coarse), z within the user's list
+    coarse_weight: float = 0.0    # without a fine ranker: score = z(fine) + coarse_weight * z(coarse), z per user
     rerank: RerankConfig = RerankConfig()
 
 
@@ -56,18 +57,21 @@ class Batch:
 
 @dataclass
 class Candidates:
-    items: np.ndarray    # (n, k) item indices, best first
-    scores: np.ndarray   # (n, k) the stage's scores
+    items: np.ndarray                    # (n, k) item indices, best first
+    scores: np.ndarray                   # (n, k) the stage's scores
+    features: np.ndarray | None = None   # (n, k, F) the coarse columns, carried for the fine stage
 
 
 @dataclass
 class Funnel:
-    """Fitted pieces of the funnel. ``fine`` holds one or more SASRec models whose scores are averaged
-    (several seeds: a cheap ensemble); None skips the stage, as does ``coarse=None``."""
+    """Fitted pieces of the funnel. ``fine`` holds one or more SASRec models whose logits are averaged
+    (several seeds: an ensemble); ``fine_ranker`` combines them with the coarse columns (else the
+    ``coarse_weight`` blend). An empty ``fine`` skips the stage, as does ``coarse=None``."""
     routes: dict[str, Route]
     context: FeatureContext
-    coarse: CoarseRanker | None
+    coarse: LambdaMartRanker | None
     fine: Sequence = ()
+    fine_ranker: LambdaMartRanker | None = None
     config: FunnelConfig = FunnelConfig()
 
 
@@ -109,13 +113,16 @@ def recall_stage(routes: Mapping[str, Route], batch: Batch, config: FunnelConfig
                         {r: take(rk) for r, rk in ranks.items()})
 
 
-def coarse_stage(coarse: CoarseRanker, ctx: FeatureContext, batch: Batch, rec: RecallOutput,
-                 k: int) -> tuple[Candidates, np.ndarray]:
-    """LightGBM over the recall candidates' features -> (top k candidates, the feature tensor)."""
-    X = feature_matrix(ctx, batch.histories, batch.history_ts, batch.now, rec.candidates.items,
-                       rec.route_scores, rec.route_ranks, rec.candidates.scores)
-    items, scores = coarse.rank(X, rec.candidates.items, k)
-    return Candidates(items, scores), X
+def coarse_features(ctx: FeatureContext, batch: Batch, rec: RecallOutput) -> np.ndarray:
+    """(n, recall_k, F) coarse columns of the recall candidates."""
+    return feature_matrix(ctx, batch.histories, batch.history_ts, batch.now, rec.candidates.items,
+                          rec.route_scores, rec.route_ranks, rec.candidates.scores)
+
+
+def coarse_stage(coarse: LambdaMartRanker, X: np.ndarray, rec: RecallOutput, k: int) -> Candidates:
+    """LightGBM over the recall candidates' columns X -> the top k, carrying their columns."""
+    items, scores, rows = coarse.rank(X, rec.candidates.items, k)
+    return Candidates(items, scores, np.take_along_axis(X, rows[:, :, None], 1))
 
 
 def _zscore(s: np.ndarray) -> np.ndarray:
@@ -123,11 +130,24 @@ def _zscore(s: np.ndarray) -> np.ndarray:
     return (s - s.mean(1, keepdims=True)) / (s.std(1, keepdims=True) + 1e-9)
 
 
-def fine_stage(models: Sequence, batch: Batch, cands: Candidates, coarse_weight: float = 0.0) -> Candidates:
-    """Score the candidates with each SASRec, average the per-user z-scores, optionally blend the
-    previous stage's score, and re-sort."""
-    fine = np.mean([_zscore(m.score_candidates(batch.histories, cands.items)) for m in models], axis=0)
-    score = fine + coarse_weight * _zscore(cands.scores) if coarse_weight else fine
+def fine_scores(models: Sequence, batch: Batch, cands: Candidates) -> np.ndarray:
+    """(n, k) mean SASRec logit of each candidate over the models."""
+    return np.mean([m.score_candidates(batch.histories, cands.items) for m in models], axis=0)
+
+
+def fine_stage(models: Sequence, batch: Batch, cands: Candidates, ranker: LambdaMartRanker | None = None,
+               coarse_weight: float = 0.0) -> Candidates:
+    """Score the candidates with SASRec, combine with the coarse stage (the fine ranker over the coarse
+    columns + SASRec columns, or else a z-score blend), and re-sort."""
+    fine = fine_scores(models, batch, cands)
+    if ranker is not None:
+        if cands.features is None:
+            raise ValueError("the fine ranker reads the coarse columns: run the coarse stage first")
+        score = ranker.predict(fine_feature_matrix(cands.features, fine)).astype(np.float64)
+    elif coarse_weight:
+        score = _zscore(fine) + coarse_weight * _zscore(cands.scores)
+    else:
+        score = fine
     order = np.argsort(-score, axis=1, kind="stable")
     return Candidates(np.take_along_axis(cands.items, order, 1), np.take_along_axis(score, order, 1))
 
@@ -143,6 +163,28 @@ def rerank_stage(batch: Batch, cands: Candidates, item_genres: np.ndarray, pop_p
         if traces is not None:
             traces.append(trace)
     return Candidates(out, np.broadcast_to(np.arange(config.k, 0, -1, dtype=np.float32), out.shape).copy())
+
+
+# ---------------------------------------------------------------- training examples for the two rankers
+
+def coarse_examples(routes: Mapping[str, Route], ctx: FeatureContext, view: SplitView,
+                    config: FunnelConfig) -> tuple[RecallOutput, np.ndarray, np.ndarray]:
+    """Recall and coarse columns for every target of a view, through the serving functions (so training
+    and serving cannot drift) -> (recall output, X (n, recall_k, F), labels (n, recall_k) 0/1)."""
+    batch = Batch.from_view(view)
+    rec = recall_stage(routes, batch, config)
+    labels = (rec.candidates.items == view.targets[:, None]).astype(np.float32)
+    return rec, coarse_features(ctx, batch, rec), labels
+
+
+def fine_examples(models: Sequence, coarse: LambdaMartRanker, view: SplitView, rec: RecallOutput,
+                  X: np.ndarray, config: FunnelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The fine ranker's columns for the coarse survivors of a view -> (X (n, coarse_k, F + 3),
+    labels (n, coarse_k) 0/1). ``rec`` and ``X`` come from `coarse_examples` on the same view."""
+    batch = Batch.from_view(view)
+    cands = coarse_stage(coarse, X, rec, config.coarse_k)
+    Xf = fine_feature_matrix(cands.features, fine_scores(models, batch, cands))
+    return Xf, (cands.items == view.targets[:, None]).astype(np.float32)
 
 
 # ---------------------------------------------------------------- the loop
@@ -165,11 +207,12 @@ def recommend(funnel: Funnel, batch: Batch, trace: bool = False) -> FunnelOutput
     ms["recall"] = 1e3 * (time.perf_counter() - t)
     if funnel.coarse is not None:
         t = time.perf_counter()
-        stages["coarse"] = cands = coarse_stage(funnel.coarse, funnel.context, batch, rec, cfg.coarse_k)[0]
+        X = coarse_features(funnel.context, batch, rec)
+        stages["coarse"] = cands = coarse_stage(funnel.coarse, X, rec, cfg.coarse_k)
         ms["coarse"] = 1e3 * (time.perf_counter() - t)
     if funnel.fine:
         t = time.perf_counter()
-        stages["fine"] = cands = fine_stage(funnel.fine, batch, cands, cfg.coarse_weight)
+        stages["fine"] = cands = fine_stage(funnel.fine, batch, cands, funnel.fine_ranker, cfg.coarse_weight)
         ms["fine"] = 1e3 * (time.perf_counter() - t)
     t = time.perf_counter()
     traces = [] if trace else None

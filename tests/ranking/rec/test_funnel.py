@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from funnel.ranking.rec.baselines import EASE, Popularity
-from funnel.ranking.rec.coarse import CoarseConfig, CoarseRanker
-from funnel.ranking.rec.features import ITEM_FEATURES, build_context, feature_matrix, feature_names
-from funnel.ranking.rec.funnel import Batch, Funnel, FunnelConfig, evaluate_funnel, fuse_rrf, recall_stage, recommend
+from funnel.ranking.rec.coarse import LambdaMartConfig, LambdaMartRanker
+from funnel.ranking.rec.features import FINE_FEATURES, ITEM_FEATURES, build_context, feature_names, fine_feature_names
+from funnel.ranking.rec.funnel import (Batch, Funnel, FunnelConfig, coarse_examples, evaluate_funnel, fine_examples,
+                                       fuse_rrf, recommend)
 from funnel.ranking.rec.rerank import RerankConfig
 from funnel.ranking.rec.sasrec import SASRec, SASRecConfig
 from funnel.ranking.rec.split import fit_sequences, split_view
@@ -21,14 +22,6 @@ def routes_for(ds, seqs, tt):
             "popularity": lambda h, u: pop.score(h)}
 
 
-def candidates_and_features(ds, routes, view, split):
-    batch = Batch.from_view(view)
-    rec = recall_stage(routes, batch, CFG)
-    X = feature_matrix(build_context(ds, split), batch.histories, batch.history_ts, batch.now, rec.candidates.items,
-                       rec.route_scores, rec.route_ranks, rec.candidates.scores)
-    return rec, X, (rec.candidates.items == view.targets[:, None]).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def funnel(synthetic_ds):
     torch.set_num_threads(1)
@@ -41,15 +34,19 @@ def funnel(synthetic_ds):
     tt_fold = TwoTower.from_dataset(ds, device="cpu", **tt_kw)
     tt_fold.fit(fold, max_epochs=5)
     routes, routes_fold = routes_for(ds, fit, tt), routes_for(ds, fold, tt_fold)
-    _, X, y = candidates_and_features(ds, routes_fold, split_view(ds, "train"), "train")
-    _, X_dev, y_dev = candidates_and_features(ds, routes, split_view(ds, "dev"), "dev")
-    names = feature_names(list(routes))
-    coarse = CoarseRanker.fit(X, y, X_dev, y_dev, names, CoarseConfig(n_estimators=20, min_data_in_leaf=5,
-                                                                      num_threads=1, top_k=10))
-    sas = SASRec(SASRecConfig(n_items=ds.n_items, max_len=20, dim=16, n_layers=1, dropout=0.1, lr=5e-3,
-                              batch_size=16), device="cpu")
+    train_view, dev = split_view(ds, "train"), split_view(ds, "dev")
+    rec, X, y = coarse_examples(routes_fold, build_context(ds, "train"), train_view, CFG)
+    rec_dev, X_dev, y_dev = coarse_examples(routes, build_context(ds, "dev"), dev, CFG)
+    lm = LambdaMartConfig(n_estimators=20, min_data_in_leaf=5, num_threads=1, top_k=10)
+    coarse = LambdaMartRanker.fit(X, y, X_dev, y_dev, feature_names(list(routes)), lm)
+    sas_cfg = SASRecConfig(n_items=ds.n_items, max_len=20, dim=16, n_layers=1, dropout=0.1, lr=5e-3, batch_size=16)
+    sas, sas_fold = SASRec(sas_cfg, device="cpu"), SASRec(sas_cfg, device="cpu")
     sas.fit(fit, max_epochs=10)
-    return Funnel(routes, build_context(ds, "test"), coarse, [sas], CFG)
+    sas_fold.fit(fold, max_epochs=10)
+    Xf, yf = fine_examples([sas_fold], coarse, train_view, rec, X, CFG)
+    Xf_dev, yf_dev = fine_examples([sas], coarse, dev, rec_dev, X_dev, CFG)
+    fine_ranker = LambdaMartRanker.fit(Xf, yf, Xf_dev, yf_dev, fine_feature_names(list(routes)), lm)
+    return Funnel(routes, build_context(ds, "test"), coarse, [sas], fine_ranker, CFG)
 
 
 def test_rrf_by_hand():
@@ -61,6 +58,7 @@ def test_rrf_by_hand():
 def test_feature_columns(synthetic_ds, funnel):
     names = funnel.coarse.features
     assert names[-len(ITEM_FEATURES):] == ITEM_FEATURES and "route_two_tower" in names and "rank_ease" in names
+    assert funnel.fine_ranker.features == names + FINE_FEATURES
 
 
 def test_recommend_shapes_and_rules(synthetic_ds, funnel):
@@ -89,9 +87,9 @@ def test_evaluate_funnel(synthetic_ds, funnel):
 
 def test_coarse_save_load(synthetic_ds, funnel, tmp_path):
     funnel.coarse.save(tmp_path / "coarse")
-    loaded = CoarseRanker.load(tmp_path / "coarse")
+    loaded = LambdaMartRanker.load(tmp_path / "coarse")
     X = np.random.default_rng(0).normal(size=(3, 7, len(loaded.features))).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(X), funnel.coarse.predict(X), rtol=1e-6)
     assert loaded.features == funnel.coarse.features
-    with pytest.raises(FileNotFoundError, match="no coarse model"):
-        CoarseRanker.load(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="no LambdaMART ranker"):
+        LambdaMartRanker.load(tmp_path / "missing")
