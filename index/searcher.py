@@ -184,20 +184,25 @@ class Bm25Retriever:
             self._cache[term] = entry
         return entry
 
-    def score_terms(self, terms: list[str]) -> np.ndarray:
+    def score_terms(self, terms: list[str], term_weights: list[float] | None = None) -> np.ndarray:
         """(n_total,) float64 scores of every document for analysed query terms.
 
         All postings of the query are gathered and summed by one ``np.bincount`` (a C loop),
         instead of one scatter-add per term. Each document's contributions are summed in
         query-term order whatever the segment layout, so scores are bit-identical across
-        layouts of the same documents.
+        layouts of the same documents. ``term_weights`` (one per term; e.g. an expanded query,
+        `funnel.ranking.serving.prf`) scales each term's contribution; None: every term counts once.
         """
+        if term_weights is not None and len(term_weights) != len(terms):
+            raise FunnelError(f"{len(terms)} query terms but {len(term_weights)} term weights")
         ords, weights = [], []
-        for term in terms:
+        for i, term in enumerate(terms):
             entry = self._term(term)
             if entry is None:
                 continue
             idf, parts = entry
+            if term_weights is not None:
+                idf = idf * np.float32(term_weights[i])
             for g, imp in parts:
                 ords.append(g)
                 weights.append(imp * idf)
@@ -311,11 +316,11 @@ class ShardedBm25Retriever:
     def open(cls, index_dir: str | Path, config: BM25Config | None = None) -> "ShardedBm25Retriever":
         return cls(ShardedIndexReader(index_dir), config)
 
-    def score_terms(self, terms: list[str]) -> np.ndarray:
+    def score_terms(self, terms: list[str], term_weights: list[float] | None = None) -> np.ndarray:
         """(n_total,) float64 scores of every document, by global ordinal."""
         if not self.shards:
             return np.zeros(0, dtype=np.float64)
-        return np.concatenate([s.score_terms(terms) for s in self.shards])
+        return np.concatenate([s.score_terms(terms, term_weights) for s in self.shards])
 
     def score(self, query: str) -> np.ndarray:
         return self.score_terms(self.analyzer(query))

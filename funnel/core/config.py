@@ -306,6 +306,13 @@ class RecallConfig:
     hnsw_m: int = 16  # HNSW links per node (built with efConstruction 100)
     ef_search: int = 512  # HNSW candidate list at query time (raised to k when smaller; recall@100 0.99 at 512)
     pagerank_prior: float = 0.0  # BM25 route: add w x log(PageRank x N) to matched documents (0: off)
+    # BM25 route: rank by the RM3-expanded query (pseudo-relevance feedback, `funnel.ranking.serving.prf`).
+    # Off: on SciFact it hurts nDCG@10 at Anserini's lambda 0.5 and gains only within noise at the best
+    # setting on train (below), on train and dev alike (benchmarks/results/prf.md)
+    prf: bool = False
+    prf_docs: int = 10  # feedback documents: the first pass's top n
+    prf_terms: int = 10  # expansion terms kept from them
+    prf_weight: float = 0.9  # lambda, the original query's share of the expanded query (chosen on SciFact train)
 
 
 @dataclass(frozen=True)
@@ -500,6 +507,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "recall.bm25_k": _number(1), "recall.dense_k": _number(1), "recall.fusion": _choice("weighted", "rrf"),
     "recall.dense_weight": _FRACTION, "recall.ann": _choice("auto", "exact", "ivf", "hnsw"),
     "recall.nprobe": _number(1), "recall.hnsw_m": _number(2), "recall.ef_search": _number(1),
+    "recall.prf_docs": _number(1), "recall.prf_terms": _number(1), "recall.prf_weight": _FRACTION,
     "dense.query_max_len": _number(1), "dense.doc_max_len": _number(1), "dense.batch_size": _number(1),
     "dense.device": _device, "dense.dtype": _GPU_DTYPES, "dense.cpu_dtype": _CPU_DTYPES,
     "train_dense.towers": _choice("auto", "shared", "query"), "train_dense.temperature": _POSITIVE,

@@ -33,6 +33,7 @@ from funnel.index.vectors import VectorIndex
 from funnel.ranking.evaluate import evaluate
 from funnel.ranking.models.dual_encoder import load_dual_encoder, resolve_model_path, tower_fingerprint
 from funnel.ranking.models.quantize import check_cpu_dtype, quantize_int8
+from funnel.ranking.serving.prf import Rm3
 from funnel.ranking.serving.stages import Candidates, Request, StageTrace
 
 
@@ -97,25 +98,31 @@ class Bm25Recall:
     """BM25 candidates from the inverted index (`funnel.index.searcher.Bm25Retriever`).
 
     ``prior`` (optional): (n_total,) float64 added to every matched document's BM25 before the top k
-    is taken, e.g. `pagerank_prior_array`; the ``bm25`` feature stays the plain BM25 score.
+    is taken, e.g. `pagerank_prior_array`; ``prf`` (optional): an `funnel.ranking.serving.prf.Rm3`,
+    the route then ranks by the RM3-expanded query's BM25 (documents matching only expansion terms
+    included). Either way the ``bm25`` feature stays the plain BM25 score of the query.
     """
     name = "bm25"
 
-    def __init__(self, retriever, k: int = 1000, prior: np.ndarray | None = None):
+    def __init__(self, retriever, k: int = 1000, prior: np.ndarray | None = None, prf=None):
         self.retriever = retriever
         self.k = k
         self.prior = prior
+        self.prf = prf
 
     def rank(self, request: Request, candidates: Candidates, k: int | None = None) -> Candidates:
         t0 = time.perf_counter()
-        if self.prior is None:
+        if self.prior is None and self.prf is None:
             hits = self.retriever.search(request.query or "", self.k)
             ords, doc_ids, bm25 = np.asarray(hits.ords, np.int64), list(hits.doc_ids), hits.scores
             scores = bm25
         else:
-            raw = self.retriever.score(request.query or "")  # (n_total,)
-            matched = np.flatnonzero(raw > 0)
-            with_prior = raw[matched] + self.prior[matched]
+            if self.prf is None:
+                raw = ranked = self.retriever.score(request.query or "")  # (n_total,)
+            else:
+                raw, ranked, _ = self.prf.score(self.retriever.analyzer(request.query or ""))  # (n_total,) each
+            matched = np.flatnonzero(ranked > 0)
+            with_prior = ranked[matched] + (self.prior[matched] if self.prior is not None else 0.0)
             order = np.lexsort((matched, -with_prior))[: self.k]  # best first, ties by ordinal
             ords, scores, bm25 = matched[order], with_prior[order], raw[matched[order]]
             doc_ids = self.retriever.reader.doc_id_array[ords].tolist()
@@ -191,7 +198,7 @@ class HybridRecall:
         if self.k:
             ids, fused = ids[: self.k], fused[: self.k]
         # complete both features for every candidate: the score the other route did not return
-        bm25_of = dict(zip(b.doc_ids, b.scores.tolist()))
+        bm25_of = dict(zip(b.doc_ids, b.features["bm25"].tolist()))  # plain BM25 (not the prior's or PRF's score)
         missing_bm25 = [d for d in ids if d not in bm25_of]
         if missing_bm25:
             full = self.bm25.retriever.score(query)  # (n_total,) accumulator over the index
@@ -270,7 +277,8 @@ def build_recall(config, route: str | None = None, *, model: str | None = None, 
     if route != "dense":
         retriever = retriever or Bm25Retriever.open(config.paths.index, config.bm25)
         prior = pagerank_prior_array(config.paths.home, retriever.reader.doc_ids, rc.pagerank_prior)
-        bm25 = Bm25Recall(retriever, cap(rc.bm25_k), prior)
+        prf = Rm3(retriever, rc.prf_docs, rc.prf_terms, rc.prf_weight) if rc.prf else None
+        bm25 = Bm25Recall(retriever, cap(rc.bm25_k), prior, prf)
     if route == "bm25":
         return bm25
     encoder, vectors = open_dense(config, model)
