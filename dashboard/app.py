@@ -144,14 +144,26 @@ def inspect_result(service, result, doc_id: str) -> None:
                 color=alt.condition("datum.contribution > 0", alt.value("#2a9d8f"), alt.value("#e76f51")),
                 tooltip=["feature", "value", "contribution"]), width="stretch")
     with c2:
-        st.markdown("**Cross-encoder attention (fine stage, last layer)**")
-        att = fi.cross_encoder_attention(service, result.profile, result.query, doc_id)
+        st.markdown("**Cross-encoder attention (fine stage)**")
+        n_layers, n_heads = st.session_state.get("_att_shape", (0, 0))
+        layer, head = -1, None
+        if n_layers:
+            a1, a2 = st.columns(2)
+            layer = a1.selectbox("Layer", list(range(n_layers)), index=n_layers - 1, key="att_layer")
+            head = a2.selectbox("Head", [None] + list(range(n_heads)), key="att_head",
+                                format_func=lambda h: "mean of all" if h is None else str(h))
+        att = fi.cross_encoder_attention(service, result.profile, result.query, doc_id, layer=layer, head=head)
         if att is None:
             st.info("No cross-encoder in this profile yet: train one with `funnel train cross-encoder`.")
         else:
+            if st.session_state.get("_att_shape") != (att.n_layers, att.n_heads):
+                st.session_state["_att_shape"] = (att.n_layers, att.n_heads)
+                st.rerun()  # draw the layer and head choices now that the model's shape is known
             grid = pd.DataFrame([{"query token": q, "doc token": f"{j:02d} {d}", "attention": float(att.query_to_doc[i, j])}
                                  for i, q in enumerate(att.query_tokens) for j, d in enumerate(att.doc_tokens)])
-            st.caption(f"logit {att.logit:.3f}; mean over heads; first {len(att.doc_tokens)} document tokens")
+            st.caption(f"logit {att.logit:.3f}; layer {att.layer} of {att.n_layers}, "
+                       f"{'mean over heads' if att.head is None else f'head {att.head} of {att.n_heads}'}; "
+                       f"first {len(att.doc_tokens)} document tokens")
             st.altair_chart(alt.Chart(grid).mark_rect().encode(
                 x=alt.X("doc token:N", sort=None), y=alt.Y("query token:N", sort=None),
                 color=alt.Color("attention:Q", scale=alt.Scale(scheme="blues")),

@@ -96,16 +96,21 @@ def coarse_contributions(service: SearchService, result: SearchResult, doc_id: s
 @dataclass
 class Attention:
     tokens: list[str]
-    cls_weights: np.ndarray  # (seq,) last layer, mean over heads: what [CLS] (the score's input) reads
-    query_to_doc: np.ndarray  # (n_query_tokens, n_doc_tokens) last layer, mean over heads
+    cls_weights: np.ndarray  # (seq,) chosen layer and head (or mean over heads): what [CLS] reads
+    query_to_doc: np.ndarray  # (n_query_tokens, n_doc_tokens) chosen layer and head (or mean over heads)
     query_tokens: list[str]
     doc_tokens: list[str]
     logit: float
+    layer: int = -1  # the layer shown (0-based; -1: the last)
+    head: int | None = None  # the head shown; None: mean over heads
+    n_layers: int = 0
+    n_heads: int = 0
 
 
 def cross_encoder_attention(service: SearchService, profile: str, query: str, doc_id: str,
-                            max_doc_tokens: int = 48) -> Attention | None:
-    """The fine stage's attention for one (query, document) pair; None without a trained cross-encoder."""
+                            max_doc_tokens: int = 48, layer: int = -1, head: int | None = None) -> Attention | None:
+    """The fine stage's attention for one (query, document) pair in `layer` (0-based, -1: the last),
+    one `head` or the mean over heads (None); None without a trained cross-encoder."""
     stage = _stage(service, profile, "fine")
     if stage is None:
         return None
@@ -129,7 +134,12 @@ def cross_encoder_attention(service: SearchService, profile: str, query: str, do
                 model.set_attn_implementation(previous)
     if not out.attentions:
         return None
-    last = out.attentions[-1][0].float().mean(0).cpu().numpy()  # (seq, seq), mean over heads
+    n_layers = len(out.attentions)
+    layer = layer if -n_layers <= layer < n_layers else -1
+    per_head = out.attentions[layer][0].float()  # (heads, seq, seq)
+    n_heads = per_head.shape[0]
+    head = head if head is not None and 0 <= head < n_heads else None
+    last = (per_head.mean(0) if head is None else per_head[head]).cpu().numpy()  # (seq, seq)
     ids = enc["input_ids"][0].tolist()
     tokens = tok.convert_ids_to_tokens(ids)
     types = enc.get("token_type_ids")
@@ -137,7 +147,7 @@ def cross_encoder_attention(service: SearchService, profile: str, query: str, do
     q_pos = [i for i, (t, ty) in enumerate(zip(tokens, types)) if ty == 0 and t not in ("[CLS]", "[SEP]")]
     d_pos = [i for i, (t, ty) in enumerate(zip(tokens, types)) if ty == 1 and t != "[SEP]"][:max_doc_tokens]
     return Attention(tokens, last[0], last[np.ix_(q_pos, d_pos)], [tokens[i] for i in q_pos],
-                     [tokens[i] for i in d_pos], float(out.logits[0, 0]))
+                     [tokens[i] for i in d_pos], float(out.logits[0, 0]), layer % n_layers, head, n_layers, n_heads)
 
 
 def pagerank_top(service: SearchService, n: int = 20) -> pd.DataFrame | None:

@@ -69,3 +69,14 @@ def test_compare_page_switches_runs(app):
     assert list(summary["B - A"]) == [0.0, 0.0] and list(summary["p (randomisation)"]) == [1.0, 1.0]
     side = app.dataframe[-1].value
     assert set(side["move"]) == {"="}
+
+
+def test_attention_layer_and_head_are_selectable(app):
+    app.text_input(key="query").input("cancer cells").run()
+    assert not app.exception, app.exception
+    layers = app.selectbox(key="att_layer")
+    assert layers.value == len(layers.options) - 1  # the last layer first
+    layers.set_value(0).run()
+    app.selectbox(key="att_head").set_value(1).run()
+    assert not app.exception, app.exception
+    assert any("layer 0 of" in c.value and "head 1 of" in c.value for c in app.caption)

@@ -94,3 +94,18 @@ def test_stage_metrics_match_a_direct_evaluation(full_service):
     assert metrics["nDCG@10"].iloc[-1] == pytest.approx(final, abs=1e-9)
     assert list(lat["stage"]) == full_service.stage_names() + ["total"]
     assert (lat["p95 ms"] >= lat["p50 ms"]).all()
+
+
+def test_cross_encoder_attention_by_layer_and_head(full_service):
+    doc_id = full_service.search("cancer cells", k=1).hits[0].doc_id
+
+    def att(**kw):
+        return fi.cross_encoder_attention(full_service, "cpu", "cancer cells", doc_id, **kw)
+
+    mean = att(layer=0)
+    assert mean.layer == 0 and mean.head is None and mean.n_layers >= 1 and mean.n_heads >= 2
+    heads = [att(layer=0, head=h) for h in range(mean.n_heads)]
+    assert [h.head for h in heads] == list(range(mean.n_heads))
+    np.testing.assert_allclose(np.mean([h.query_to_doc for h in heads], axis=0), mean.query_to_doc, atol=1e-5)
+    assert all(np.isclose(h.cls_weights.sum(), 1.0, atol=1e-4) for h in heads)
+    assert att().layer == mean.n_layers - 1  # the last layer by default
