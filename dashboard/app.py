@@ -3,7 +3,7 @@
 Reads the same home as the API (index, store, trained models) through `funnel.api.service.SearchService`,
 loaded once per process. Pages: Search (each stage's ranking with rank movement and judgements, the chosen
 result's features, BM25 per query term with the matched terms highlighted, LightGBM contributions,
-cross-encoder attention, link neighbourhood, rating 0-3), Queries (per-query metrics, worst first, and
+cross-encoder attention by layer and head, link neighbourhood, rating 0-3), Queries (per-query metrics, worst first, and
 where each judged document was lost), Compare (two saved TREC runs: per-query deltas, paired tests, one
 query's two rankings), Links & PageRank, Evaluation (per-stage metrics on the store's judgements,
 committed benchmark tables, the pruning curve).
