@@ -15,17 +15,29 @@ what is left: fewer positives per query per epoch (drawn by grade), then fewer e
 steps. Every step logs ``step N/M NAME`` with the time left; a step stopped by its budget still runs
 its dev check and keeps its best checkpoint.
 
-Files: ``HOME/build.json`` (written after every step): ``{"format": 1, "budget_min", "plan":
-[{"step", "planned_min", "actual_min", "recipe"}], "report": {step: summary line}}``.
+A build resumes. Each finished step is recorded with a fingerprint of its inputs: the sizes and
+modification times of the data files it reads, the config sections it depends on (`STEP_INPUTS`), and
+the run ids of the steps whose output it reads (`STEP_DEPS`). `funnel build` again skips a step whose
+fingerprint is unchanged and whose output is in place, and reruns it (and everything downstream) when
+not: after a failing step, the steps before it are skipped and the build resumes from it; models
+already published stay in place until their replacement is trained. ``force=True`` (``--force``)
+reruns every step.
+
+Files: ``HOME/build.json`` (written when a step starts and after every step): ``{"format": 2,
+"budget_min", "plan": [{"step", "planned_min", "actual_min", "recipe"}], "report": {step: summary
+line}, "steps": {step: {"inputs": sha1 hex, "deps": {step: run id}, "run": run id}}}`` (``plan`` lists the
+steps this build ran; ``steps`` every finished step of this and earlier builds; format 1 had no ``steps``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+import uuid
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from funnel.core.config import Config
@@ -64,15 +76,87 @@ class Step:
     actual_s: float | None = None
 
 
+# The steps each step reads the output of (a rerun of one reruns the others after it) ...
+STEP_DEPS: dict[str, tuple[str, ...]] = {
+    "ingest+index": (),
+    "embed documents": ("ingest+index",),
+    "dual-encoder": ("ingest+index", "embed documents"),
+    "fold encoders": ("dual-encoder",),
+    "coarse": ("ingest+index", "dual-encoder", "fold encoders"),
+    "cross-encoder": ("ingest+index",),
+}
+# ... and the config sections and data files it reads ("qrels": the train and dev judgements).
+STEP_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "ingest+index": (("analyzer", "index"), ("corpus", "queries", "all qrels")),
+    "embed documents": (("dense", "train_dense"), ()),
+    "dual-encoder": (("dense", "train_dense", "bm25", "build"), ("queries", "qrels")),
+    "fold encoders": (("dense", "train_dense", "coarse", "bm25", "build"), ("queries", "qrels")),
+    "coarse": (("coarse", "recall", "bm25", "pipeline", "dense", "build"), ("queries", "qrels")),
+    "cross-encoder": (("fine", "bm25", "build"), ("queries", "qrels")),
+}
+
+
+def _file_stats(data_dir: Path, kinds: tuple[str, ...], splits: tuple[str, str]) -> dict:
+    """{file: [size, mtime_ns]} of the data files a step reads (a missing file: None)."""
+    paths = []
+    for kind in kinds:
+        if kind in ("corpus", "queries"):
+            paths.append(data_dir / f"{kind}.jsonl")
+        elif kind == "qrels":
+            paths += [data_dir / "qrels" / f"{s}.tsv" for s in splits]
+        else:  # all qrels: ingest loads every split
+            paths += sorted((data_dir / "qrels").glob("*.tsv"))
+    out = {}
+    for p in paths:
+        try:
+            st = p.stat()
+            out[str(p)] = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            out[str(p)] = None
+    return out
+
+
+def step_inputs(name: str, config: Config, data_dir: Path, splits: tuple[str, str], towers: str) -> str:
+    """SHA-1 of what step `name` reads besides other steps' outputs: its config sections and data files."""
+    sections, kinds = STEP_INPUTS[name]
+    what = {"step": name, "splits": list(splits), "data": _file_stats(Path(data_dir).resolve(), kinds, splits),
+            "config": {sec: asdict(getattr(config, sec)) for sec in sections}}
+    if name in ("embed documents", "dual-encoder", "fold encoders"):
+        what["towers"] = towers
+    return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def _output_exists(name: str, config: Config) -> bool:
+    p = config.paths
+    return {
+        "ingest+index": lambda: p.store.exists() and (p.index / "manifest.json").exists(),
+        "embed documents": lambda: (p.dense_index / "manifest.json").exists(),
+        "dual-encoder": lambda: p.dual_encoder.exists() and (p.dense_index / "manifest.json").exists(),
+        "fold encoders": lambda: p.dual_encoder_folds.exists(),
+        "coarse": lambda: p.coarse_model.exists(),
+        "cross-encoder": lambda: p.cross_encoder.exists(),
+    }[name]()
+
+
+def _read_steps(path: Path) -> dict:
+    """The finished steps recorded by earlier builds ({} when none, or an unreadable file)."""
+    try:
+        steps = json.loads(path.read_text(encoding="utf-8")).get("steps", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return steps if isinstance(steps, dict) else {}
+
+
 def _minutes(s: float | None) -> str:
     return "?" if s is None else f"{s / 60:.1f} min"
 
 
 def build(config: Config, data_dir: str | Path, *, train_split: str = "train", dev_split: str = "dev",
           skip: tuple[str, ...] = (), device: str = "auto", progress: bool = True,
-          budget_min: float | None = None) -> dict[str, str]:
+          budget_min: float | None = None, force: bool = False) -> dict[str, str]:
     """Ingest, index, plan and train the funnel for `data_dir`; returns one line of summary per step.
-    `budget_min` (None: ``build.budget_min``) is the whole build's time budget in minutes (0: none)."""
+    `budget_min` (None: ``build.budget_min``) is the whole build's time budget in minutes (0: none);
+    steps whose inputs did not change since they last finished are skipped unless `force`."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     data_dir = Path(data_dir)
@@ -85,20 +169,21 @@ def build(config: Config, data_dir: str | Path, *, train_split: str = "train", d
     if config.build.budget_min < 0:
         raise InputError(f"build.budget_min must be >= 0 (0: no budget), got {config.build.budget_min}")
     with logging_redirect_tqdm():  # log lines above the bars, never glued onto them
-        return _Build(config, data_dir, train_split, dev_split, skip, device, progress).run()
+        return _Build(config, data_dir, train_split, dev_split, skip, device, progress, force).run()
 
 
 class _Build:
     """The steps of one build, their plan and their clock."""
 
     def __init__(self, config: Config, data_dir: Path, train_split: str, dev_split: str, skip: tuple[str, ...],
-                 device: str, progress: bool):
+                 device: str, progress: bool, force: bool = False):
         from funnel.core.device import resolve_device
         from funnel.ranking.training.train_dense import resolve_towers
 
         self.config, self.data_dir, self.skip, self.device, self.progress = config, data_dir, skip, device, progress
         self.train_split, self.dev_split = train_split, dev_split
         self.report: dict[str, str] = {}
+        self.fold_config = config  # the fold encoders' recipe, set by the plan
         self.t0 = time.perf_counter()
         self.towers = resolve_towers(config.train_dense.towers, resolve_device(device)[0])
         names = []
@@ -114,11 +199,30 @@ class _Build:
             names.append("coarse")
         if "cross-encoder" not in skip:
             names.append("cross-encoder")
-        self.steps = [Step(n) for n in names]
+        # resume: a step runs when forced, when its inputs or its output changed, or when a step it reads reruns
+        self.done = _read_steps(config.paths.build_log)
+        self.inputs = {n: step_inputs(n, config, data_dir, (train_split, dev_split), self.towers) for n in names}
+        rerun: list[str] = []
+        for n in names:
+            rec = self.done.get(n) or {}
+            deps_now = {d: (self.done.get(d) or {}).get("run") for d in STEP_DEPS[n]}
+            if (force or rec.get("inputs") != self.inputs[n] or rec.get("deps") != deps_now
+                    or any(d in rerun for d in STEP_DEPS[n]) or not _output_exists(n, config)):
+                rerun.append(n)
+            else:
+                self.report[n] = "unchanged since the last build: skipped"
+                log.info("step %s: inputs unchanged since the last build, skipped (--force reruns it)", n)
+        self.steps = [Step(n) for n in rerun]
 
     # -- the clock ---------------------------------------------------------------------------------
 
+    def runs(self, name: str) -> bool:
+        return any(s.name == name for s in self.steps)
+
     def _start(self, name: str) -> Step:
+        # forget the step's record first: a build stopped inside it reruns it, even with unchanged inputs
+        self.done.pop(name, None)
+        self._write()
         i = next(i for i, s in enumerate(self.steps) if s.name == name)
         step = self.steps[i]
         left = [s.estimate_s for s in self.steps[i:]]
@@ -131,6 +235,8 @@ class _Build:
     def _done(self, step: Step, summary: str) -> None:
         step.actual_s += time.perf_counter()
         self.report[step.name] = f"{summary} ({step.actual_s:.0f} s)"
+        self.done[step.name] = {"inputs": self.inputs[step.name], "run": uuid.uuid4().hex,
+                                "deps": {d: (self.done.get(d) or {}).get("run") for d in STEP_DEPS[step.name]}}
         log.info("step %s done in %.1f min (planned %s)", step.name, step.actual_s / 60, _minutes(step.estimate_s))
         self._write()
 
@@ -140,8 +246,10 @@ class _Build:
                  "recipe": s.recipe} for s in self.steps]
         out = self.config.paths.build_log
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"format": 1, "budget_min": self.config.build.budget_min, "plan": plan,
-                                   "report": self.report}, indent=1), encoding="utf-8")
+        tmp = out.with_name(f".tmp-{out.name}")
+        tmp.write_text(json.dumps({"format": 2, "budget_min": self.config.build.budget_min, "plan": plan,
+                                   "report": self.report, "steps": self.done}, indent=1), encoding="utf-8")
+        os.replace(tmp, out)  # a build killed while writing leaves the previous record whole
 
     # -- the steps ---------------------------------------------------------------------------------
 
@@ -154,24 +262,24 @@ class _Build:
         config = self.config
         models = config.paths.models
         models.mkdir(parents=True, exist_ok=True)
-        if "ingest" not in self.skip:
+        if self.runs("ingest+index"):
             step = self._start("ingest+index")
             with DocumentStore(config.paths.store) as store:
                 counts = ingest_beir(self.data_dir, store)
                 manifest = build_index(store, config.paths.index, Analyzer(config.analyzer), progress=self.progress)
             self._done(step, f"{counts['docs']} docs, index generation {manifest['generation']}")
-        if "dense" not in self.skip and self.towers == "query":
+        if self.runs("embed documents"):
             from funnel.ranking.models.dual_encoder import embed_store
 
             step = self._start("embed documents")  # the frozen document tower, once, before training
             manifest = embed_store(config, config.train_dense.backbone, rebuild=True, progress=self.progress)
             self._done(step, f"{manifest['count']} vectors")
 
-        self.plan()
+        if any(self.runs(n) for n in ("dual-encoder", "fold encoders", "coarse", "cross-encoder")):
+            self.plan()
         config = self.config  # with the planned recipes
-        if "dense" not in self.skip:
-            self._dense(models)
-        if "coarse" not in self.skip:
+        self._dense(models)
+        if self.runs("coarse"):
             from funnel.ranking.training.train_coarse import train_coarse
 
             step = self._start("coarse")
@@ -180,7 +288,7 @@ class _Build:
                          log_file=tmp / "train_log.jsonl", progress=self.progress)
             publish(tmp, config.paths.coarse_model)
             self._done(step, str(config.paths.coarse_model))
-        if "cross-encoder" not in self.skip:
+        if self.runs("cross-encoder"):
             from funnel.ranking.training.train_cross import train_cross_encoder
 
             step = self._start("cross-encoder")
@@ -202,23 +310,26 @@ class _Build:
         from funnel.ranking.training.train_dense import train_dual_encoder
 
         config = self.config
-        step = self._start("dual-encoder")
-        tmp = _fresh_tmp(models, "dual-encoder")
-        train_dual_encoder(config, self.data_dir, tmp, split=self.train_split, dev_split=self.dev_split,
-                           log_file=tmp / "train_log.jsonl", device=self.device, progress=self.progress)
-        publish(tmp, config.paths.dual_encoder)
-        manifest = embed_store(config, str(config.paths.dual_encoder), rebuild=self.towers != "query",
-                               progress=self.progress)
-        stale = config.paths.dual_encoder_folds
-        if stale.exists():  # folds of an earlier encoder or corpus must not feed this build's coarse ranker
-            shutil.rmtree(stale)
-        self._done(step, f"{config.paths.dual_encoder}, {manifest['count']} vectors")
-        if config.coarse.cross_fit and self.towers == "query":  # out-of-fold encoders for the coarse training lists
+        if self.runs("dual-encoder"):
+            step = self._start("dual-encoder")
+            tmp = _fresh_tmp(models, "dual-encoder")
+            train_dual_encoder(config, self.data_dir, tmp, split=self.train_split, dev_split=self.dev_split,
+                               log_file=tmp / "train_log.jsonl", device=self.device, progress=self.progress)
+            publish(tmp, config.paths.dual_encoder)
+            manifest = embed_store(config, str(config.paths.dual_encoder), rebuild=self.towers != "query",
+                                   progress=self.progress)
+            stale = config.paths.dual_encoder_folds
+            if stale.exists():  # folds of an earlier encoder or corpus must not feed this build's coarse ranker
+                shutil.rmtree(stale)
+            self._done(step, f"{config.paths.dual_encoder}, {manifest['count']} vectors")
+        if "dense" in self.skip:
+            return
+        if self.runs("fold encoders"):  # out-of-fold encoders for the coarse training lists
             step = self._start("fold encoders")
             train_fold_encoders(self.fold_config, self.data_dir, config.coarse.cross_fit, split=self.train_split,
                                 dev_split=self.dev_split, device=self.device, progress=self.progress)
             self._done(step, f"{config.coarse.cross_fit} folds in {config.paths.dual_encoder_folds}")
-        elif config.coarse.cross_fit:
+        elif config.coarse.cross_fit and self.towers != "query":
             log.info("coarse.cross_fit: skipped with shared towers (the folds must share the index's document vectors)")
 
     # -- the plan ----------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ def register(sub) -> None:
     b.add_argument("--budget-min", type=float, default=None, metavar="N",
                    help="minutes for the whole build: each model's recipe is fitted into its share of it "
                         "(config build.budget_min, default 60; 0: no budget)")
+    b.add_argument("--force", action="store_true",
+                   help="rerun every step (default: skip steps whose inputs did not change since they last finished)")
     b.set_defaults(handler=_build)
 
 
@@ -147,7 +149,7 @@ def _build(args, config) -> int:
     from funnel.cli.build import build
 
     report = build(config, args.data, train_split=args.train_split, dev_split=args.dev_split, skip=tuple(args.skip),
-                   device=args.device, progress=not args.quiet, budget_min=args.budget_min)
+                   device=args.device, progress=not args.quiet, budget_min=args.budget_min, force=args.force)
     for step, info in report.items():
         print(f"{step:16s} {info}")
     plan = json.loads(config.paths.build_log.read_text(encoding="utf-8"))["plan"]

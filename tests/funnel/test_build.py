@@ -77,3 +77,76 @@ def test_build_of_the_hard_shape_finishes_within_its_budget(tmp_path):
     assert ce["train_queries"] > 1000 and "beats_bm25" in ce
     r = funnel("search", "anything at all", home=tmp_path / "h")
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.slow
+def test_build_resumes_skipping_steps_whose_inputs_did_not_change(tiny_dir, tmp_path):
+    """Second run skips every step; a changed config key reruns the steps that read it; a failing step
+    leaves the published models in place and the next run resumes from it; --force reruns everything."""
+    home = tmp_path / "h"
+    models = home / "models"
+    args = ["build", "--data", str(tiny_dir), "--skip", "dense", "--device", "cpu"]
+
+    def run(*extra, ok=True):
+        r = funnel(*sets(["build.probe_steps=0", *extra]), *args, home=home, quiet=False)
+        assert (r.returncode == 0) == ok, r.stderr
+        return r, json.loads((home / "build.json").read_text())
+
+    def ran(saved):
+        return [row["step"] for row in saved["plan"]]
+
+    def stamps():
+        return {m: (models / m / f).stat().st_mtime_ns
+                for m, f in (("coarse", "model.txt"), ("cross-encoder", "model.safetensors"))}
+
+    _, saved = run()
+    assert ran(saved) == ["ingest+index", "coarse", "cross-encoder"] and saved["format"] == 2
+    assert set(saved["steps"]) == {"ingest+index", "coarse", "cross-encoder"}
+    first = stamps()
+
+    r, saved = run()
+    assert ran(saved) == [] and stamps() == first
+    assert all("unchanged" in saved["report"][s] for s in ("ingest+index", "coarse", "cross-encoder"))
+    assert "build plan" not in r.stderr  # nothing to train: no probes, no plan
+
+    _, saved = run("coarse.n_estimators=20")  # only the coarse ranker reads coarse.*
+    assert ran(saved) == ["coarse"] and stamps()["cross-encoder"] == first["cross-encoder"]
+    coarse_now = stamps()["coarse"]
+
+    # bm25.* feeds both rankers: coarse reruns, then the cross-encoder fails (a backbone that is not there)
+    _, saved = run("coarse.n_estimators=20", "bm25.k1=1.0", 'fine.backbone="/nonexistent/backbone"', ok=False)
+    assert "cross-encoder" not in saved["steps"] and "coarse" in saved["steps"]
+    after_fail = stamps()
+    assert after_fail["coarse"] != coarse_now and after_fail["cross-encoder"] == first["cross-encoder"]
+    assert not [p for p in models.iterdir() if p.name.startswith(".old")]  # the old model was never moved aside
+    _, saved = run("coarse.n_estimators=20", "bm25.k1=1.0")  # resumes from the step that failed
+    assert ran(saved) == ["cross-encoder"] and stamps()["coarse"] == after_fail["coarse"]
+    assert stamps()["cross-encoder"] != first["cross-encoder"]
+
+    # --force reruns the steps asked for, unchanged or not
+    r = funnel(*sets(["build.probe_steps=0", "coarse.n_estimators=20", "bm25.k1=1.0"]), *args, "--skip", "coarse",
+               "--skip", "cross-encoder", "--force", home=home)
+    assert r.returncode == 0, r.stderr
+    assert ran(json.loads((home / "build.json").read_text())) == ["ingest+index"]
+
+
+def test_step_fingerprints_follow_their_data_files_and_config_sections(tiny_dir, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from funnel.cli.build import step_inputs
+    from funnel.core.config import Config
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dir, data)
+    config = Config()
+    before = {n: step_inputs(n, config, data, ("train", "dev"), "query") for n in ("ingest+index", "coarse", "cross-encoder")}
+    again = {n: step_inputs(n, config, data, ("train", "dev"), "query") for n in before}
+    assert again == before
+    tuned = replace(config, coarse=replace(config.coarse, n_estimators=7))
+    assert step_inputs("coarse", tuned, data, ("train", "dev"), "query") != before["coarse"]
+    assert step_inputs("cross-encoder", tuned, data, ("train", "dev"), "query") == before["cross-encoder"]
+    with open(data / "qrels" / "train.tsv", "a", encoding="utf-8") as f:  # one judgement more
+        f.write("\n")
+    after = {n: step_inputs(n, config, data, ("train", "dev"), "query") for n in before}
+    assert all(after[n] != before[n] for n in before)  # ingest loads every split; both rankers train on it
