@@ -26,7 +26,7 @@ from funnel.core.ratings import GRADES, save_rating
 from funnel.dashboard import inspect_funnel as fi
 from funnel.dashboard import relevance as rel
 from funnel.ranking.compare import compare_runs
-from funnel.ranking.evaluate import read_trec_run
+from funnel.ranking.evaluate import read_trec_run, write_trec_run
 
 PAGES = ["Search", "Queries", "Compare", "Links & PageRank", "Evaluation"]
 GRADE_LABELS = {0: "0 not relevant", 1: "1 related", 2: "2 relevant", 3: "3 perfect"}
@@ -228,6 +228,13 @@ def queries_page(service, profile: str) -> None:
     qid = st.selectbox("Or choose a query", list(labels), format_func=labels.get, key="q_pick")
     if st.button("Open on the Search page", key="q_open"):
         open_query(judgements.texts[qid])
+    st.markdown("**Save these rankings as a run** for the Compare page (another profile, or this dashboard "
+                "started with other `--set` values or models, gives the other side)")
+    tag = st.text_input("Tag (optional)", key="q_tag", placeholder="e.g. k1-1.2")
+    if st.button("Save run", key="q_save"):
+        path = write_trec_run(frame.attrs["run"], service.config.paths.runs /
+                              rel.run_name(profile, st.session_state.get("judgements"), tag), tag=f"dashboard-{profile}")
+        st.success(f"Saved {len(frame.attrs['run'])} queries to {path}")
 
 
 def compare_page(service) -> None:

@@ -92,14 +92,17 @@ def query_metrics(service: SearchService, judgements: Judgements, profile: str, 
                   k: int = 100) -> pd.DataFrame:
     """One row per judged query (first `max_queries` by id): nDCG@10 and Recall@100 of the funnel's
     final list (`cascade_runs`: later stages' lists followed by the earlier ones' remaining candidates),
-    the relevant documents' count and the stage each was lost at; worst nDCG@10 first."""
+    the relevant documents' count and the stage each was lost at; worst nDCG@10 first. The final lists
+    are kept as a run in ``frame.attrs["run"]`` (for `funnel.ranking.evaluate.write_trec_run`)."""
     rows = []
+    full_run: dict[str, dict[str, float]] = {}
     qids = sorted(q for q, d in judgements.qrels.items() if q in judgements.texts and any(g > 0 for g in d.values()))
     for q in qids[:max_queries]:
         cands = service.rank(judgements.texts[q], k, profile)
         runs = cascade_runs(cands)
         final = runs[cands.trace[-1].stage] if cands.trace else []
         run = {q: {d: float(len(final) - i) for i, d in enumerate(final[:k])}}
+        full_run.update(run)
         m = per_query(run, {q: judgements.qrels[q]}, ("nDCG@10", "Recall@100"))[q]
         lost = lost_at(cands.trace, judgements.qrels[q])
         counts: dict[str, int] = {}
@@ -109,7 +112,15 @@ def query_metrics(service: SearchService, judgements: Judgements, profile: str, 
         rows.append({"qid": q, "query": judgements.texts[q], **m, "relevant": len(lost),
                      "lost at": ", ".join(f"{s} ×{n}" for s, n in counts.items()) or "-"})
     frame = pd.DataFrame(rows, columns=["qid", "query", "nDCG@10", "Recall@100", "relevant", "lost at"])
-    return frame.sort_values(["nDCG@10", "Recall@100", "qid"], ignore_index=True)
+    frame = frame.sort_values(["nDCG@10", "Recall@100", "qid"], ignore_index=True)
+    frame.attrs["run"] = full_run
+    return frame
+
+
+def run_name(profile: str, choice: str | None, tag: str = "") -> str:
+    """File name of a run saved from the dashboard: ``dashboard-PROFILE[-TAG]-SET.trec`` (safe characters)."""
+    parts = ["dashboard", profile] + ([tag] if tag.strip() else []) + [choice or "ratings"]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(p.strip() for p in parts)).strip("_") + ".trec"
 
 
 def list_runs(runs_dir: Path) -> list[Path]:

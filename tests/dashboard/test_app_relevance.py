@@ -80,3 +80,24 @@ def test_attention_layer_and_head_are_selectable(app):
     app.selectbox(key="att_head").set_value(1).run()
     assert not app.exception, app.exception
     assert any("layer 0 of" in c.value and "head 1 of" in c.value for c in app.caption)
+
+
+def test_queries_page_saves_its_rankings_as_a_run(app, work_env):
+    from funnel.core.store import DocumentStore
+    from funnel.ranking.evaluate import evaluate, read_trec_run
+
+    app.sidebar.radio(key="page").set_value("Queries").run()
+    frame = app.dataframe[0].value
+    app.text_input(key="q_tag").input("my config").run()
+    app.button(key="q_save").click().run()
+    assert not app.exception, app.exception
+    path = work_env.paths.runs / "dashboard-cpu-my_config-tiny_dev.trec"
+    assert any(str(path) in s.value for s in app.success)
+    run = read_trec_run(path)
+    assert sorted(run) == sorted(frame["qid"])
+    assert run == app.session_state["_q_frame"].attrs["run"]  # the ranks as written (integers)
+    app.sidebar.radio(key="page").set_value("Compare").run()
+    assert path.name in app.selectbox(key="cmp_a").options
+    with DocumentStore(work_env.paths.store, readonly=True) as store:
+        judged = store.qrels("tiny", "dev")
+    assert evaluate(run, judged, ("nDCG@10",))["nDCG@10"] == pytest.approx(frame["nDCG@10"].mean(), abs=1e-4)
