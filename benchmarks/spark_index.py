@@ -185,8 +185,9 @@ def main() -> None:
         out = Path(args.out)
         old = out.read_text("utf-8") if out.exists() else "# Spark index build vs local builder\n"
         old = old.split("\n## Synthetic corpus")[0].rstrip("\n")
-        publish(old + f"\n\n{section.replace(chr(10), chr(10), 1)}\nMachine: {machine()}; shared with other "
-                "jobs (load average above 2 on 2 cores during the run: timings are noisy).\n", args.out)
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        publish(old + f"\n\n{section}\nMachine: {machine()}; load average at the end (1, 5, 15 min): {load}.\n",
+                args.out)
         return
     from funnel.pipelines.index_job import run_index_job
     from funnel.pipelines.session import spark_session
