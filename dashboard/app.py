@@ -251,8 +251,9 @@ def compare_page(service) -> None:
     b = c2.selectbox("Run B", names, index=1, key="cmp_b")
     run_a, run_b = read_trec_run(service.config.paths.runs / a), read_trec_run(service.config.paths.runs / b)
     cmp = compare_runs(run_a, run_b, judgements.qrels)
-    if not cmp.queries:
-        st.warning("No judged query of this judgement set is in these runs' judgements.")
+    if not any(q in run_a or q in run_b for q in cmp.queries):
+        st.warning(f"Neither run ranks a query judged in {st.session_state.get('judgements')}: "
+                   "choose the judgements these runs were made for in the sidebar.")
         return
     st.markdown(f"**{a}** vs **{b}** on {len(cmp.queries)} judged queries ({st.session_state.get('judgements')})")
     st.dataframe(rel.summary_frame(cmp), hide_index=True, width="stretch")

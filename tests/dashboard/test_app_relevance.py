@@ -101,3 +101,10 @@ def test_queries_page_saves_its_rankings_as_a_run(app, work_env):
     with DocumentStore(work_env.paths.store, readonly=True) as store:
         judged = store.qrels("tiny", "dev")
     assert evaluate(run, judged, ("nDCG@10",))["nDCG@10"] == pytest.approx(frame["nDCG@10"].mean(), abs=1e-4)
+
+
+def test_compare_with_judgements_the_runs_do_not_cover_says_so(app):
+    app.sidebar.selectbox(key="judgements").set_value("ratings (dashboard)").run()
+    app.sidebar.radio(key="page").set_value("Compare").run()
+    assert not app.exception, app.exception
+    assert "Neither run ranks a query judged in ratings (dashboard)" in app.warning[0].value
