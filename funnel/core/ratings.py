@@ -6,11 +6,13 @@ Files (rewritten whole and published by `os.replace` on every rating, so a reade
 - ``queries.jsonl``: ``{"_id", "text"}`` per rated query. A query the store already judges keeps that
   query's id (its ratings line up with the dataset's judgements); any other query gets
   ``r-`` + the first 12 hex digits of the SHA-1 of its whitespace-normalised text.
+- ``.lock``: held (``flock``) while a rating is written, so concurrent raters never lose one.
 - ``qrels/ratings.tsv``: TREC qrels, tab-separated ``query-id  0  doc-id  grade`` (grade 0-3), sorted;
   rating a (query, document) pair again replaces its grade.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -52,12 +54,15 @@ def save_rating(folder: Path, query_id: str, query_text: str, doc_id: str, grade
             raise InputError(f"{name} {value!r}: must be non-empty, without tabs or line breaks")
     folder = Path(folder)
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    queries, qrels = read_ratings(folder)
-    queries[query_id] = query_text
-    qrels.setdefault(query_id, {})[doc_id] = grade
-    # queries first: a qrels line never names a query the folder lacks
-    _replace(folder / "queries.jsonl",
-             "".join(json.dumps({"_id": q, "text": t}, ensure_ascii=False) + "\n" for q, t in sorted(queries.items())))
-    path = qrels_path(folder, RATINGS_SPLIT)
-    _replace(path, "".join(f"{q}\t0\t{d}\t{g}\n" for q in sorted(qrels) for d, g in sorted(qrels[q].items())))
+    # read-modify-write under an exclusive lock: two dashboard sessions rating at once both count
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        queries, qrels = read_ratings(folder)
+        queries[query_id] = query_text
+        qrels.setdefault(query_id, {})[doc_id] = grade
+        # queries first: a qrels line never names a query the folder lacks
+        _replace(folder / "queries.jsonl", "".join(json.dumps({"_id": q, "text": t}, ensure_ascii=False) + "\n"
+                                                   for q, t in sorted(queries.items())))
+        path = qrels_path(folder, RATINGS_SPLIT)
+        _replace(path, "".join(f"{q}\t0\t{d}\t{g}\n" for q in sorted(qrels) for d, g in sorted(qrels[q].items())))
     return path

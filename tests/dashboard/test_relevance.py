@@ -136,3 +136,15 @@ def test_text_window_starts_near_the_first_match():
     out = rel.text_window(text, an, set(an("comprehension")), width=200)
     assert "comprehension" in out and out.startswith("…") and out.endswith("…") and len(out) == 202
     assert rel.text_window("short text", an, {"zzz"}, width=200) == "short text"
+
+
+def test_concurrent_ratings_are_all_kept(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from funnel.core.ratings import read_ratings, save_rating
+
+    folder = tmp_path / "judgements"
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: save_rating(folder, f"q{i % 3}", f"query {i % 3}", f"d{i}", i % 4), range(40)))
+    _, qrels = read_ratings(folder)
+    assert sum(len(d) for d in qrels.values()) == 40
