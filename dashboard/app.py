@@ -97,6 +97,13 @@ def search_page(service, profile: str) -> None:
             color=alt.Color("doc_id:N", legend=None), tooltip=["doc_id", "stage", "rank"]),
             width="stretch")
 
+    if judged is not None and any(g > 0 for g in judged.values()):
+        relevant = [d for d, g in judged.items() if g > 0]
+        docs = service.store.get_many(relevant)
+        st.markdown("**Relevant judged documents through the stages** (rank in each stage's list; blank: not in it)")
+        st.dataframe(rel.judged_ranks(result.candidates.trace, judged, {d: docs[d].title for d in docs}),
+                     hide_index=True, width="stretch")
+
     st.subheader("Each stage's ranking")
     for i, (stage, ms, n, frame) in enumerate(frames):
         with st.expander(f"{i + 1}. {stage}: {n} candidates, {ms:.1f} ms", expanded=i == len(frames) - 1):

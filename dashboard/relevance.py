@@ -88,6 +88,19 @@ def lost_at(trace, judged: dict[str, int]) -> dict[str, str]:
     return out
 
 
+def judged_ranks(trace, judged: dict[str, int], titles: dict[str, str]) -> pd.DataFrame:
+    """One row per relevant judged document: its grade, its rank in each stage's list (None: not in
+    it), the stage it was lost at (`lost_at`) and its title; best grade first."""
+    lost = lost_at(trace, judged)
+    pos = [(t.stage, {d: i + 1 for i, d in enumerate(t.doc_ids)}) for t in trace]
+    rows = [{"doc_id": d, "grade": judged[d], **{stage: p.get(d) for stage, p in pos}, "lost at": lost[d],
+             "title": titles.get(d, "")} for d in sorted(lost, key=lambda x: (-judged[x], x))]
+    frame = pd.DataFrame(rows, columns=["doc_id", "grade"] + [s for s, _ in pos] + ["lost at", "title"])
+    for stage, _ in pos:  # ranks as integers with gaps, not floats
+        frame[stage] = frame[stage].astype("Int64")
+    return frame
+
+
 def query_metrics(service: SearchService, judgements: Judgements, profile: str, max_queries: int = 50,
                   k: int = 100) -> pd.DataFrame:
     """One row per judged query (first `max_queries` by id): nDCG@10 and Recall@100 of the funnel's
@@ -233,5 +246,5 @@ def parse_choice(choice: str | None) -> tuple[str | None, str | None]:
 
 
 __all__ = ["RATINGS", "RATINGS_SPLIT", "Judgements", "bm25_explanation", "comparison_frame", "highlight_terms",
-           "judgement_label", "list_runs", "lost_at", "mark_judgements", "parse_choice", "query_metrics",
+           "judged_ranks", "judgement_label", "list_runs", "lost_at", "mark_judgements", "parse_choice", "query_metrics",
            "ratings_choice", "side_by_side", "summary_frame", "text_window"]

@@ -29,6 +29,8 @@ def test_stage_tables_carry_judgements_and_bm25_explanation(app):
     bm25 = next(d.value for d in app.dataframe if "idf" in d.value.columns)
     assert {"term", "tf", "df", "idf", "length norm", "tf part", "contribution"} <= set(bm25.columns)
     assert any("<mark>" in m.value for m in app.markdown)
+    ranks = app.dataframe[0].value  # relevant judged documents through the stages
+    assert list(ranks["doc_id"]) == ["18340282"] and "lost at" in ranks.columns
 
 
 def test_rating_is_saved_as_qrels_and_marks_the_result(app, work_env):

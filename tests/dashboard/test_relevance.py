@@ -148,3 +148,15 @@ def test_concurrent_ratings_are_all_kept(tmp_path):
         list(pool.map(lambda i: save_rating(folder, f"q{i % 3}", f"query {i % 3}", f"d{i}", i % 4), range(40)))
     _, qrels = read_ratings(folder)
     assert sum(len(d) for d in qrels.values()) == 40
+
+
+def test_judged_ranks_follow_each_stage():
+    from funnel.ranking.serving.stages import StageTrace
+
+    trace = [StageTrace("bm25", ["a", "b", "c"], [3, 2, 1], 1.0), StageTrace("coarse", ["b", "a"], [2, 1], 1.0)]
+    frame = rel.judged_ranks(trace, {"a": 1, "c": 2, "z": 3, "n": 0}, {"a": "A"})
+    assert list(frame["doc_id"]) == ["z", "c", "a"]
+    assert frame["bm25"].isna().tolist() == [True, False, False]
+    assert frame["coarse"].iloc[2] == 2 and frame["bm25"].iloc[1] == 3
+    assert list(frame["lost at"]) == ["not recalled (bm25)", "coarse", "kept"]
+    assert frame["title"].iloc[2] == "A"
