@@ -7,6 +7,7 @@ chromium or chromedriver is absent; CI installs both.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -22,6 +23,7 @@ from tests.servers import free_port
 pytestmark = pytest.mark.skipif(not (Path(CHROMEDRIVER).exists() and Path(CHROMIUM).exists()),
                                 reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium "
                                        "chromium-driver); CI installs them")
+TINY = Path(__file__).resolve().parents[1] / "data" / "tiny"
 QUERY = "Environmental factors can influence the development of breast cancer."  # tiny dev query 381
 
 
@@ -90,6 +92,18 @@ def _choose(driver, label: str, option: str) -> None:
     box.send_keys(Keys.ENTER)
 
 
+def _click_first_row(driver) -> None:
+    """Click the row marker of the first row of the page's first table (a canvas: no DOM per cell)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    grid = driver.find_element(By.CSS_SELECTOR, "[data-testid='stDataFrame']")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", grid)
+    time.sleep(0.5)
+    w, h = grid.size["width"], grid.size["height"]
+    ActionChains(driver).move_to_element_with_offset(grid, -w // 2 + 18, -h // 2 + 36 + 17).click().perform()
+
+
 def test_pages_query_comparison_and_rating_in_chromium(url, browser, rated_config, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -126,11 +140,15 @@ def test_pages_query_comparison_and_rating_in_chromium(url, browser, rated_confi
     time.sleep(1.0)
     assert browser.save_screenshot(str(out / "dashboard_bm25.png"))
 
-    # Queries again: the table is sorted worst first
+    # Queries again: the table is sorted worst first; clicking its first row opens that query
     _page(browser, "Queries")
     _wait_text(browser, "queries, worst first")
     time.sleep(1.5)
     assert browser.save_screenshot(str(out / "dashboard_queries.png"))
+    _click_first_row(browser)
+    _wait_text(browser, "Judged query")
+    texts = {json.loads(line)["text"] for line in (TINY / "queries.jsonl").read_text().splitlines()}
+    assert browser.find_element(By.CSS_SELECTOR, "input[aria-label='Query']").get_attribute("value") in texts
 
     # Compare: bm25 vs tfidf, then switch B to bm25 itself (no difference at all)
     _page(browser, "Compare")
