@@ -1,5 +1,5 @@
 """The relevance pages in a real headless Chromium (selenium + Debian's chromium/chromedriver): open
-each page, pick a query on Queries and open it, switch the comparison on Compare, rate a result on
+every page, pick a query on Queries and open it, switch the comparison on Compare, rate a result on
 Search and find the new judgement in HOME/judgements/qrels/ratings.tsv.
 
 Screenshots go to the test's tmp folder, or to ``$FUNNEL_SCREENSHOT_DIR`` when set. Skipped only when
@@ -159,6 +159,12 @@ def test_pages_query_comparison_and_rating_in_chromium(url, browser, rated_confi
     _choose(browser, "Run B", "bm25-dev.trec")
     _wait_text(browser, "bm25-dev.trec vs bm25-dev.trec")
     _wait_text(browser, "0 improved, 0 regressed")
+
+    # the remaining pages open too
+    _page(browser, "Links & PageRank")
+    _wait_text(browser, "Top pages by PageRank")
+    _page(browser, "Evaluation")
+    _wait_text(browser, "Pruning curve")
     for name in ("dashboard_judged.png", "dashboard_bm25.png", "dashboard_queries.png", "dashboard_compare.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
