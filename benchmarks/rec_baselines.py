@@ -8,13 +8,13 @@ Protocol (`funnel.ranking.rec.split`): per user, last interaction = test, the on
 rest = train; full ranking over every item the user has not seen. Every model is fitted on the train
 part; every choice (EASE's lambda, ItemKNN's neighbours, ALS/BPR factors, early stopping, the recall
 route weights, the LightGBM rounds, the rerank setting) is made on dev, also when
-``--split test`` is reported. The LightGBM rankers learn from each user's last train interaction
-with models refitted without it (the "fold" models: two-tower, EASE, ItemKNN, popularity, SASRec),
+``--split test`` is reported. The LightGBM rankers learn from each user's last --train-targets
+train interactions with models refitted without them (the "fold" models: two-tower, EASE, ItemKNN, popularity, SASRec),
 so they never see scores of models that were trained on their targets.
 
 Files: ``--out`` (the Markdown table); with ``--models DIR`` the fitted torch models are saved there
-(`training.save_checkpoint` folders ``two_tower/``, ``two_tower_fold/``, ``sasrec_seed{i}/``,
-``sasrec_fold/``) and reused by later runs with the same settings, and the two LightGBM rankers as
+(`training.save_checkpoint` folders ``two_tower/``, ``two_tower_fold{m}/``, ``sasrec_seed{i}/``,
+``sasrec_fold{m}/``, m = --train-targets) and reused by later runs with the same settings, and the two LightGBM rankers as
 ``coarse/`` and ``fine/`` (LightGBM text + JSON, `coarse.LambdaMartRanker.save`).
 
 Data: MovieLens 100K (GroupLens; research use; F. M. Harper and J. A. Konstan, 2015, The MovieLens
@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=1,
                    help="SASRec seeds to train; seed 0 is the plain baseline and the fine stage's model, "
                         "more seeds only report their ensemble on dev")
+    p.add_argument("--train-targets", type=int, default=5,
+                   help="last train items per user the LightGBM rankers learn from (fold models are refitted without them)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="few epochs, for a smoke run (figures meaningless)")
@@ -138,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     dev = split_view(ds, "dev")
     view = split_view(ds, args.split)
     fit, _ = fit_sequences(ds, "dev")            # the train part; what every model is fitted on
-    fold, _ = fit_sequences(ds, "train")         # train part minus each user's last item: the coarse ranker's data
-    train_view = split_view(ds, "train")
+    # the fold: the train part minus each user's last --train-targets items, which the rankers learn from
+    fold, _ = fit_sequences(ds, "train", args.train_targets)
+    train_view = split_view(ds, "train", args.train_targets)
     counts = item_counts(fit, ds.n_items)
     rows: list[Row] = []
     notes: list[str] = []
@@ -205,14 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         m = TwoTower.from_dataset(ds, device=args.device, **tt_kw)
         m.fit(fold, max_epochs=max(tt.report.best_epoch, 1))
         return m
-    tt_fold, tt_fold_s = cached(models_dir, "two_tower_fold", lambda p: TwoTower.load(p, device=args.device),
+    tt_fold, tt_fold_s = cached(models_dir, f"two_tower_fold{args.train_targets}", lambda p: TwoTower.load(p, device=args.device),
                                 train_tt_fold)
 
     def train_sas_fold():
         m = SASRec(sas_cfg, device=args.device)
         m.fit(fold, max_epochs=max(sasrecs[0].report.best_epoch, 1))
         return m
-    sas_fold, sas_fold_s = cached(models_dir, "sasrec_fold", lambda p: SASRec.load(p, device=args.device),
+    sas_fold, sas_fold_s = cached(models_dir, f"sasrec_fold{args.train_targets}", lambda p: SASRec.load(p, device=args.device),
                                   train_sas_fold, sas_cfg)
     (ease_f, knn_f, pop_f), fold_s = timed(lambda: (EASE(ease_l2).fit(fold, ds.n_items),
                                                     ItemKNN(*knn_p).fit(fold, ds.n_items),
@@ -239,12 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     # ------------------------------------------------------------ coarse: train on the fold's last train items, select on dev
     names = feature_names(list(ROUTES))
     t = time.perf_counter()
-    rec_tr, X_tr, y_tr = coarse_examples(routes_fold, build_context(ds, "train"), train_view, fcfg)
+    rec_tr, X_tr, y_tr = coarse_examples(routes_fold, build_context(ds, "train", args.train_targets), train_view, fcfg)
     rec_dev, X_dev, y_dev = coarse_examples(routes, build_context(ds, "dev"), dev, fcfg)
     lm_cfg = LambdaMartConfig(top_k=fcfg.coarse_k, num_threads=args.threads)
     coarse = LambdaMartRanker.fit(X_tr, y_tr, X_dev, y_dev, names, lm_cfg)
     coarse_s = time.perf_counter() - t
-    notes.append(f"coarse LightGBM: {coarse.meta['n_train_users']} training users (target among the recall "
+    notes.append(f"coarse LightGBM: {coarse.meta['n_train_groups']} training targets (target among the recall "
                  f"candidates), {coarse.meta['best_iteration']} rounds; top features by gain: " + _top_gain(coarse))
 
     # ------------------------------------------------------------ fine: SASRec + LightGBM combination, same recipe
@@ -253,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     Xf_dev, yf_dev = fine_examples(sasrecs[:1], coarse, dev, rec_dev, X_dev, fcfg)
     fine_ranker = LambdaMartRanker.fit(Xf_tr, yf_tr, Xf_dev, yf_dev, fine_feature_names(list(ROUTES)), lm_cfg)
     fine_s = time.perf_counter() - t + sas_fold_s
-    notes.append(f"fine LightGBM: {fine_ranker.meta['n_train_users']} training users (target among the coarse "
+    notes.append(f"fine LightGBM: {fine_ranker.meta['n_train_groups']} training targets (target among the coarse "
                  f"top {fcfg.coarse_k}), {fine_ranker.meta['best_iteration']} rounds; top features by gain: "
                  + _top_gain(fine_ranker))
     if models_dir is not None:

@@ -95,7 +95,7 @@ class LambdaMartRanker:
         meta = {"features": features, "best_iteration": int(booster.best_iteration or booster.current_iteration()),
                 "config": asdict(config), "importance": {n: float(g) for n, g in zip(features, gain)},
                 "dev": {f"ndcg@{config.eval_at}": float(max(evals["dev"][f"ndcg@{config.eval_at}"]))},
-                "n_train_users": int(len(rows))}
+                "n_train_groups": int(len(rows))}
         return cls(booster, meta)
 
     def predict(self, X: np.ndarray) -> np.ndarray:

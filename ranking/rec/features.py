@@ -63,9 +63,9 @@ class FeatureContext:
         return len(self.item_counts) - 1
 
 
-def build_context(ds: RecDataset, split: str) -> FeatureContext:
+def build_context(ds: RecDataset, split: str, n_train_targets: int = 1) -> FeatureContext:
     """The feature context of a split: the log known before its targets (see `split.known_sequences`)."""
-    items, times = known_sequences(ds, split)
+    items, times = known_sequences(ds, split, n_train_targets)
     flat_i = np.concatenate(items) if items else np.zeros(0, np.int64)
     flat_t = np.concatenate(times) if times else np.zeros(0, np.int64)
     order = np.argsort(flat_t, kind="stable")

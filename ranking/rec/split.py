@@ -7,9 +7,11 @@ the last one is the test target, the one before it the dev target, the rest is t
 fewer than 3 interactions keep all of them in train and have no dev or test target.
 
 What is known at each split (``known_sequences``) is what a model could have seen before the target:
-- ``"train"``: each user's train part minus its last interaction, whose target is that last train
-  interaction. This slice trains the coarse LightGBM ranker; the recall routes that feed it are fitted
-  on the same known part, so the ranker never learns from scores of models that saw its targets;
+- ``"train"``: each user's train part minus its last ``n_train_targets`` interactions (default 1),
+  which are the targets, each with the history before it. This slice trains the LightGBM rankers; the
+  models that feed them are fitted on the same known part (the "fold"), so the rankers never learn
+  from scores of models that saw their targets. With several targets per user, the later targets'
+  histories hold the earlier held-out items (read, never fitted on: as the dev item at test time);
 - ``"dev"``: the train part; the target is the dev interaction;
 - ``"test"``: the train part plus the dev interaction; the target is the test interaction. Models are
   fitted on the train part only (``fit_sequences``) and read the dev interaction as history.
@@ -155,15 +157,17 @@ def _n_train(length: int) -> int:
     return length if length < 3 else length - 2
 
 
-def known_sequences(ds: RecDataset, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def known_sequences(ds: RecDataset, split: str, n_train_targets: int = 1) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per user (all users), the interactions known before the targets of ``split``: (items, timestamps)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if n_train_targets < 1:
+        raise ValueError(f"n_train_targets must be >= 1, got {n_train_targets}")
     items, times = [], []
     for seq, ts in zip(ds.sequences, ds.timestamps):
         n = _n_train(len(seq))
         if split == "train":
-            n = max(n - 1, 0)
+            n = max(n - n_train_targets, 0)
         elif split == "test" and len(seq) >= 3:
             n += 1
         items.append(seq[:n])
@@ -171,27 +175,31 @@ def known_sequences(ds: RecDataset, split: str) -> tuple[list[np.ndarray], list[
     return items, times
 
 
-def fit_sequences(ds: RecDataset, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def fit_sequences(ds: RecDataset, split: str, n_train_targets: int = 1) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per user, what a model evaluated on ``split`` may be trained on: the train part for dev and test
-    (test reads the dev interaction as history only), the train part minus its last item for train."""
-    return known_sequences(ds, "train" if split == "train" else "dev")
+    (test reads the dev interaction as history only), the fold (train part minus its last
+    ``n_train_targets`` items) for train."""
+    if split == "train":
+        return known_sequences(ds, "train", n_train_targets)
+    return known_sequences(ds, "dev")
 
 
-def split_view(ds: RecDataset, split: str) -> SplitView:
-    """The targets of ``split`` with their histories (users with no target or an empty history are left out)."""
-    known, known_ts = known_sequences(ds, split)
+def split_view(ds: RecDataset, split: str, n_train_targets: int = 1) -> SplitView:
+    """The targets of ``split`` with their histories (users with no target or an empty history are left
+    out). Split "train" has up to ``n_train_targets`` rows per user (the last train items), oldest first."""
+    known, _ = known_sequences(ds, split, n_train_targets)
     users, hist, hist_ts, targets, target_ts = [], [], [], [], []
     for u, (seq, ts) in enumerate(zip(ds.sequences, ds.timestamps)):
         if len(seq) < 3:
             continue  # all in train: no dev/test target, and too short to give a train target
-        pos = len(known[u])
-        if pos == 0 or pos >= len(seq):
-            continue
-        users.append(u)
-        hist.append(known[u])
-        hist_ts.append(known_ts[u])
-        targets.append(seq[pos])
-        target_ts.append(ts[pos])
+        first = len(known[u])
+        last = _n_train(len(seq)) if split == "train" else first + 1  # exclusive
+        for pos in range(max(first, 1), min(last, len(seq))):
+            users.append(u)
+            hist.append(seq[:pos])
+            hist_ts.append(ts[:pos])
+            targets.append(seq[pos])
+            target_ts.append(ts[pos])
     return SplitView(split, np.array(users, np.int64), hist, hist_ts, np.array(targets, np.int64),
                      np.array(target_ts, np.int64))
 

@@ -93,3 +93,13 @@ def test_coarse_save_load(synthetic_ds, funnel, tmp_path):
     assert loaded.features == funnel.coarse.features
     with pytest.raises(FileNotFoundError, match="no LambdaMART ranker"):
         LambdaMartRanker.load(tmp_path / "missing")
+
+
+def test_fine_feature_matrix_by_hand():
+    from funnel.ranking.rec.features import fine_feature_matrix
+
+    X = fine_feature_matrix(np.zeros((1, 3, 2)), np.array([[3.0, 1.0, 2.0]]))
+    assert X.shape == (1, 3, 2 + len(FINE_FEATURES))
+    np.testing.assert_allclose(X[0, :, 2], [3, 1, 2])
+    np.testing.assert_allclose(X[0, :, 3], [np.sqrt(1.5), -np.sqrt(1.5), 0.0], rtol=1e-5)
+    assert X[0, :, 4].tolist() == [0, 2, 1]

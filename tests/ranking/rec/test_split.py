@@ -55,3 +55,16 @@ def test_mask_seen_and_topk():
 def test_unknown_split_is_an_error(synthetic_ds):
     with pytest.raises(ValueError, match="split must be one of"):
         split_view(synthetic_ds, "validation")
+
+
+def test_several_train_targets_per_user(synthetic_ds):
+    ds = synthetic_ds
+    view = split_view(ds, "train", n_train_targets=3)
+    fold, _ = fit_sequences(ds, "train", n_train_targets=3)
+    for r, u in enumerate(view.users):
+        seq = ds.sequences[u]
+        pos = len(view.histories[r])
+        assert list(view.histories[r]) == list(seq[:pos]) and view.targets[r] == seq[pos]
+        assert len(seq) - 5 <= pos < len(seq) - 2, "train targets are the last 3 train items"
+        assert view.targets[r] not in fold[u], "fold models must not fit on a train target"
+    assert len(view) == 3 * len(split_view(ds, "train"))
