@@ -112,3 +112,34 @@ def browser(tmp_path_factory):
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
+
+
+def serve_dashboard(config):
+    """Start `funnel dashboard` for `config` and wait until Streamlit answers its health check; yields
+    the base URL and stops the process afterwards (a generator for module fixtures)."""
+    import subprocess
+    import time
+    import urllib.request
+
+    from funnel.core.procs import stop_process
+    from funnel.dashboard.launch import run_dashboard
+
+    proc = run_dashboard(config, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{config.serve.dashboard_port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the dashboard did not come up within 90 s")
+        time.sleep(0.5)
+    try:
+        yield base
+    finally:
+        stop_process(proc)
+

@@ -7,15 +7,12 @@ docs/screenshots/ is refreshed). Skipped only when chromium or chromedriver is a
 from __future__ import annotations
 
 import os
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from funnel.core.procs import stop_process
-from tests.dashboard.conftest import CHROMEDRIVER, CHROMIUM
+from tests.dashboard.conftest import CHROMEDRIVER, CHROMIUM, serve_dashboard
 from tests.servers import free_port
 
 pytestmark = pytest.mark.skipif(not (Path(CHROMEDRIVER).exists() and Path(CHROMIUM).exists()),
@@ -27,25 +24,8 @@ pytestmark = pytest.mark.skipif(not (Path(CHROMEDRIVER).exists() and Path(CHROMI
 def dashboard_url(full_config):
     from dataclasses import replace
 
-    from funnel.dashboard.launch import run_dashboard
-
     config = replace(full_config, serve=replace(full_config.serve, dashboard_port=free_port()))
-    proc = run_dashboard(config, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{config.serve.dashboard_port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the dashboard did not come up within 90 s")
-        time.sleep(0.5)
-    yield url
-    stop_process(proc)
+    yield from serve_dashboard(config)
 
 
 def _shot_dir(tmp_path: Path) -> Path:

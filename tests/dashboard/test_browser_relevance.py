@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from funnel.core.procs import stop_process
-from tests.dashboard.conftest import CHROMEDRIVER, CHROMIUM, _home_config
+from tests.dashboard.conftest import CHROMEDRIVER, CHROMIUM, _home_config, serve_dashboard
 from tests.dashboard.test_browser import _shot_dir, _wait_text
 from tests.servers import free_port
 
@@ -45,26 +43,7 @@ def rated_config(full_home, tiny_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def url(rated_config):
-    import urllib.request
-
-    from funnel.dashboard.launch import run_dashboard
-
-    proc = run_dashboard(rated_config, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{rated_config.serve.dashboard_port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the dashboard did not come up within 90 s")
-        time.sleep(0.5)
-    yield base
-    stop_process(proc)
+    yield from serve_dashboard(rated_config)
 
 
 def _click(driver, xpath: str, timeout: float = 60):
