@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import os
 import platform
@@ -40,30 +39,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 
 from funnel.ranking.rec.baselines import EASE, ImplicitMF, ItemKNN, Popularity, select_on_dev
-from funnel.ranking.rec.coarse import LambdaMartConfig, LambdaMartRanker
-from funnel.ranking.rec.features import build_context, feature_names, fine_feature_names
-from funnel.ranking.rec.funnel import (Batch, Funnel, FunnelConfig, coarse_examples, coarse_stage, evaluate_funnel,
-                                       fine_examples, fine_stage, recall_stage)
-from funnel.ranking.rec.metrics import evaluate_lists, item_counts, ndcg_at_k, recall_at_k
+from funnel.ranking.rec.build import FunnelRecipe, cached_model, fit_funnel
+from funnel.ranking.rec.funnel import evaluate_funnel
+from funnel.ranking.rec.metrics import evaluate_lists, item_counts, ndcg_at_k
 from funnel.ranking.rec.movielens import load_movielens
-from funnel.ranking.rec.rerank import RerankConfig, popularity_percentile, rerank
 from funnel.ranking.rec.sasrec import SASRec, SASRecConfig
 from funnel.ranking.rec.split import build_dataset, fit_sequences, rank_full, split_view
-from funnel.ranking.rec.two_tower import TwoTower
 
 log = logging.getLogger("rec_baselines")
-ROUTES = ("two_tower", "ease", "itemknn", "popularity")
-# recall route weights tried on dev (missing route = 1); kept: the best Recall@recall_k of the fused list
-ROUTE_WEIGHTS = [{}, {"popularity": 0.0}, {"popularity": 0.0, "itemknn": 0.0},
-                 {"popularity": 0.0, "itemknn": 0.5}, {"two_tower": 2.0, "popularity": 0.0},
-                 {"two_tower": 3.0, "popularity": 0.0, "itemknn": 0.5}]
-# rerank settings tried on dev; the most diverse one costing at most MAX_RERANK_LOSS of the
-# fine stage's NDCG@10 is kept (pure relevance costs nothing and is always a candidate)
-RERANK_GRID = [RerankConfig(), RerankConfig(mmr_lambda=0.9), RerankConfig(mmr_lambda=0.8),
-               RerankConfig(mmr_lambda=0.9, popularity_damping=0.05), RerankConfig(max_per_genre=5)]
-MAX_RERANK_LOSS = 0.02
-
-
 LOADED: list[str] = []  # models reused from --models (their train seconds come from their saved fit report)
 
 
@@ -92,22 +75,6 @@ class Row(dict):
 def list_row(method: str, train_s: float | None, topk: np.ndarray, view, ds, counts, **extra) -> Row:
     m = evaluate_lists(topk, view.targets, ds.item_genres, counts, 10, 50)
     return Row(method=method, train_s=train_s, **m, **extra)
-
-
-def cached(models_dir: Path | None, name: str, loader, trainer, config=None):
-    """Load a fitted torch model from ``models_dir/name`` when present with the same config (None: any),
-    else train and save it. -> (model, training seconds)."""
-    if models_dir is not None and (models_dir / name / "config.json").exists():
-        model = loader(models_dir / name)
-        if config is None or model.config == config:
-            log.info("loaded %s from %s", name, models_dir / name)
-            LOADED.append(name)
-            return model, model.report.seconds
-        log.info("%s in %s has another config: training again", name, models_dir)
-    model, secs = timed(trainer)
-    if models_dir is not None:
-        model.save(models_dir / name)
-    return model, secs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,14 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     dev = split_view(ds, "dev")
     view = split_view(ds, args.split)
     fit, _ = fit_sequences(ds, "dev")            # the train part; what every model is fitted on
-    # the fold: the train part minus each user's last --train-targets items, which the rankers learn from
-    fold, _ = fit_sequences(ds, "train", args.train_targets)
-    train_view = split_view(ds, "train", args.train_targets)
     counts = item_counts(fit, ds.n_items)
     rows: list[Row] = []
     notes: list[str] = []
-    sas_cfg = SASRecConfig(n_items=ds.n_items, **({"max_epochs": 2} if args.quick else {}))
-    tt_kw = {"max_epochs": 1} if args.quick else {}
+    sas_over = {"max_epochs": 2} if args.quick else {}
+    tt_over = {"max_epochs": 1} if args.quick else {}
+    sas_cfg = SASRecConfig(n_items=ds.n_items, **sas_over)
 
     # ------------------------------------------------------------ baselines (choices on dev)
     pop, s = timed(lambda: Popularity().fit(fit, ds.n_items))
@@ -178,12 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     # ------------------------------------------------------------ plain SASRec (seed 0 is also the fine stage's model)
     sasrecs, sas_secs = [], []
     for seed in range(args.seeds):
-        def train_sasrec(seed=seed):
-            m = SASRec(replace(sas_cfg, seed=seed), device=args.device)
+        cfg = replace(sas_cfg, seed=seed)
+
+        def train_sasrec(cfg=cfg):
+            m = SASRec(cfg, device=args.device)
             m.fit(fit, dev)
             return m
-        m, s = cached(models_dir, f"sasrec_seed{seed}", lambda p: SASRec.load(p, device=args.device), train_sasrec,
-                      replace(sas_cfg, seed=seed))
+        m, s, loaded = cached_model(models_dir, f"sasrec_seed{seed}", SASRec, train_sasrec, cfg, args.device)
+        LOADED.extend([f"sasrec_seed{seed}"] if loaded else [])
         sasrecs.append(m)
         sas_secs.append(s)
         log.info("SASRec seed %d: best epoch %s, dev NDCG@10 %.4f, %.0f s", seed, m.report.best_epoch,
@@ -196,104 +163,42 @@ def main(argv: list[str] | None = None) -> int:
                      f"{ndcg_at_k(rank_full(ens, dev.histories, 10), dev.targets, 10):.4f}; single seeds: "
                      + ", ".join(f"{m.report.best_metric:.4f}" for m in sasrecs))
 
-    # ------------------------------------------------------------ recall routes: on train (dev/test) and on the fold
-    def train_tt():
-        m = TwoTower.from_dataset(ds, device=args.device, **tt_kw)
-        m.fit(fit, dev)
-        return m
-    tt, tt_s = cached(models_dir, "two_tower", lambda p: TwoTower.load(p, device=args.device), train_tt)
-
-    def train_tt_fold():
-        # refitted without each user's last train item, for as many epochs as dev chose for the main model
-        m = TwoTower.from_dataset(ds, device=args.device, **tt_kw)
-        m.fit(fold, max_epochs=max(tt.report.best_epoch, 1))
-        return m
-    tt_fold, tt_fold_s = cached(models_dir, f"two_tower_fold{args.train_targets}", lambda p: TwoTower.load(p, device=args.device),
-                                train_tt_fold)
-
-    def train_sas_fold():
-        m = SASRec(sas_cfg, device=args.device)
-        m.fit(fold, max_epochs=max(sasrecs[0].report.best_epoch, 1))
-        return m
-    sas_fold, sas_fold_s = cached(models_dir, f"sasrec_fold{args.train_targets}", lambda p: SASRec.load(p, device=args.device),
-                                  train_sas_fold, sas_cfg)
-    (ease_f, knn_f, pop_f), fold_s = timed(lambda: (EASE(ease_l2).fit(fold, ds.n_items),
-                                                    ItemKNN(*knn_p).fit(fold, ds.n_items),
-                                                    Popularity().fit(fold, ds.n_items)))
-
-    def routes_of(two_tower, e, k, pp):
-        return {"two_tower": lambda h, u: two_tower.score(h, u), "ease": lambda h, u: e.score(h),
-                "itemknn": lambda h, u: k.score(h), "popularity": lambda h, u: pp.score(h)}
-    routes, routes_fold = routes_of(tt, ease, knn, pop), routes_of(tt_fold, ease_f, knn_f, pop_f)
-
-    # route weights: the fused list's recall@recall_k on dev
-    dev_batch = Batch.from_view(dev)
-    route_scores = {n: r(dev_batch.histories, dev_batch.users) for n, r in routes.items()}
-    fixed = {n: (lambda s: (lambda h, u: s))(sc) for n, sc in route_scores.items()}  # score dev once
-    recall_tab = {}
-    for w in ROUTE_WEIGHTS:
-        rec = recall_stage(fixed, dev_batch, FunnelConfig(route_weights=w))
-        recall_tab[_weights_name(w)] = (recall_at_k(rec.candidates.items, dev.targets, rec.candidates.items.shape[1]), w)
-    best_weights = max(recall_tab.values(), key=lambda t: t[0])[1]
-    fcfg = FunnelConfig(route_weights=best_weights)
-    notes.append(f"recall route weights (RRF) on dev Recall@{fcfg.recall_k}: "
-                 + "; ".join(f"{n}: {r:.4f}" for n, (r, _) in recall_tab.items()) + f"; kept {_weights_name(best_weights)}")
-
-    # ------------------------------------------------------------ coarse: train on the fold's last train items, select on dev
-    names = feature_names(list(ROUTES))
-    t = time.perf_counter()
-    rec_tr, X_tr, y_tr = coarse_examples(routes_fold, build_context(ds, "train", args.train_targets), train_view, fcfg)
-    rec_dev, X_dev, y_dev = coarse_examples(routes, build_context(ds, "dev"), dev, fcfg)
-    lm_cfg = LambdaMartConfig(top_k=fcfg.coarse_k, num_threads=args.threads)
-    coarse = LambdaMartRanker.fit(X_tr, y_tr, X_dev, y_dev, names, lm_cfg)
-    coarse_s = time.perf_counter() - t
-    notes.append(f"coarse LightGBM: {coarse.meta['n_train_groups']} training targets (target among the recall "
-                 f"candidates), {coarse.meta['best_iteration']} rounds; top features by gain: " + _top_gain(coarse))
-
-    # ------------------------------------------------------------ fine: SASRec + LightGBM combination, same recipe
-    t = time.perf_counter()
-    Xf_tr, yf_tr = fine_examples([sas_fold], coarse, train_view, rec_tr, X_tr, fcfg)
-    Xf_dev, yf_dev = fine_examples(sasrecs[:1], coarse, dev, rec_dev, X_dev, fcfg)
-    fine_ranker = LambdaMartRanker.fit(Xf_tr, yf_tr, Xf_dev, yf_dev, fine_feature_names(list(ROUTES)), lm_cfg)
-    fine_s = time.perf_counter() - t + sas_fold_s
-    notes.append(f"fine LightGBM: {fine_ranker.meta['n_train_groups']} training targets (target among the coarse "
-                 f"top {fcfg.coarse_k}), {fine_ranker.meta['best_iteration']} rounds; top features by gain: "
-                 + _top_gain(fine_ranker))
+    # ------------------------------------------------------------ the funnel: fitted by the library's one recipe
+    recipe = FunnelRecipe(train_targets=args.train_targets, sasrec=sas_over, two_tower=tt_over,
+                          threads=args.threads, device=args.device)
+    fitted = fit_funnel(ds, recipe, models_dir, sasrec=sasrecs[0])
+    LOADED.extend(fitted.choices["reused"])
     if models_dir is not None:
-        coarse.save(models_dir / "coarse")
-        fine_ranker.save(models_dir / "fine")
-    dev_coarse = coarse_stage(coarse, X_dev, rec_dev, fcfg.coarse_k)
-    alone = fine_stage(sasrecs[:1], dev_batch, dev_coarse)
+        fitted.save(models_dir / "funnel")
+    ch, secs, fcfg = fitted.choices, fitted.seconds, fitted.config
+    notes.append("recall route weights (RRF) on dev Recall@%d: " % fcfg.recall_k + "; ".join(
+        f"{n}: {r:.4f}" for n, r in ch["route_weights"][f"dev_recall@{fcfg.recall_k}"].items())
+        + f"; kept {_weights_name(fcfg.route_weights)}")
+    notes.append(f"coarse LightGBM: {fitted.coarse.meta['n_train_groups']} training targets (last "
+                 f"{args.train_targets} train items per user, kept where recall found them), "
+                 f"{fitted.coarse.meta['best_iteration']} rounds (dev NDCG@{fcfg.coarse_k}); top features by gain: "
+                 + _top_gain(fitted.coarse))
+    notes.append(f"fine LightGBM: {fitted.fine.meta['n_train_groups']} training targets (among the coarse top "
+                 f"{fcfg.coarse_k}), {fitted.fine.meta['best_iteration']} rounds (dev NDCG@10); top features by gain: "
+                 + _top_gain(fitted.fine))
     notes.append(f"fine stage without the LightGBM combination (SASRec alone re-sorting the coarse top "
-                 f"{fcfg.coarse_k}) on dev NDCG@10: {ndcg_at_k(alone.items, dev.targets, 10):.4f}")
-
-    # ------------------------------------------------------------ rerank setting, on dev
-    pop_pct = popularity_percentile(build_context(ds, "dev").item_counts)
-    fine_dev = fine_stage(sasrecs[:1], dev_batch, dev_coarse, fine_ranker)
-    tried = []
-    for rc in RERANK_GRID:
-        lists = np.array([rerank(fine_dev.items[u], fine_dev.scores[u], dev.histories[u], ds.item_genres, pop_pct, rc)
-                          for u in range(len(dev))])
-        tried.append((rc, evaluate_lists(lists, dev.targets, ds.item_genres, counts, 10, 50)))
-    base_ndcg = tried[0][1]["ndcg@10"]
-    ok = [(rc, m) for rc, m in tried if m["ndcg@10"] >= (1 - MAX_RERANK_LOSS) * base_ndcg]
-    rerank_cfg = max(ok, key=lambda t: t[1]["diversity"])[0]
+                 f"{fcfg.coarse_k}) on dev NDCG@10: {ch['fine_without_ranker_dev_ndcg@10']:.4f}")
     notes.append("rerank on dev (NDCG@10 / diversity): " + "; ".join(
-        f"{_rerank_name(rc)}: {m['ndcg@10']:.4f} / {m['diversity']:.3f}" for rc, m in tried)
-        + f"; kept: {_rerank_name(rerank_cfg)} (most diverse within {MAX_RERANK_LOSS:.0%} of pure relevance)")
+        f"{_rerank_name(t['setting'])}: {t['ndcg@10']:.4f} / {t['diversity']:.3f}" for t in ch["rerank"]["dev"])
+        + f"; kept: {_rerank_name(ch['rerank']['chosen'])} (most diverse within "
+        f"{recipe.max_rerank_loss:.0%} of pure relevance)")
 
     # ------------------------------------------------------------ the funnel, user by user, on the reported split
-    funnel = Funnel(routes=routes, context=build_context(ds, args.split), coarse=coarse, fine=sasrecs[:1],
-                    fine_ranker=fine_ranker, config=replace(fcfg, rerank=rerank_cfg))
-    res = evaluate_funnel(funnel, view, batch_size=1)
-    recall_train = tt_s + tt_fold_s + fold_s
-    labels = {"recall": (f"funnel: recall (RRF {_weights_name(best_weights)}; top {fcfg.recall_k})", recall_train),
-              "coarse": (f"funnel: + coarse (LightGBM LambdaMART, top {fcfg.coarse_k})", coarse_s),
-              "fine": ("funnel: + fine (SASRec on the 50 + LightGBM combination)", fine_s),
-              "rerank": (f"funnel: + rerank ({_rerank_name(rerank_cfg)}) = full funnel", 0.0)}
+    res = evaluate_funnel(fitted.funnel(ds, args.split), view, batch_size=1)
+    labels = {"recall": (f"funnel: recall (RRF {_weights_name(fcfg.route_weights)}; top {fcfg.recall_k})",
+                         secs["two_tower"] + secs["fold_two_tower"] + secs["ease_itemknn_popularity"]
+                         + secs["fold_ease_itemknn_popularity"]),
+              "coarse": (f"funnel: + coarse (LightGBM LambdaMART, top {fcfg.coarse_k})", secs["coarse"]),
+              "fine": ("funnel: + fine (SASRec on the 50 + LightGBM combination)", secs["fine"] + secs["fold_sasrec"]),
+              "rerank": (f"funnel: + rerank ({_rerank_name(ch['rerank']['chosen'])}) = full funnel", 0.0)}
     for stage, m in res.items():
-        name, secs = labels[stage]
-        rows.append(Row(method=name, train_s=secs, **m))
+        name, s = labels[stage]
+        rows.append(Row(method=name, train_s=s, **m))
     notes.append(f"Recall@{fcfg.recall_k} of the fused recall stage on {args.split}: "
                  f"{res['recall'][f'recall@{fcfg.recall_k}']:.4f}")
 
@@ -315,10 +220,10 @@ def _zscore_rows(s: np.ndarray) -> np.ndarray:
 
 
 def _weights_name(w: dict) -> str:
-    return ", ".join(f"{r} {w.get(r, 1.0):g}" for r in ROUTES)
+    return ", ".join(f"{r} {w.get(r, 1.0):g}" for r in ("two_tower", "ease", "itemknn", "popularity"))
 
 
-def _top_gain(model: LambdaMartRanker, n: int = 6) -> str:
+def _top_gain(model, n: int = 6) -> str:
     imp = sorted(model.meta["importance"].items(), key=lambda kv: -kv[1])[:n]
     return ", ".join(f"{name} {g:.0f}" for name, g in imp)
 
@@ -328,14 +233,14 @@ def _fmt_grid(tab: dict) -> str:
                      if not isinstance(k, float) else f"{k:g}: {v:.4f}" for k, v in tab.items())
 
 
-def _rerank_name(rc: RerankConfig) -> str:
+def _rerank_name(rc: dict) -> str:
     parts = []
-    if rc.mmr_lambda < 1:
-        parts.append(f"genre MMR lambda {rc.mmr_lambda:g}")
-    if rc.popularity_damping:
-        parts.append(f"popularity damping {rc.popularity_damping:g}")
-    if rc.max_per_genre is not None:
-        parts.append(f"max {rc.max_per_genre} per genre")
+    if rc["mmr_lambda"] < 1:
+        parts.append(f"genre MMR lambda {rc['mmr_lambda']:g}")
+    if rc["popularity_damping"]:
+        parts.append(f"popularity damping {rc['popularity_damping']:g}")
+    if rc["max_per_genre"] is not None:
+        parts.append(f"max {rc['max_per_genre']} per genre")
     return ", ".join(parts) or "seen filter only"
 
 

@@ -13,6 +13,7 @@ strongest non-neural baselines on MovieLens and costs one (n_items x n_items) in
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,25 +31,45 @@ def interaction_matrix(histories: Sequence[np.ndarray], n_items: int) -> sp.csr_
     return x
 
 
-class Popularity:
+class _NpyState:
+    """Save/load of a fitted baseline as one ``.npy`` array (its ``_state`` attribute) plus its
+    constructor arguments, which the caller records (e.g. in the funnel's JSON)."""
+    _state = ""
+
+    def save_npy(self, path: str | Path) -> None:
+        np.save(Path(path), getattr(self, self._state), allow_pickle=False)
+
+    @classmethod
+    def load_npy(cls, path: str | Path, **params):
+        model = cls(**params)
+        arr = np.load(Path(path), allow_pickle=False)
+        setattr(model, cls._state, arr)
+        model.n_items = arr.shape[-1] - 1
+        return model
+
+
+class Popularity(_NpyState):
     """Scores every item by its number of interactions in the fitted log, the same for every user."""
     name = "popularity"
+    _state = "counts"
 
     def fit(self, histories: Sequence[np.ndarray], n_items: int) -> "Popularity":
         self.counts = np.bincount(np.concatenate(histories), minlength=n_items + 1).astype(np.float32)
+        self.n_items = n_items
         return self
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         return np.broadcast_to(self.counts, (len(histories), len(self.counts))).copy()
 
 
-class ItemKNN:
+class ItemKNN(_NpyState):
     """Item-based nearest neighbours: cosine similarity of item co-occurrence columns, kept to the
     ``neighbors`` most similar items per item; a user's score is the sum of similarities to her items.
 
     ``shrink`` damps similarities resting on few co-occurrences (s_ij = c_ij / (sqrt(n_i n_j) + shrink)).
     """
     name = "itemknn"
+    _state = "sim"
 
     def __init__(self, neighbors: int = 100, shrink: float = 10.0):
         self.neighbors = neighbors
@@ -72,10 +93,11 @@ class ItemKNN:
         return np.asarray(interaction_matrix(histories, self.n_items) @ self.sim)
 
 
-class EASE:
+class EASE(_NpyState):
     """Embarrassingly Shallow Autoencoder (Steck, WWW 2019): B = argmin ||X - XB||^2 + l2 ||B||^2 with
     diag(B) = 0, solved in closed form: P = (X^T X + l2 I)^-1, B = -P / diag(P), diag(B) = 0."""
     name = "ease"
+    _state = "b"
 
     def __init__(self, l2: float = 200.0):
         self.l2 = l2

@@ -162,13 +162,11 @@ class SASRec:
                 n += int(keep.sum())
             return total / max(n, 1)
 
-        evaluate = None
-        if dev is not None:
-            def evaluate() -> float:
-                topk = rank_full(self.score(dev.histories), dev.histories, 10)
-                return ndcg_at_k(topk, dev.targets, 10)
+        def dev_ndcg() -> float:
+            topk = rank_full(self.score(dev.histories), dev.histories, 10)
+            return ndcg_at_k(topk, dev.targets, 10)
 
-        self.report = fit_epochs(self.module, train_epoch, evaluate, max_epochs or cfg.max_epochs,
+        self.report = fit_epochs(self.module, train_epoch, dev_ndcg if dev is not None else None, max_epochs or cfg.max_epochs,
                                  patience=cfg.patience, eval_every=cfg.eval_every if dev is not None else 1,
                                  time_budget_s=cfg.time_budget_s)
         return self.report

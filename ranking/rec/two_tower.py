@@ -207,13 +207,11 @@ class TwoTower:
                 n += len(t)
             return total / n
 
-        evaluate = None
-        if dev is not None:
-            def evaluate() -> float:
-                topk = rank_full(self.score(dev.histories, dev.users), dev.histories, cfg.eval_k)
-                return recall_at_k(topk, dev.targets, cfg.eval_k)
+        def dev_recall() -> float:
+            topk = rank_full(self.score(dev.histories, dev.users), dev.histories, cfg.eval_k)
+            return recall_at_k(topk, dev.targets, cfg.eval_k)
 
-        self.report = fit_epochs(m, train_epoch, evaluate, max_epochs or cfg.max_epochs, patience=cfg.patience,
+        self.report = fit_epochs(m, train_epoch, dev_recall if dev is not None else None, max_epochs or cfg.max_epochs, patience=cfg.patience,
                                  eval_every=cfg.eval_every, time_budget_s=cfg.time_budget_s)
         return self.report
 

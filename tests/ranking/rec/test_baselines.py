@@ -44,3 +44,12 @@ def test_select_on_dev(synthetic_ds):
     fit, _ = fit_sequences(synthetic_ds, "dev")
     model, best, table = select_on_dev(EASE, [1.0, 100.0], fit, synthetic_ds.n_items, split_view(synthetic_ds, "dev"))
     assert best in table and model.l2 == best
+
+
+def test_npy_round_trip(tmp_path):
+    for model, params in ((EASE(0.5), {"l2": 0.5}), (ItemKNN(10, 0.0), {"neighbors": 10, "shrink": 0.0}),
+                          (Popularity(), {})):
+        model.fit(HIST, 3)
+        model.save_npy(tmp_path / f"{model.name}.npy")
+        loaded = type(model).load_npy(tmp_path / f"{model.name}.npy", **params)
+        np.testing.assert_array_equal(loaded.score(HIST), model.score(HIST))

@@ -1,52 +1,32 @@
-"""The whole funnel on the synthetic log: routes -> coarse LightGBM -> SASRec -> rerank."""
+"""The whole funnel on the synthetic log, fitted by the one recipe (`build.fit_funnel`): routes ->
+coarse LightGBM -> SASRec + fine LightGBM -> rerank."""
 import numpy as np
 import pytest
 import torch
 
-from funnel.ranking.rec.baselines import EASE, Popularity
-from funnel.ranking.rec.coarse import LambdaMartConfig, LambdaMartRanker
-from funnel.ranking.rec.features import FINE_FEATURES, ITEM_FEATURES, build_context, feature_names, fine_feature_names
-from funnel.ranking.rec.funnel import (Batch, Funnel, FunnelConfig, coarse_examples, evaluate_funnel, fine_examples,
-                                       fuse_rrf, recommend)
+from funnel.ranking.rec.build import FittedFunnel, FunnelRecipe, fit_funnel
+from funnel.ranking.rec.coarse import LambdaMartRanker
+from funnel.ranking.rec.features import FINE_FEATURES, ITEM_FEATURES
+from funnel.ranking.rec.funnel import Batch, FunnelConfig, evaluate_funnel, fuse_rrf, recommend
 from funnel.ranking.rec.rerank import RerankConfig
-from funnel.ranking.rec.sasrec import SASRec, SASRecConfig
-from funnel.ranking.rec.split import fit_sequences, split_view
-from funnel.ranking.rec.two_tower import TwoTower
+from funnel.ranking.rec.split import split_view
 
-CFG = FunnelConfig(recall_k=20, coarse_k=10, rerank=RerankConfig(k=5, mmr_lambda=0.9))
-
-
-def routes_for(ds, seqs, tt):
-    ease, pop = EASE(10.0).fit(seqs, ds.n_items), Popularity().fit(seqs, ds.n_items)
-    return {"two_tower": lambda h, u: tt.score(h, u), "ease": lambda h, u: ease.score(h),
-            "popularity": lambda h, u: pop.score(h)}
+RECIPE = FunnelRecipe(
+    train_targets=2, threads=1, device="cpu",
+    sasrec=dict(max_len=20, dim=16, n_layers=1, dropout=0.1, lr=5e-3, batch_size=16, max_epochs=10, eval_every=2),
+    two_tower=dict(dim=16, max_len=10, batch_size=64, lr=5e-3, eval_k=10, max_epochs=5),
+    funnel=FunnelConfig(recall_k=20, coarse_k=10, rerank=RerankConfig(k=5)))
 
 
 @pytest.fixture(scope="module")
-def funnel(synthetic_ds):
+def fitted(synthetic_ds):
     torch.set_num_threads(1)
-    ds = synthetic_ds
-    fit, _ = fit_sequences(ds, "dev")
-    fold, _ = fit_sequences(ds, "train")
-    tt_kw = dict(dim=16, max_len=10, batch_size=64, lr=5e-3, eval_k=10)
-    tt = TwoTower.from_dataset(ds, device="cpu", **tt_kw)
-    tt.fit(fit, max_epochs=5)
-    tt_fold = TwoTower.from_dataset(ds, device="cpu", **tt_kw)
-    tt_fold.fit(fold, max_epochs=5)
-    routes, routes_fold = routes_for(ds, fit, tt), routes_for(ds, fold, tt_fold)
-    train_view, dev = split_view(ds, "train"), split_view(ds, "dev")
-    rec, X, y = coarse_examples(routes_fold, build_context(ds, "train"), train_view, CFG)
-    rec_dev, X_dev, y_dev = coarse_examples(routes, build_context(ds, "dev"), dev, CFG)
-    lm = LambdaMartConfig(n_estimators=20, min_data_in_leaf=5, num_threads=1, top_k=10)
-    coarse = LambdaMartRanker.fit(X, y, X_dev, y_dev, feature_names(list(routes)), lm)
-    sas_cfg = SASRecConfig(n_items=ds.n_items, max_len=20, dim=16, n_layers=1, dropout=0.1, lr=5e-3, batch_size=16)
-    sas, sas_fold = SASRec(sas_cfg, device="cpu"), SASRec(sas_cfg, device="cpu")
-    sas.fit(fit, max_epochs=10)
-    sas_fold.fit(fold, max_epochs=10)
-    Xf, yf = fine_examples([sas_fold], coarse, train_view, rec, X, CFG)
-    Xf_dev, yf_dev = fine_examples([sas], coarse, dev, rec_dev, X_dev, CFG)
-    fine_ranker = LambdaMartRanker.fit(Xf, yf, Xf_dev, yf_dev, fine_feature_names(list(routes)), lm)
-    return Funnel(routes, build_context(ds, "test"), coarse, [sas], fine_ranker, CFG)
+    return fit_funnel(synthetic_ds, RECIPE)
+
+
+@pytest.fixture(scope="module")
+def funnel(synthetic_ds, fitted):
+    return fitted.funnel(synthetic_ds, "test")
 
 
 def test_rrf_by_hand():
@@ -83,6 +63,25 @@ def test_evaluate_funnel(synthetic_ds, funnel):
     assert res["recall"]["recall@20"] >= res["recall"]["recall@10"]
     # the synthetic log is predictable from the last item: the funnel must do far better than chance
     assert res["rerank"]["hr@10"] > 0.3
+
+
+def test_choices_are_recorded(fitted):
+    ch = fitted.choices
+    assert ch["ease_l2"]["chosen"] in RECIPE.ease_grid and ch["route_weights"]["chosen"] == dict(fitted.config.route_weights)
+    assert fitted.config.rerank.k == 5 and set(fitted.seconds) >= {"two_tower", "sasrec", "coarse", "fine"}
+
+
+def test_fitted_funnel_save_load(synthetic_ds, fitted, funnel, tmp_path):
+    fitted.save(tmp_path / "funnel")
+    loaded = FittedFunnel.load(tmp_path / "funnel", device="cpu")
+    batch = Batch.from_view(split_view(synthetic_ds, "test"), range(10))
+    a = recommend(funnel, batch).stages
+    b = recommend(loaded.funnel(synthetic_ds, "test"), batch).stages
+    for stage in a:
+        np.testing.assert_array_equal(a[stage].items, b[stage].items)
+    assert loaded.config == fitted.config
+    with pytest.raises(FileNotFoundError, match="no fitted funnel"):
+        FittedFunnel.load(tmp_path / "missing")
 
 
 def test_coarse_save_load(synthetic_ds, funnel, tmp_path):
