@@ -86,11 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=1,
                    help="SASRec seeds to train; seed 0 is the plain baseline and the fine stage's model, "
                         "more seeds only report their ensemble on dev")
-    p.add_argument("--train-targets", type=int, default=5,
+    p.add_argument("--train-targets", type=int, default=FunnelRecipe.train_targets,
                    help="last train items per user the LightGBM rankers learn from (fold models are refitted without them)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="few epochs, for a smoke run (figures meaningless)")
+    p.add_argument("--append", action="store_true", help="append the table to --out instead of replacing it "
+                                                         "(to put the one test run under the dev table)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
@@ -211,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.append and out.exists():
+        text = out.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + text.replace("# ", "## ", 1)
     out.write_text(text, encoding="utf-8")
     return 0
 

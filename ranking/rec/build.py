@@ -65,7 +65,8 @@ class FunnelRecipe:
     route_weight_grid: tuple[Mapping[str, float], ...] = (
         {}, {"popularity": 0.0}, {"popularity": 0.0, "itemknn": 0.0}, {"popularity": 0.0, "itemknn": 0.5},
         {"two_tower": 2.0, "popularity": 0.0}, {"two_tower": 3.0, "popularity": 0.0, "itemknn": 0.5})
-    train_targets: int = 5          # last train items per user the LightGBM rankers learn from
+    train_targets: int = 10         # last train items per user the LightGBM rankers learn from: more lists
+                                    # to learn from, at the cost of that many items less for the fold models
     sasrec: Mapping = field(default_factory=dict)      # SASRecConfig overrides
     two_tower: Mapping = field(default_factory=dict)   # TwoTowerConfig overrides
     funnel: FunnelConfig = FunnelConfig()
