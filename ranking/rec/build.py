@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -44,8 +44,8 @@ import numpy as np
 from .baselines import EASE, ItemKNN, Popularity, select_on_dev
 from .coarse import LambdaMartConfig, LambdaMartRanker
 from .features import build_context, feature_names, fine_feature_names
-from .funnel import (Batch, Funnel, FunnelConfig, Route, coarse_examples, coarse_stage, fine_examples, fine_stage,
-                     recall_stage)
+from .funnel import (Batch, Funnel, FunnelConfig, FunnelOutput, Route, coarse_examples, coarse_stage, fine_examples,
+                     fine_stage, recall_stage, recommend)
 from .metrics import evaluate_lists, item_counts, ndcg_at_k, recall_at_k
 from .rerank import RerankConfig, popularity_percentile, rerank
 from .sasrec import SASRec, SASRecConfig
@@ -98,6 +98,24 @@ class FittedFunnel:
     def funnel(self, ds: RecDataset, split: str = "test") -> Funnel:
         """The servable funnel for a split ("test" = everything but the test items is known)."""
         return Funnel(self.routes(), build_context(ds, split), self.coarse, [self.sasrec], self.fine, self.config)
+
+    def recommend_for(self, ds: RecDataset, user_ids: Sequence[str], now: int | None = None,
+                      trace: bool = False) -> tuple[list[list[str]], FunnelOutput]:
+        """Serve known users from their whole history (the whole log is known): -> (item ids to show per
+        user, the funnel's output with every stage's candidates, timings and, with ``trace``, the rerank
+        decisions). ``now``: request time in Unix seconds (default: one second after each user's last
+        interaction)."""
+        index = {u: i for i, u in enumerate(ds.user_ids)}
+        missing = [u for u in user_ids if u not in index]
+        if missing:
+            raise KeyError(f"unknown user ids {missing[:5]}: the funnel serves users of the fitted log")
+        users = np.array([index[u] for u in user_ids], np.int64)
+        hist = [ds.sequences[u] for u in users]
+        hist_ts = [ds.timestamps[u] for u in users]
+        when = np.array([now if now is not None else (int(t[-1]) + 1 if len(t) else 0) for t in hist_ts], np.int64)
+        funnel = Funnel(self.routes(), build_context(ds, "all"), self.coarse, [self.sasrec], self.fine, self.config)
+        out = recommend(funnel, Batch(hist, hist_ts, users, when), trace=trace)
+        return [[str(ds.item_ids[i]) for i in row if i > 0] for row in out.stages["rerank"].items], out
 
     def save(self, out_dir: str | Path) -> Path:
         out = Path(out_dir)

@@ -64,8 +64,12 @@ class FeatureContext:
 
 
 def build_context(ds: RecDataset, split: str, n_train_targets: int = 1) -> FeatureContext:
-    """The feature context of a split: the log known before its targets (see `split.known_sequences`)."""
-    items, times = known_sequences(ds, split, n_train_targets)
+    """The feature context of a split: the log known before its targets (see `split.known_sequences`);
+    ``split="all"``: the whole log (serving after the last interaction)."""
+    if split == "all":
+        items, times = ds.sequences, ds.timestamps
+    else:
+        items, times = known_sequences(ds, split, n_train_targets)
     flat_i = np.concatenate(items) if items else np.zeros(0, np.int64)
     flat_t = np.concatenate(times) if times else np.zeros(0, np.int64)
     order = np.argsort(flat_t, kind="stable")

@@ -102,3 +102,12 @@ def test_fine_feature_matrix_by_hand():
     np.testing.assert_allclose(X[0, :, 2], [3, 1, 2])
     np.testing.assert_allclose(X[0, :, 3], [np.sqrt(1.5), -np.sqrt(1.5), 0.0], rtol=1e-5)
     assert X[0, :, 4].tolist() == [0, 2, 1]
+
+
+def test_recommend_for_known_users(synthetic_ds, fitted):
+    ids, out = fitted.recommend_for(synthetic_ds, ["1", "7"], trace=True)
+    assert len(ids) == 2 and all(len(row) == 5 for row in ids)
+    seen = {synthetic_ds.item_ids[i] for i in synthetic_ds.sequences[0]}
+    assert not seen & set(ids[0]) and len(out.traces) == 2
+    with pytest.raises(KeyError, match="unknown user"):
+        fitted.recommend_for(synthetic_ds, ["nobody"])
