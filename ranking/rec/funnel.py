@@ -9,7 +9,8 @@ transformer per user and reads only the coarse survivors; the rules see ten item
 Every stage has the shape ``stage(batch, candidates) -> candidates`` where ``candidates`` is a
 `Candidates` (items (n, k), scores (n, k)); `recommend` is the loop over stages and records the
 wall time of each. `evaluate_funnel` runs it user by user (the serving shape) and reports per-stage
-quality and latency. Models are fitted elsewhere (`benchmarks/rec_baselines.py` shows the recipe);
+quality and latency. Models are fitted by `build.fit_funnel` (the one recipe; it also builds the
+rankers' training lists with `coarse_examples` / `fine_examples` below, through the serving code);
 this module only wires them.
 """
 from __future__ import annotations
