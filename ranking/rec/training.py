@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from funnel.core.device import resolve_device as core_resolve_device
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
@@ -32,19 +34,9 @@ FORMAT_VERSION = 1
 
 
 def resolve_device(device: str = "auto"):
-    """"auto" -> CUDA when available, else CPU; an unavailable "cuda" falls back to CPU with a warning.
-
-    (The same contract as ``funnel.core.device.resolve_device``; kept here so this subpackage imports
-    nothing outside itself while the package layout moves.)
-    """
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        log.warning("device %r asked for but CUDA is not available: falling back to CPU", device)
-        device = "cpu"
-    return torch.device(device)
+    """The torch device of `funnel.core.device.resolve_device` ("auto": CUDA when available; an
+    unavailable "cuda" falls back to CPU with a warning)."""
+    return core_resolve_device(device)[0]
 
 
 @dataclass
