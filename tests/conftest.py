@@ -57,3 +57,14 @@ def tiny_home_copy(tiny_home, tmp_path) -> Path:
     dst = tmp_path / "home"
     shutil.copytree(tiny_home, dst)
     return dst
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: a tiny model gains nothing from more, and spinning threads crawl on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

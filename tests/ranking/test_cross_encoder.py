@@ -149,15 +149,6 @@ def test_fine_stage_reorders_the_top_depth_and_records_its_trace(tiny_ce):
     assert fused.rank(Request(query="vitamin d"), c, 10).doc_ids == ids  # coarse order dominates
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: a tiny model gains nothing from more, and spinning threads crawl on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_tiny_cross_encoder_learns(tiny_home, tiny_dir, tmp_path, one_thread):
     config = Config(paths=PathsConfig(home=str(tiny_home)),
                     fine=replace(FineConfig(), backbone="tiny", max_length=64, group_size=3, negatives_depth=10,

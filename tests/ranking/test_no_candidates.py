@@ -8,7 +8,6 @@ import shutil
 from dataclasses import replace
 
 import pytest
-import torch
 
 from funnel.core.config import CoarseConfig, Config, FineConfig, PathsConfig
 from funnel.ranking.models.backbone import load_tokenizer
@@ -31,14 +30,6 @@ def no_hit_dir(tiny_dir, tmp_path_factory):
         with open(out / "qrels" / f"{split}.tsv", "a", encoding="utf-8") as f:
             f.write(f"nohit-{split}\t{doc}\t1\n")
     return out
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_score_pairs_of_no_documents_is_empty():
