@@ -16,19 +16,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
+from .cooccurrence import Cooccurrence, cooccurrence_counts, interaction_matrix
 from .metrics import ndcg_at_k
 from .split import SplitView, rank_full
-
-
-def interaction_matrix(histories: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
-    """Binary (n_users, n_items + 1) float32 CSR of who interacted with what (repeats count once)."""
-    rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
-    cols = np.concatenate(histories) if len(rows) else np.zeros(0, np.int64)
-    x = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(histories), n_items + 1))
-    x.data[:] = 1.0  # duplicates were summed
-    return x
 
 
 class _NpyState:
@@ -76,8 +67,12 @@ class ItemKNN(_NpyState):
         self.shrink = shrink
 
     def fit(self, histories: Sequence[np.ndarray], n_items: int) -> "ItemKNN":
-        x = interaction_matrix(histories, n_items)
-        co = (x.T @ x).toarray().astype(np.float64)  # (n_items + 1, n_items + 1)
+        return self.fit_counts(cooccurrence_counts(histories, n_items))
+
+    def fit_counts(self, counts: Cooccurrence) -> "ItemKNN":
+        """Fit from co-occurrence counts computed elsewhere, e.g. by the Spark job
+        (``ItemKNN(n, s).fit_counts(load_cooccurrence(path, ds.item_ids))``): the same model as `fit`."""
+        co = counts.gram()  # (n_items + 1, n_items + 1) float64, per-item user counts on the diagonal
         norms = np.sqrt(np.diag(co))
         sim = co / (np.outer(norms, norms) + self.shrink + 1e-12)
         np.fill_diagonal(sim, 0.0)
@@ -86,7 +81,7 @@ class ItemKNN(_NpyState):
             cut = np.partition(sim, -self.neighbors, axis=0)[-self.neighbors]  # (n_items + 1,)
             sim[sim < cut[None, :]] = 0.0
         self.sim = sim.astype(np.float32)
-        self.n_items = n_items
+        self.n_items = counts.n_items
         return self
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
