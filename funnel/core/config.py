@@ -89,6 +89,14 @@ class PathsConfig:
         return self.root / "parquet"  # the store's export for Spark jobs
 
     @property
+    def interactions_parquet(self) -> Path:
+        return self.parquet / "interactions.parquet"  # the export's interaction log (`funnel pipeline cooccurrence`)
+
+    @property
+    def cooccurrence(self) -> Path:
+        return self.features / "cooccurrence"  # item co-occurrence counts (`funnel.pipelines.cooccurrence_job`)
+
+    @property
     def runs(self) -> Path:
         return self.root / "runs"  # TREC run files of `funnel eval`
 
