@@ -118,6 +118,10 @@ class PathsConfig:
     def build_log(self) -> Path:
         return self.root / "build.json"  # `funnel build`'s plan and actual minutes per step
 
+    @property
+    def rec_funnel(self) -> Path:
+        return self.models / "rec"  # the fitted recommendation funnel (`funnel.ranking.rec.build.FittedFunnel`)
+
 
 @dataclass(frozen=True)
 class AnalyzerConfig:
@@ -372,6 +376,34 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
+class RecConfig:
+    """Recommendation (`funnel.ranking.rec`): serving limits, the fit knobs of `funnel build --task rec`, and
+    rerank overrides applied at serve time over the setting dev chose at build (-1 / "": keep that setting)."""
+    max_k: int = 50  # largest k a request may ask for (at most coarse_k: the fine stage's list)
+    default_k: int = 10
+    # fit (`funnel.ranking.rec.build.fit_funnel`); 0 = the recipe's default
+    sasrec_epochs: int = 0  # cap on SASRec epochs (early stopping on dev picks fewer)
+    sasrec_dim: int = 0
+    sasrec_layers: int = 0
+    sasrec_max_len: int = 0
+    two_tower_epochs: int = 0  # cap on two-tower epochs
+    two_tower_dim: int = 0
+    two_tower_max_len: int = 0
+    train_targets: int = 10  # last train items per user the LightGBM rankers learn from
+    recall_k: int = 200  # candidates of the recall stage
+    coarse_k: int = 50  # survivors of the coarse stage (the fine stage's list)
+    seed: int = 0  # seed of the torch models
+    threads: int = 2  # LightGBM threads
+    device: str = "auto"
+    # serve-time rerank overrides
+    blocked: str = ""  # comma-separated item ids never shown
+    pinned: str = ""  # comma-separated ITEM:SLOT (0-based) pairs
+    mmr_lambda: float = -1.0  # genre MMR relevance weight in [0, 1]; -1: as fitted
+    max_per_genre: int = -1  # per-genre cap; 0: no cap, -1: as fitted
+    popularity_damping: float = -1.0  # relevance minus this x popularity percentile; -1: as fitted
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
@@ -390,6 +422,7 @@ class Config:
     dense: DenseConfig = field(default_factory=DenseConfig)
     train_dense: TrainDenseConfig = field(default_factory=TrainDenseConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
+    rec: RecConfig = field(default_factory=RecConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -471,6 +504,12 @@ def _device(value: Any) -> str | None:
     return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value) else "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
 
+def _pinned(value: Any) -> str | None:
+    pairs = [p.strip() for p in value.split(",") if p.strip()]
+    ok = all(re.fullmatch(r"[^:\s]+:\d+", p) for p in pairs)
+    return None if ok else "comma-separated ITEM:SLOT pairs with 0-based slots, e.g. '50:0,181:3'"
+
+
 # Ranking stages `pipeline.stages` may name, in order (`ranking.serving.pipeline` builds them).
 STAGE_NAMES = ("recall", "coarse", "fine", "rerank")
 _GPU_DTYPES = _choice("auto", "fp16", "bf16", "fp32")
@@ -524,6 +563,10 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "train_dense.doc_max_len": _number(1), "train_dense.unsupervised_mode": _choice("crop", "sentence"),
     "train_dense.unsupervised_pairs": _number(1), "train_dense.time_budget_min": _number(0),
     "build.dense_share": _FRACTION, "build.folds_share": _FRACTION, "build.fine_share": _FRACTION,
+    "rec.max_k": _number(1), "rec.default_k": _number(1), "rec.train_targets": _number(1),
+    "rec.recall_k": _number(1), "rec.coarse_k": _number(1), "rec.threads": _number(1), "rec.device": _device,
+    "rec.pinned": _pinned, "rec.mmr_lambda": _number(-1, 1), "rec.max_per_genre": _number(-1),
+    "rec.popularity_damping": _number(-1, 1),
 }
 
 
@@ -546,6 +589,19 @@ def config_problems(config: Config) -> list[str]:
     if config.serve.default_k > config.serve.max_k:
         problems.append(f"serve.default_k = {config.serve.default_k}: expected at most serve.max_k "
                         f"({config.serve.max_k})")
+    rec = config.rec
+    if rec.default_k > rec.max_k:
+        problems.append(f"rec.default_k = {rec.default_k}: expected at most rec.max_k ({rec.max_k})")
+    if rec.max_k > rec.coarse_k:
+        problems.append(f"rec.max_k = {rec.max_k}: expected at most rec.coarse_k ({rec.coarse_k}), "
+                        "the length of the list the rerank stage chooses from")
+    if rec.coarse_k > rec.recall_k:
+        problems.append(f"rec.coarse_k = {rec.coarse_k}: expected at most rec.recall_k ({rec.recall_k})")
+    if -1 < rec.mmr_lambda < 0:
+        problems.append(f"rec.mmr_lambda = {rec.mmr_lambda}: expected -1 (as fitted) or a number in [0, 1]")
+    if -1 < rec.popularity_damping < 0:
+        problems.append(f"rec.popularity_damping = {rec.popularity_damping}: expected -1 (as fitted) or a number "
+                        "in [0, 1]")
     return problems
 
 

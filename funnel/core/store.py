@@ -15,9 +15,17 @@ Files
 - ``links``: ``src`` (doc_id), ``dst`` (target URL, canonical), ``anchor`` (text).
 - ``queries``: ``query_id``, ``text``, ``dataset``.
 - ``qrels``: ``dataset``, ``split``, ``query_id``, ``doc_id``, ``score``.
+- ``interactions`` (recommendation log): ``user_id`` (TEXT), ``item_id`` (TEXT, a
+  ``docs.doc_id``, so search and recommendation share item ids), ``ts`` (INTEGER unix
+  seconds), ``value`` (REAL, e.g. a rating; NULL for implicit feedback), ``dataset``.
+- ``users``: ``user_id``, ``dataset``, ``meta`` (JSON object, e.g. age, gender, occupation).
+  Both tables were added without a schema version bump: an older store gains them, empty,
+  when it is next opened for writing. ``write_interactions`` replaces a dataset's rows.
 
 Parquet export (``export_parquet``) writes ``docs.parquet`` (the docs columns) and
-``links.parquet`` (src, dst, anchor): the input of the Spark pipelines.
+``links.parquet`` (src, dst, anchor): the input of the Spark pipelines; and
+``interactions.parquet`` (user_id, item_id, ts int64, value float64, dataset) when the
+store holds interactions.
 """
 from __future__ import annotations
 
@@ -65,6 +73,20 @@ CREATE TABLE IF NOT EXISTS qrels (
     doc_id TEXT NOT NULL,
     score INTEGER NOT NULL,
     PRIMARY KEY (dataset, split, query_id, doc_id)
+);
+CREATE TABLE IF NOT EXISTS interactions (
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    value REAL,
+    dataset TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS interactions_user ON interactions(dataset, user_id);
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (dataset, user_id)
 );
 """
 
@@ -225,6 +247,27 @@ class DocumentStore:
                                     [(dataset, split, q, d, s) for q, d, s in rows])
         return n
 
+    def write_interactions(self, dataset: str, interactions: Iterable[tuple[str, str, int, float | None]],
+                           users: Iterable[tuple[str, dict]] = (), docs: Iterable[Document] = ()) -> tuple[int, int]:
+        """Replace ``dataset``'s interaction log and users (and put its item documents), in one transaction.
+
+        interactions: (user_id, item_id, ts, value or None); users: (user_id, meta dict). Returns the
+        counts written (interactions, users). Documents go through the same source check as `write_batch`.
+        """
+        docs = list(docs)
+        with self._tx() as con:
+            if docs:
+                self._refuse_other_sources(con, docs)
+                self._insert_docs(con, docs)
+            con.execute("DELETE FROM interactions WHERE dataset = ?", (dataset,))
+            con.execute("DELETE FROM users WHERE dataset = ?", (dataset,))
+            n = con.executemany("INSERT INTO interactions (user_id, item_id, ts, value, dataset) VALUES (?, ?, ?, ?, ?)",
+                                ((str(u), str(i), int(t), None if v is None else float(v), dataset)
+                                 for u, i, t, v in interactions)).rowcount
+            m = con.executemany("INSERT OR REPLACE INTO users (user_id, dataset, meta) VALUES (?, ?, ?)",
+                                ((str(u), dataset, json.dumps(meta, ensure_ascii=False)) for u, meta in users)).rowcount
+        return n, m
+
     # -- reads -----------------------------------------------------------
     def count(self) -> int:
         return self._con.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
@@ -286,6 +329,41 @@ class DocumentStore:
             out.setdefault(q, {})[d] = s
         return out
 
+    def _has_table(self, name: str) -> bool:
+        # a read-only handle on a store older than the table has no such table: read it as empty
+        return self._con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                 (name,)).fetchone() is not None
+
+    def interaction_datasets(self) -> dict[str, int]:
+        """{dataset: interactions} of every logged dataset."""
+        if not self._has_table("interactions"):
+            return {}
+        return dict(self._con.execute("SELECT dataset, COUNT(*) FROM interactions GROUP BY dataset ORDER BY dataset"))
+
+    def interactions(self, dataset: str | None = None) -> list[tuple[str, str, int, float | None]]:
+        """(user_id, item_id, ts, value) rows of one dataset (None: all), in insertion order."""
+        if not self._has_table("interactions"):
+            return []
+        if dataset is None:
+            return self._con.execute("SELECT user_id, item_id, ts, value FROM interactions ORDER BY rowid").fetchall()
+        return self._con.execute("SELECT user_id, item_id, ts, value FROM interactions WHERE dataset = ? ORDER BY rowid",
+                                 (dataset,)).fetchall()
+
+    def users(self, dataset: str | None = None) -> dict[str, dict]:
+        """{user_id: meta} of one dataset (None: all)."""
+        if not self._has_table("users"):
+            return {}
+        if dataset is None:
+            rows = self._con.execute("SELECT user_id, meta FROM users")
+        else:
+            rows = self._con.execute("SELECT user_id, meta FROM users WHERE dataset = ?", (dataset,))
+        return {u: json.loads(m) for u, m in rows}
+
+    def docs_of_source(self, source: str) -> Iterator[Document]:
+        """Documents whose ``source`` is `source`, in seq order (a recommendation dataset's items)."""
+        for row in self._con.execute(f"SELECT {_DOC_COLUMNS} FROM docs WHERE source = ? ORDER BY seq", (source,)):
+            yield _row_to_doc(row)
+
     def crawl_fingerprints(self) -> Iterator[tuple[str, str, dict]]:
         """``(doc_id, content_hash, meta)`` of crawled documents, in seq order (the crawler's dedup state)."""
         for doc_id, chash, meta in self._con.execute(
@@ -330,5 +408,13 @@ class DocumentStore:
                          schema=pa.schema([("src", pa.string()), ("dst", pa.string()), ("anchor", pa.string())]))
         pq.write_table(links, links_path.with_suffix(".tmp"))
         links_path.with_suffix(".tmp").replace(links_path)
+        if self.interaction_datasets():
+            inter_path = out_dir / "interactions.parquet"
+            data = self._con.execute("SELECT user_id, item_id, ts, value, dataset FROM interactions ORDER BY rowid").fetchall()
+            schema = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("ts", pa.int64()),
+                                ("value", pa.float64()), ("dataset", pa.string())])
+            table = pa.table({f.name: [r[i] for r in data] for i, f in enumerate(schema)}, schema=schema)
+            pq.write_table(table, inter_path.with_suffix(".tmp"))
+            inter_path.with_suffix(".tmp").replace(inter_path)
         return docs_path, links_path
 

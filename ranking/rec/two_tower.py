@@ -217,11 +217,15 @@ class TwoTower:
 
     @torch.inference_mode()
     def user_vectors(self, histories: list[np.ndarray], users: np.ndarray | None = None) -> torch.Tensor:
-        """(n, dim); ``users`` are dataset user indices (their features), None = features unknown."""
+        """(n, dim); ``users`` are dataset user indices (their features), None = features unknown; an index
+        of -1 (a cold-start user the fit never saw) reads as unknown features too."""
         self.module.eval()
         hist = torch.from_numpy(left_pad(histories, self.config.max_len)).to(self.device)
-        codes = (self.module.user_codes[torch.as_tensor(np.asarray(users), device=self.device)] if users is not None
-                 else torch.zeros(len(histories), 3, dtype=torch.long, device=self.device))
+        codes = torch.zeros(len(histories), 3, dtype=torch.long, device=self.device)  # code 0 = unknown
+        if users is not None:
+            u = torch.as_tensor(np.asarray(users, np.int64), device=self.device)
+            known = u >= 0
+            codes[known] = self.module.user_codes[u[known]]
         table = self.module.items()
         return torch.cat([self.module.users(hist[s:s + 1024], codes[s:s + 1024], table)
                           for s in range(0, len(hist), 1024)]) if len(hist) else torch.zeros(0, self.config.dim, device=self.device)
