@@ -42,6 +42,7 @@ from pathlib import Path
 
 from funnel.core.config import Config
 from funnel.core.errors import InputError
+from funnel.core.judgements import qrels_path, split_parts
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def _file_stats(data_dir: Path, kinds: tuple[str, ...], splits: tuple[str, str])
         if kind in ("corpus", "queries"):
             paths.append(data_dir / f"{kind}.jsonl")
         elif kind == "qrels":
-            paths += [data_dir / "qrels" / f"{s}.tsv" for s in splits]
+            paths += sorted({qrels_path(data_dir, s) for s in splits})
         else:  # all qrels: ingest loads every split
             paths += sorted((data_dir / "qrels").glob("*.tsv"))
     out = {}
@@ -151,19 +152,27 @@ def _minutes(s: float | None) -> str:
     return "?" if s is None else f"{s / 60:.1f} min"
 
 
-def build(config: Config, data_dir: str | Path, *, train_split: str = "train", dev_split: str = "dev",
+def build(config: Config, data_dir: str | Path, *, train_split: str = "train", dev_split: str | None = None,
           skip: tuple[str, ...] = (), device: str = "auto", progress: bool = True,
           budget_min: float | None = None, force: bool = False) -> dict[str, str]:
     """Ingest, index, plan and train the funnel for `data_dir`; returns one line of summary per step.
+    `dev_split` (None: ``build.select_split``) holds the judgements every choice is made on; "carve"
+    fits on ``TRAIN:fit`` and selects on ``TRAIN:select`` (`funnel.core.judgements.split_parts`).
     `budget_min` (None: ``build.budget_min``) is the whole build's time budget in minutes (0: none);
     steps whose inputs did not change since they last finished are skipped unless `force`."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     data_dir = Path(data_dir)
+    dev_split = dev_split or config.build.select_split
+    if dev_split == "carve":
+        if split_parts(train_split)[1] is not None:
+            raise InputError(f"--train-split {train_split}: already carved; give a plain split to carve")
+        train_split, dev_split = f"{train_split}:fit", f"{train_split}:select"
     for split in (train_split, dev_split):
-        if not (data_dir / "qrels" / f"{split}.tsv").exists():
-            raise InputError(f"{data_dir}/qrels/{split}.tsv: missing; `funnel build` trains on {train_split} "
+        if not qrels_path(data_dir, split).exists():
+            raise InputError(f"{qrels_path(data_dir, split)}: missing; `funnel build` trains on {train_split} "
                              f"judgements and stops early on {dev_split} judgements")
+    log.info("fitting on %s judgements, selecting (early stopping, best epoch) on %s", train_split, dev_split)
     if budget_min is not None:
         config = replace(config, build=replace(config.build, budget_min=float(budget_min)))
     if config.build.budget_min < 0:

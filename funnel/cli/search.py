@@ -19,8 +19,12 @@ def register(sub) -> None:
     s.add_argument("--json", action="store_true", help="print JSON lines")
     s.set_defaults(handler=_search)
 
-    e = sub.add_parser("eval", help="evaluate retrieval, or the whole funnel, on a BEIR folder's judgements")
-    add_judgement_args(e)
+    e = sub.add_parser("eval", help="evaluate retrieval, or the whole funnel, on a BEIR folder's judgements; "
+                                    "--task rec: the recommendation funnel on the home's log")
+    add_judgement_args(e, required=False)
+    e.add_argument("--task", choices=["search", "rec"], default="search",
+                   help="search (default; needs --data) or rec: the fitted recommendation funnel per stage on the "
+                        "home's log, leave-one-out --split dev or test")
     e.add_argument("--retriever", choices=["bm25", "tfidf"], default="bm25")
     e.add_argument("--profile", choices=["cpu", "gpu"],
                    help="evaluate the funnel with this profile: metrics after each stage, latency per stage")
@@ -31,10 +35,18 @@ def register(sub) -> None:
 
     cli_train.register(sub)  # funnel train MODEL
 
-    b = sub.add_parser("build", help="ingest a BEIR folder, index it, train every model and publish them")
-    b.add_argument("--data", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/{train,dev}.tsv")
+    b = sub.add_parser("build", help="ingest a BEIR folder, index it, train every model and publish them; "
+                                     "--task rec: fit the recommendation funnel on the home's log")
+    b.add_argument("--data", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/{train,dev}.tsv (search); "
+                                  "without it, a home whose store holds interactions builds the rec funnel")
+    b.add_argument("--task", choices=["search", "rec"], default=None,
+                   help="search (a BEIR folder, --data) or rec (the store's interaction log, `funnel ingest "
+                        "movielens`; knobs in [rec]); default: search with --data, else rec")
     b.add_argument("--train-split", default="train")
-    b.add_argument("--dev-split", default="dev")
+    b.add_argument("--dev-split", default=None,
+                   help="judgements the build selects on (early stopping, best epoch); default: config "
+                        "build.select_split, 'carve' = a share of the training queries (TRAIN:select), the model "
+                        "fitted on the rest (TRAIN:fit), so that dev is never tuned on")
     b.add_argument("--skip", action="append", default=[], choices=["ingest", "dense", "coarse", "cross-encoder"],
                    help="skip a step (repeatable)")
     b.add_argument("--device", default="auto", help="training device: auto, cpu, cuda")
@@ -46,9 +58,9 @@ def register(sub) -> None:
     b.set_defaults(handler=_build)
 
 
-def add_judgement_args(parser) -> None:
+def add_judgement_args(parser, required: bool = True) -> None:
     """--data and --split of a command that evaluates on a BEIR folder's judgements (`eval`, `eval-recall`)."""
-    parser.add_argument("--data", required=True, help="BEIR folder holding queries.jsonl and qrels/")
+    parser.add_argument("--data", required=required, help="BEIR folder holding queries.jsonl and qrels/")
     parser.add_argument("--split", default="dev", help="judgements to use: qrels/SPLIT.tsv (default dev)")
 
 
@@ -105,6 +117,14 @@ def _eval(args, config) -> int:
 
     from funnel.ranking.evaluate import evaluate_retriever
 
+    if args.task == "rec":
+        from funnel.cli.rec import eval_rec
+
+        return eval_rec(args, config)
+    if not args.data:
+        from funnel.core.errors import FunnelError
+
+        raise FunnelError("the search evaluation needs --data BEIR_FOLDER (or --task rec for recommendation)")
     if args.profile:
         return _eval_funnel(args, config)
     bm25 = replace(config.bm25, scorer="tfidf" if args.retriever == "tfidf" else "bm25")
@@ -147,6 +167,24 @@ def _eval_funnel(args, config) -> int:
 
 def _build(args, config) -> int:
     from funnel.cli.build import build
+    from funnel.core.errors import FunnelError
+
+    task = args.task or ("search" if args.data else "rec")
+    if task == "rec":
+        from funnel.cli.build_rec import build_rec
+
+        if args.data:
+            raise FunnelError("--task rec builds from the home's interaction log: load it with "
+                              "`funnel ingest movielens [PATH]`, not --data")
+        if args.task is None and not _store_has_interactions(config):
+            raise FunnelError("give --data BEIR_FOLDER to build the search funnel, or ingest an interaction log "
+                              "(`funnel ingest movielens [PATH]`) and run `funnel build --task rec`")
+        report = build_rec(config, progress=not args.quiet)
+        for step, info in report.items():
+            print(f"{step:30s} {info}")
+        return 0
+    if not args.data:
+        raise FunnelError("the search build needs --data BEIR_FOLDER")
 
     report = build(config, args.data, train_split=args.train_split, dev_split=args.dev_split, skip=tuple(args.skip),
                    device=args.device, progress=not args.quiet, budget_min=args.budget_min, force=args.force)
@@ -158,3 +196,12 @@ def _build(args, config) -> int:
         cells = ["-" if row[k] is None else f"{row[k]:.1f}" for k in ("planned_min", "actual_min")]
         print(f"{row['step']:16s} {cells[0]:>11s} {cells[1]:>11s}  {row['recipe']}")
     return 0
+
+
+def _store_has_interactions(config) -> bool:
+    from funnel.core.store import DocumentStore
+
+    if not config.paths.store.exists():
+        return False
+    with DocumentStore(config.paths.store, readonly=True) as store:
+        return bool(store.interaction_datasets())

@@ -368,6 +368,10 @@ class TrainDenseConfig:
 class BuildConfig:
     """`funnel build`: the time budget it plans the training steps to (`funnel.cli.main.build`)."""
     budget_min: float = 60.0  # minutes for the whole build (0: no budget, every recipe runs in full)
+    # where the build makes its choices (early stopping, best epoch): "carve" fits on TRAIN:fit and selects
+    # on TRAIN:select (a share of the training queries, `funnel.core.judgements.SELECT_SHARE`), so the dev
+    # split stays untouched for the figure; or a split's name (e.g. "dev") to fit on all of TRAIN and select there
+    select_split: str = "carve"
     probe_steps: int = 3  # timed training steps per model, to estimate its minutes on this machine
     # share of the training time each model may take when the budget is short (the rest is redistributed)
     dense_share: float = 0.25

@@ -6,7 +6,9 @@ too). Each reader checks its file in full and names the file and line of the fir
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import random
 import re
 from collections.abc import Iterator
@@ -97,12 +99,45 @@ def read_qrels(data_dir: Path, split: str) -> dict[str, dict[str, int]]:
     return qrels
 
 
+# Carved splits. "SPLIT:select" is a fixed share of SPLIT's queries and "SPLIT:fit" the rest, so that a
+# build can fit on "train:fit" and make every choice (early stopping, best epoch, fusion weights) on
+# "train:select", leaving the dev split for a figure nothing was tuned on. The carve depends only on the
+# query ids (ranked by a hash), so it is the same on every run and machine and needs no file.
+CARVE_PARTS = ("fit", "select")
+SELECT_SHARE = 0.15   # of the split's queries go to "select" (at least one, and one stays to fit)
+
+
+def split_parts(split: str) -> tuple[str, str | None]:
+    """"train:select" -> ("train", "select"); "dev" -> ("dev", None)."""
+    base, sep, part = split.partition(":")
+    if not sep:
+        return split, None
+    if part not in CARVE_PARTS:
+        raise InputError(f"split '{split}': a carved split is SPLIT:fit or SPLIT:select, got ':{part}'")
+    return base, part
+
+
+def select_queries(query_ids) -> set[str]:
+    """The carve's "select" queries: the SELECT_SHARE of `query_ids` whose SHA-1 ranks first."""
+    ids = sorted(set(query_ids), key=lambda q: hashlib.sha1(q.encode("utf-8")).hexdigest())
+    n = min(max(1, math.ceil(SELECT_SHARE * len(ids))), len(ids) - 1) if len(ids) > 1 else 0
+    return set(ids[:n])
+
+
 def qrels_path(data_dir: Path, split: str) -> Path:
-    return Path(data_dir) / "qrels" / f"{split}.tsv"
+    """The file behind a split (a carved split's is its base split's file)."""
+    return Path(data_dir) / "qrels" / f"{split_parts(split)[0]}.tsv"
 
 
 def read_qrels_lines(data_dir: Path, split: str) -> Iterator[tuple[int, str, str, int]]:
-    """``(line number, query id, doc id, grade)`` of each judgement of ``qrels/SPLIT.tsv``, checked."""
+    """``(line number, query id, doc id, grade)`` of each judgement of ``qrels/SPLIT.tsv``, checked;
+    for a carved split ("train:fit", "train:select") only the rows of its part's queries."""
+    base, part = split_parts(split)
+    if part is not None:
+        rows = list(read_qrels_lines(data_dir, base))
+        chosen = select_queries(r[1] for r in rows)
+        yield from (r for r in rows if (r[1] in chosen) == (part == "select"))
+        return
     path = qrels_path(data_dir, split)
     if not path.exists():
         have = sorted(p.stem for p in (Path(data_dir) / "qrels").glob("*.tsv"))

@@ -30,7 +30,7 @@ import numpy as np
 from funnel.core.config import Config, FineConfig
 from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
-from funnel.core.judgements import gain, read_qrels, read_queries, sample_positives
+from funnel.core.judgements import gain, qrels_path, read_qrels, read_queries, sample_positives
 from funnel.core.store import DocumentStore
 from funnel.index.searcher import Bm25Retriever
 from funnel.ranking.evaluate import evaluate
@@ -137,7 +137,7 @@ def train_cross_encoder(config: Config, data_dir: str | Path, out_dir: str | Pat
         raise InputError(f"{data_dir}: no training group could be built (judged documents missing from the store?)")
 
     dev_sets, dev_qrels = [], {}
-    if fc.eval_depth > 0 and (data_dir / "qrels" / f"{dev_split}.tsv").exists():
+    if fc.eval_depth > 0 and qrels_path(data_dir, dev_split).exists():
         dev_sets = load_rerank_sets(config, data_dir, dev_split, fc.eval_depth, max_queries=fc.eval_queries,
                                     seed=fc.seed)
         dev_qrels = read_qrels(data_dir, dev_split)

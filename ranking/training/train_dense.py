@@ -38,7 +38,7 @@ import numpy as np
 from funnel.core.config import Config, TrainDenseConfig
 from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
-from funnel.core.judgements import read_qrels, read_queries, sample_positives
+from funnel.core.judgements import qrels_path, read_qrels, read_queries, sample_positives
 from funnel.core.store import DocumentStore
 from funnel.index.searcher import Bm25Retriever
 from funnel.index.vectors import exact_search, read_manifest, VectorIndex
@@ -226,7 +226,7 @@ def train_dual_encoder(config: Config, data_dir: str | Path | None = None, out_d
     text_of = dict(zip(corpus_ids, corpus_texts))
 
     dev_queries, dev_qrels = {}, {}
-    if data_dir is not None and (Path(data_dir) / "qrels" / f"{dev_split}.tsv").exists():
+    if data_dir is not None and qrels_path(Path(data_dir), dev_split).exists():
         dev_queries = read_queries(Path(data_dir))
         dev_qrels = read_qrels(Path(data_dir), dev_split)
     if tc.unsupervised:

@@ -47,6 +47,7 @@ def test_build_prints_its_plan_and_steps_and_records_plan_vs_actual(tiny_dir, tm
     plan_at = log.index("build plan (budget 5 min")
     assert "step 1/3 ingest+index" in log and log.index("step 2/3 coarse: planned") > plan_at
     assert "step 3/3 cross-encoder" in log[plan_at:] and "min left" in log
+    assert "fitting on train:fit judgements, selecting (early stopping, best epoch) on train:select" in log
     assert all(line[:2].isdigit() and line[2] == ":" for line in log.splitlines() if " INFO funnel." in line)
     saved = json.loads((tmp_path / "h" / "build.json").read_text())
     assert [row["step"] for row in saved["plan"]] == ["ingest+index", "coarse", "cross-encoder"]
