@@ -1,9 +1,18 @@
-"""HTTP boundary of the query API (FastAPI): `create_app(service)` wires the loaded `SearchService`
-to GET/POST /search, GET /doc/{id}, /health and /metrics (Prometheus). Fed by `funnel serve`.
+"""HTTP boundary of the query API (FastAPI): `create_app(service, rec)` wires the loaded `SearchService`
+to GET/POST /search and GET /doc/{id}, the loaded `RecService` (`funnel.ranking.rec.service`) to GET/POST
+/recommend, and both to /health and /metrics (Prometheus). Fed by `funnel serve`.
 
 Validation happens here, once, with pydantic: an empty or oversized query, k out of bounds, an
 unknown profile, an unknown parameter (body field or query-string key) or a body that is not JSON
 gets a 4xx whose JSON names the field and what was expected; a 500 only ever means a bug.
+
+Status codes of /recommend, the same families as /search: 422 for anything wrong in the request (k
+out of 1..rec.max_k, a missing user or history, an empty history, an item id the catalogue does not
+hold, an unknown parameter), 404 for a user id the interaction log does not hold (GET, or POST
+without a history), and 404 too when this home has no fitted recommendation funnel (search keeps
+working; the message says what to build). A home with a fitted funnel and no search index serves
+/recommend alone; /search and /doc answer 404 saying what to build. Not 503: nothing here is
+temporary, and a 5xx stays reserved for bugs (the fuzz test's invariant).
 """
 # No `from __future__ import annotations`: FastAPI must see the per-app request model, not a string.
 import json
@@ -11,7 +20,9 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -21,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from funnel.api import schemas
-from funnel.api.service import SearchResult, SearchService
+from funnel.api.service import offered_profiles, SearchResult, SearchService
 from funnel.core.config import apply_overrides, Config
 from funnel.core.errors import FunnelError, InputError
 
@@ -43,7 +54,7 @@ class Metrics:
     /metrics, whichever worker answers it, reports the sum over all workers.
     """
 
-    def __init__(self, service: SearchService):
+    def __init__(self, service: SearchService | None):
         self.registry = CollectorRegistry()
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         self.requests = Counter("funnel_http_requests_total", "HTTP requests by route and status",
@@ -54,10 +65,12 @@ class Metrics:
                                ["profile", "stage"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.results = Histogram("funnel_search_results", "results returned per search",
                                  buckets=(0, 1, 5, 10, 20, 50, 100), registry=self.registry)
+        self.rec_stage = Histogram("funnel_rec_stage_seconds", "time spent in each recommendation stage",
+                                   ["stage"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.service = service
         self.docs = Gauge("funnel_index_docs", "documents in the loaded index", registry=self.registry,
                           multiprocess_mode="max")  # every worker loads the same index
-        self.docs.set(service.n_docs)
+        self.docs.set(service.n_docs if service is not None else 0)
 
     def exposition(self) -> bytes:
         """The text format of every metric, summed over the workers in multiprocess mode."""
@@ -75,6 +88,10 @@ class Metrics:
         if result.candidates is not None:
             for t in result.candidates.trace:
                 self.stage.labels(result.profile, t.stage).observe(t.ms / 1000)
+
+    def observe_recommend(self, ms: dict[str, float]) -> None:
+        for stage, v in ms.items():
+            self.rec_stage.labels(stage).observe(v / 1000)
 
 
 class _BodyLimitMiddleware:
@@ -188,14 +205,23 @@ class _MetricsMiddleware:
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
 
 
+# pydantic names the branch of a union that failed ("history.0.constrained-str"); the field is what a client needs
+_UNION_BRANCHES = {"constrained-str", "str", "int", "function-before[_not_bool(), int]"}
+
+
 def _field(loc: tuple | list) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("body", "query", "path"):
         parts = parts[1:]
+    parts = [p for p in parts if p not in _UNION_BRANCHES]
     return ".".join(parts) or "body"
 
 
-def _validation_error(errors: list[dict[str, Any]], max_k: int | None = None) -> JSONResponse:
+ACCEPTED = {"/search": "q, k, profile, explain", "/recommend": "user, history (POST), k, explain"}
+
+
+def _validation_error(errors: list[dict[str, Any]], max_k: int | None = None,
+                      accepted: str = ACCEPTED["/search"]) -> JSONResponse:
     detail, msgs = [], []
     for e in errors:
         where = _field(e.get("loc", ()))
@@ -203,7 +229,7 @@ def _validation_error(errors: list[dict[str, Any]], max_k: int | None = None) ->
             where = "body"
             msg = f"request body is not valid JSON ({e.get('ctx', {}).get('error', 'decode error')})"
         elif e.get("type") == "extra_forbidden":
-            msg = f"unknown parameter {where!r}; accepted: q, k, profile, explain"
+            msg = f"unknown parameter {where!r}; accepted: {accepted}"
         elif e.get("type") == "no_parameters":
             msg = str(e.get("msg"))
         elif e.get("type") == "missing":
@@ -253,27 +279,49 @@ def _offline_docs(app: FastAPI) -> None:
 DOCS_ASSETS = "/docs-assets"
 
 
-def create_app(service: SearchService) -> FastAPI:
-    """The FastAPI app over an opened service (loaded once, shared by every request thread)."""
-    serve = service.config.serve
-    SearchRequest = schemas.search_request_model(serve, service.profiles, service.default_profile)
-    metrics = Metrics(service)
-    errors = {422: {"model": schemas.ErrorResponse, "description": "invalid parameters"}}
+def create_app(service: SearchService | None, rec=None, *, rec_problem: str | None = None) -> FastAPI:
+    """The FastAPI app over opened services (loaded once, shared by every request thread).
 
+    service: the search side, or None for a home that only recommends (/search and /doc answer 404);
+    rec: a `funnel.ranking.rec.service.RecService`, or None (/recommend answers 404 saying
+    ``rec_problem``, or what to build)."""
+    if service is None and rec is None:
+        raise ValueError("create_app needs a search service, a recommendation service, or both")
+    config: Config = service.config if service is not None else rec.config
+    serve = config.serve
+    profiles = service.profiles if service is not None else offered_profiles(config)[:1]
+    SearchRequest = schemas.search_request_model(serve, profiles, service.default_profile if service else profiles[0])
+    RecQuery, RecBody = schemas.recommend_models(config.rec.max_k, config.rec.default_k)
+    metrics = Metrics(service)
+    started = time.time()
+    rec_lock = threading.Lock()  # the funnel's torch models and caches are not shared between threads
+    errors = {422: {"model": schemas.ErrorResponse, "description": "invalid parameters"}}
+    unavailable = {404: {"model": schemas.ErrorResponse, "description": "not served by this home (what to build)"}}
+
+    parts = []
+    if service is not None:
+        parts.append(f"Search a Funnel index through its ranking funnel (profiles: {', '.join(service.profiles)}; "
+                     f"stages: {' -> '.join(service.stage_names())}).")
+    parts.append("Recommend items for a user of the interaction log (GET /recommend) or for a history sent "
+                 "in the body (POST /recommend, cold start): recall -> coarse -> fine -> rerank."
+                 + ("" if rec is not None else " Not served by this home: " + _no_rec_message(config, rec_problem)))
     app = FastAPI(title="Funnel search API", version="1", docs_url=None, redoc_url=None,  # /docs: see _offline_docs
-                  description="Search a Funnel index through its ranking funnel "
-                              f"(profiles: {', '.join(service.profiles)}; stages: "
-                              f"{' -> '.join(service.stage_names())}).")
+                  description=" ".join(parts))
     app.state.service = service
+    app.state.rec = rec
     app.state.metrics = metrics
     _offline_docs(app)
     app.add_middleware(_BodyLimitMiddleware)
     app.add_middleware(_HeadMiddleware)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)  # added last = outermost: counts the 413s too
 
+    def max_k_of(request: Request) -> int:
+        return config.rec.max_k if request.url.path == "/recommend" else serve.max_k
+
     @app.exception_handler(RequestValidationError)
     async def _on_validation(request: Request, exc: RequestValidationError):
-        return _validation_error(list(exc.errors()), serve.max_k)
+        return _validation_error(list(exc.errors()), max_k_of(request),
+                                 ACCEPTED.get(request.url.path, ACCEPTED["/search"]))
 
     @app.exception_handler(InputError)
     async def _on_input(request: Request, exc: InputError):
@@ -284,7 +332,7 @@ def create_app(service: SearchService) -> FastAPI:
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             cause = exc.__cause__
             if isinstance(cause, ValueError) and "digits" in str(cause):  # Python's int-from-text limit
-                return _validation_error([{"type": "number_too_long", "loc": ("body",)}], serve.max_k)
+                return _validation_error([{"type": "number_too_long", "loc": ("body",)}], max_k_of(request))
             return _validation_error([{"type": "json_invalid", "loc": ("body",),
                                        "ctx": {"error": "not UTF-8 JSON text"}}])  # bytes FastAPI cannot decode
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
@@ -301,8 +349,14 @@ def create_app(service: SearchService) -> FastAPI:
         log.exception("request failed: %s", exc)
         return JSONResponse(status_code=500, content={"error": str(exc), "detail": None})
 
+    def search_service() -> SearchService:
+        if service is None:
+            raise StarletteHTTPException(404, f"search is not served: no index in {config.paths.index}; build one "
+                                              "(`funnel index` or `funnel build`) and restart `funnel serve`")
+        return service
+
     def run_search(req) -> dict[str, Any]:
-        result = service.search(req.q, k=req.k, profile=req.profile, explain=req.explain)
+        result = search_service().search(req.q, k=req.k, profile=req.profile, explain=req.explain)
         metrics.observe_search(result)
         return _json_hits(result, req.explain)
 
@@ -312,21 +366,25 @@ def create_app(service: SearchService) -> FastAPI:
             raise RequestValidationError([{"type": "no_parameters", "loc": ("query", names),
                                            "msg": f"unknown parameter(s) {names}: this endpoint takes none"}])
 
-    @app.get("/search", response_model=schemas.SearchResponse, responses=errors,
+    @app.get("/search", response_model=schemas.SearchResponse, responses={**errors, **unavailable},
              summary="Search (parameters in the query string)")
     def search_get(req: Annotated[SearchRequest, Query()]):  # type: ignore[valid-type]
         return run_search(req)
 
     @app.post("/search", response_model=schemas.SearchResponse,
-              responses={413: {"model": schemas.ErrorResponse, "description": "body too large"}, **errors},
+              responses={413: {"model": schemas.ErrorResponse, "description": "body too large"}, **errors,
+                         **unavailable},
               summary="Search (parameters as a JSON body)")
     def search_post(req: SearchRequest):  # type: ignore[valid-type]
         return run_search(req)
 
     @app.get("/doc/{doc_id:path}", response_model=schemas.DocResponse,
-             responses={404: {"model": schemas.ErrorResponse}, **errors}, summary="One stored document")
+             responses={404: {"model": schemas.ErrorResponse, "description": "no such document, or no search "
+                                                                          "index in this home"}, **errors},
+             summary="One stored document")
     def get_doc(doc_id: str, request: Request):
         no_query_params(request)
+        service = search_service()
         doc = service.document(doc_id)
         if doc is None:
             raise StarletteHTTPException(404, f"no document with id {doc_id!r}")
@@ -335,13 +393,59 @@ def create_app(service: SearchService) -> FastAPI:
                 "outlinks": [{"url": link.url, "anchor": link.anchor} for link in service.store.outlinks(doc_id)],
                 "meta": doc.meta}
 
+    # -- recommendation ---------------------------------------------------
+    rec_errors = {
+        404: {"model": schemas.ErrorResponse, "description": "a user id the interaction log does not hold, or "
+              "no recommendation funnel in this home (the message says which, and what to do)"},
+        422: {"model": schemas.ErrorResponse, "description": "invalid parameters: k out of range, a missing "
+              "user or history, an empty history, an unknown item id, an unknown parameter"},
+        **unavailable}
+
+    def run_recommend(user: str | None, history: list[str] | None, k: int, explain: bool) -> dict[str, Any]:
+        if rec is None:
+            raise StarletteHTTPException(404, _no_rec_message(config, rec_problem))
+        if history is None and not rec.known_user(user):
+            raise StarletteHTTPException(404, f"no user with id {user!r} in the interaction log; send their "
+                                              "history with POST /recommend for a recommendation (cold start)")
+        t0 = time.perf_counter()
+        with rec_lock:
+            out = rec.recommend(user=user, history=history, k=k, explain=explain)
+        metrics.observe_recommend(out.get("ms", {}))
+        return {"user": out.get("user", user), "k": out.get("k", k), "took_ms": round(1e3 * (time.perf_counter() - t0), 3),
+                "items": out["items"], "ms": {s: round(float(v), 3) for s, v in out.get("ms", {}).items()},
+                "stages": out.get("stages") if explain else None, "trace": out.get("trace") if explain else None}
+
+    @app.get("/recommend", response_model=schemas.RecommendResponse, responses=rec_errors,
+             summary="Recommend for a known user (parameters in the query string)")
+    def recommend_get(req: Annotated[RecQuery, Query()]):  # type: ignore[valid-type]
+        """The k items to show a user of the interaction log, from their whole history (items they saw never
+        come back). 404 for a user the log does not hold (send a history with POST instead), 422 for k out
+        of range or an unknown parameter; 404 also when the home has no fitted recommendation funnel."""
+        return run_recommend(req.user, None, req.k, req.explain)
+
+    @app.post("/recommend", response_model=schemas.RecommendResponse,
+              responses={413: {"model": schemas.ErrorResponse, "description": "body too large"}, **rec_errors},
+              summary="Recommend for a history (cold start) or a known user (parameters as a JSON body)")
+    def recommend_post(req: RecBody):  # type: ignore[valid-type]
+        """With ``history`` (item ids, oldest first), the k items for that history, whoever sent it (a user
+        the system has not seen: cold start; ``user`` only labels the answer). Without it, the known
+        ``user``'s history from the log, as GET. 422 for an empty history, an item id the catalogue does not
+        hold, neither user nor history, or k out of range; 404 for an unknown user without a history, or
+        when the home has no fitted recommendation funnel."""
+        return run_recommend(req.user, req.history, req.k, req.explain)
+
     @app.get("/health", response_model=schemas.HealthResponse, responses=errors, summary="Liveness and what is loaded")
     def health(request: Request):
         no_query_params(request)
+        rec_loaded = rec is not None
+        if service is None:
+            return {"status": "ok", "docs": 0, "index_generation": None, "profiles": [], "stages": [],
+                    "pipeline": False, "recommend": rec_loaded, "uptime_s": round(time.time() - started, 3)}
         service.check_for_new_index()  # a probe alone also brings a newly published index in
         return {"status": "ok", "docs": service.n_docs, "index_generation": service.index_generation(),
                 "profiles": list(service.profiles), "stages": service.stage_names(),
-                "pipeline": service.funnel_loaded, "uptime_s": round(time.time() - service.loaded_at, 3)}
+                "pipeline": service.funnel_loaded, "recommend": rec_loaded,
+                "uptime_s": round(time.time() - service.loaded_at, 3)}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def prometheus_metrics():
@@ -350,13 +454,48 @@ def create_app(service: SearchService) -> FastAPI:
     return app
 
 
+def _no_rec_message(config: Config, problem: str | None = None) -> str:
+    if problem:
+        return f"recommendation is not served: {problem}"
+    return (f"recommendation is not served: no fitted funnel in {config.paths.rec_funnel}; ingest a log "
+            "(`funnel ingest movielens`), build it (`funnel build --task rec`) and restart `funnel serve`")
+
+
+def open_services(config: Config, *, use_funnel: bool = True):
+    """-> (SearchService or None, RecService or None, why recommendation is off or None).
+
+    Search needs an index, recommendation a fitted funnel (``paths.rec_funnel``) and the store's
+    interaction log. A home with neither is an `InputError` naming both builds; a funnel that is there
+    but cannot be loaded (its log was removed, say) is logged and reported by /recommend, so search keeps
+    serving; with no index as well, it is the error."""
+    has_index = Path(config.paths.index, "manifest.json").exists()
+    rec, problem = None, None
+    if Path(config.paths.rec_funnel, "funnel.json").exists():
+        from funnel.ranking.rec.service import RecService  # torch and LightGBM: only when a funnel is there
+
+        try:
+            rec = RecService.load(config)
+        except InputError as exc:
+            if not has_index:
+                raise
+            problem = str(exc)
+            log.warning("recommendation not served: %s", exc)
+    if not has_index and rec is None:
+        raise InputError(f"no index in {config.paths.index} and no recommendation funnel in "
+                         f"{config.paths.rec_funnel}: build one first (`funnel index` or `funnel pipeline index` "
+                         "for search; `funnel ingest movielens` + `funnel build --task rec` for recommendation)")
+    service = SearchService.open(config, use_funnel=use_funnel) if has_index else None
+    return service, rec, problem
+
+
 def app_from_env() -> FastAPI:
-    """Factory for uvicorn workers (``--workers N``): each process loads its own service from the
+    """Factory for uvicorn workers (``--workers N``): each process loads its own services from the
     config that `funnel serve` put in ``FUNNEL_CONFIG_JSON``."""
 
     data = json.loads(os.environ["FUNNEL_CONFIG_JSON"])
     config = apply_overrides(Config(), data, "FUNNEL_CONFIG_JSON")
-    return create_app(SearchService.open(config, use_funnel=os.environ.get("FUNNEL_USE_FUNNEL", "1") == "1"))
+    service, rec, problem = open_services(config, use_funnel=os.environ.get("FUNNEL_USE_FUNNEL", "1") == "1")
+    return create_app(service, rec, rec_problem=problem)
 
 
 def serve(config, *, use_funnel: bool = True, log_level: str = "info") -> None:
@@ -364,7 +503,8 @@ def serve(config, *, use_funnel: bool = True, log_level: str = "info") -> None:
     import uvicorn
 
     s = config.serve
-    banner = f"API: http://{s.host}:{s.port}/search?q=...  (OpenAPI docs: http://{s.host}:{s.port}/docs)"
+    banner = (f"API: http://{s.host}:{s.port}/search?q=...  http://{s.host}:{s.port}/recommend?user=...  "
+              f"(OpenAPI docs: http://{s.host}:{s.port}/docs)")
     if s.workers > 1:
         print(banner, flush=True)
         os.environ["FUNNEL_CONFIG_JSON"] = json.dumps(config.to_dict())
@@ -377,6 +517,7 @@ def serve(config, *, use_funnel: bool = True, log_level: str = "info") -> None:
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
         return
-    app = create_app(SearchService.open(config, use_funnel=use_funnel))  # fails here, before the banner
+    service, rec, problem = open_services(config, use_funnel=use_funnel)  # fails here, before the banner
+    app = create_app(service, rec, rec_problem=problem)
     print(banner, flush=True)
     uvicorn.run(app, host=s.host, port=s.port, log_level=log_level)
