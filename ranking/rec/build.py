@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -55,6 +55,9 @@ from .two_tower import TwoTower
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 ROUTES = ("two_tower", "ease", "itemknn", "popularity")
+# The pieces `fit_funnel` fits, in order (the keys of ``FittedFunnel.seconds``; `progress` hears each start).
+FIT_PIECES = ("ease_itemknn_popularity", "two_tower", "sasrec", "fold_ease_itemknn_popularity", "fold_two_tower",
+              "fold_sasrec", "coarse", "fine")
 
 
 @dataclass(frozen=True)
@@ -196,10 +199,13 @@ def _grid_name(w: Mapping[str, float]) -> str:
 
 
 def fit_funnel(ds: RecDataset, recipe: FunnelRecipe = FunnelRecipe(), models_dir: str | Path | None = None,
-               sasrec: SASRec | None = None, title_embeddings: np.ndarray | None = None) -> FittedFunnel:
+               sasrec: SASRec | None = None, title_embeddings: np.ndarray | None = None,
+               progress: Callable[[str], None] | None = None) -> FittedFunnel:
     """Fit every piece of the funnel on the train part of ``ds``, choosing on dev (see the module
     docstring). ``sasrec``: an already fitted SASRec (on the train part, early-stopped on dev) to use as
-    the fine model; ``title_embeddings``: optional (n_items + 1, d) array for the two-tower item tower."""
+    the fine model; ``title_embeddings``: optional (n_items + 1, d) array for the two-tower item tower;
+    ``progress``: called with each piece's name (`FIT_PIECES`) as it starts (a build's clock)."""
+    step = progress or (lambda name: None)
     models_dir = Path(models_dir) if models_dir is not None else None
     m = recipe.train_targets
     fit, _ = fit_sequences(ds, "dev")
@@ -215,6 +221,7 @@ def fit_funnel(ds: RecDataset, recipe: FunnelRecipe = FunnelRecipe(), models_dir
         return model, s
 
     # 1-2. routes and SASRec on the train part
+    step("ease_itemknn_popularity")
     t = time.perf_counter()
     pop = Popularity().fit(fit, ds.n_items)
     ease, l2, ease_tab = select_on_dev(EASE, recipe.ease_grid, fit, ds.n_items, dev)
@@ -232,6 +239,7 @@ def fit_funnel(ds: RecDataset, recipe: FunnelRecipe = FunnelRecipe(), models_dir
             return model
         return train
     tt_cfg = TwoTower.from_dataset(ds, title_embeddings, device="cpu", **recipe.two_tower).config
+    step("two_tower")
     tt, secs["two_tower"] = cached(tt_name, TwoTower, train_tt(fit), tt_cfg)
     sas_cfg = SASRecConfig(n_items=ds.n_items, **recipe.sasrec)
 
@@ -241,18 +249,22 @@ def fit_funnel(ds: RecDataset, recipe: FunnelRecipe = FunnelRecipe(), models_dir
             model.fit(seqs, dev if early else None, max_epochs=epochs)
             return model
         return train
+    step("sasrec")
     if sasrec is None:
         sasrec, secs["sasrec"] = cached("sasrec", SASRec, train_sas(fit), sas_cfg)
     else:
         secs["sasrec"] = sasrec.report.seconds if sasrec.report else float("nan")
 
     # 3. the fold
+    step("fold_ease_itemknn_popularity")
     t = time.perf_counter()
     pop_f, ease_f, knn_f = (Popularity().fit(fold, ds.n_items), EASE(l2).fit(fold, ds.n_items),
                             ItemKNN(*knn_p).fit(fold, ds.n_items))
     secs["fold_ease_itemknn_popularity"] = time.perf_counter() - t
+    step("fold_two_tower")
     tt_f, secs["fold_two_tower"] = cached(f"{tt_name}_fold{m}", TwoTower,
                                           train_tt(fold, max(tt.report.best_epoch, 1), early=False), tt_cfg)
+    step("fold_sasrec")
     sas_f, secs["fold_sasrec"] = cached(f"sasrec_fold{m}", SASRec,
                                         train_sas(fold, max(sasrec.report.best_epoch, 1), early=False),
                                         sasrec.config)
@@ -272,12 +284,14 @@ def fit_funnel(ds: RecDataset, recipe: FunnelRecipe = FunnelRecipe(), models_dir
                                 f"dev_recall@{fcfg.recall_k}": {k: v[0] for k, v in tab.items()}}
 
     # 5. the two rankers
+    step("coarse")
     t = time.perf_counter()
     rec_tr, X_tr, y_tr = coarse_examples(routes_fold, build_context(ds, "train", m), train_view, fcfg)
     rec_dev, X_dev, y_dev = coarse_examples(routes, build_context(ds, "dev"), dev, fcfg)
     coarse = LambdaMartRanker.fit(X_tr, y_tr, X_dev, y_dev, feature_names(list(ROUTES)),
                                   LambdaMartConfig(top_k=fcfg.coarse_k, eval_at=fcfg.coarse_k, num_threads=recipe.threads))
     secs["coarse"] = time.perf_counter() - t
+    step("fine")
     t = time.perf_counter()
     Xf_tr, yf_tr = fine_examples([sas_f], coarse, train_view, rec_tr, X_tr, fcfg)
     Xf_dev, yf_dev = fine_examples([sasrec], coarse, dev, rec_dev, X_dev, fcfg)
