@@ -3,8 +3,11 @@
 For each stage: nDCG@10 and Recall@100 of the list the funnel returns if it stops after that stage
 (`funnel.ranking.serving.pipeline.cascade_runs`), and the stage's p50/p95 latency per query; the last row is the
 whole query. Before the timed run, the cross-encoder/coarse fusion weight (``pipeline.fine_weight``:
-fine score = CE logit + w x coarse score) is swept on the same split from one pass of CE scores
-(tune on dev only: SciFact's test judgements are not used anywhere).
+fine score = CE logit + w x coarse score) is swept from one pass of CE scores on ``--sweep-split``
+(default ``train:select``, the share of the training queries `funnel build` held out of fitting and
+made its choices on), so that the ``--split`` figure (dev) comes from queries nothing was tuned on.
+SciFact's test judgements are not used anywhere. When HOME holds ``build.json``, the build's plan vs
+actual minutes per step is appended.
 
     .venv/bin/python benchmarks/funnel_stages.py --home HOME --data ../shared/data/scifact --split dev --profile cpu
 
@@ -48,6 +51,25 @@ def sweep_fine_weight(pipe, queries, qrels, weights):
     return {w: evaluate(run, qrels, ("nDCG@10",))["nDCG@10"] for w, run in runs.items()}
 
 
+def build_plan_table(path: Path) -> list[str]:
+    """The build's plan vs actual minutes per step, from HOME/build.json (none: no lines)."""
+    import json
+
+    from funnel.ranking.evaluate import format_table
+
+    try:
+        build = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    rows = [{"step": r["step"], "planned min": "-" if r.get("planned_min") is None else f"{r['planned_min']:.1f}",
+             "actual min": "-" if r.get("actual_min") is None else f"{r['actual_min']:.1f}",
+             "recipe": r.get("recipe") or ""} for r in build.get("plan", [])]
+    if not rows:
+        return []
+    return [f"## The build that made these models: plan vs actual (budget {build.get('budget_min')} min)", "",
+            format_table(rows, ["step", "planned min", "actual min", "recipe"]), ""]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", required=True)
@@ -55,6 +77,8 @@ def main() -> int:
     ap.add_argument("--split", default="dev")
     ap.add_argument("--profile", default="cpu", choices=["cpu", "gpu"])
     ap.add_argument("--weights", default="0,1,2,4,8,16,32,64", help="fine_weight values to sweep ('' to skip)")
+    ap.add_argument("--sweep-split", default="train:select",
+                    help="judgements the fine_weight sweep chooses on (default train:select: never the reported split)")
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="config override section.key=value")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "funnel.md"))
     args = ap.parse_args()
@@ -79,10 +103,10 @@ def main() -> int:
     if weights:
         pipe0 = Pipeline.from_config(replace(config, pipeline=replace(config.pipeline, fine_weight=0.0)), args.profile)
         if {"coarse", "fine"} <= set(pipe0.stage_names):
-            sweep = sweep_fine_weight(pipe0, queries, qrels, weights)
+            sweep = sweep_fine_weight(pipe0, queries, read_qrels(Path(args.data), args.sweep_split), weights)
             best = max(sweep, key=lambda w: (sweep[w], -abs(w - 1)))
             config = replace(config, pipeline=replace(config.pipeline, fine_weight=best))
-            notes.append(f"fine_weight swept on {args.split}: " +
+            notes.append(f"fine_weight swept on {args.sweep_split}: " +
                          ", ".join(f"{w:g} -> {v:.4f}" for w, v in sweep.items()) + f"; used {best:g}")
         pipe0.close()
 
@@ -121,6 +145,7 @@ def main() -> int:
         "",
         table,
         "",
+        *build_plan_table(config.paths.build_log),
     ])
     publish(text, args.out)
     return 0
