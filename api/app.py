@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -279,22 +278,24 @@ def _offline_docs(app: FastAPI) -> None:
 DOCS_ASSETS = "/docs-assets"
 
 
-def create_app(service: SearchService | None, rec=None, *, rec_problem: str | None = None) -> FastAPI:
+def create_app(service: SearchService | None, rec=None, *, config: Config | None = None,
+               rec_problem: str | None = None) -> FastAPI:
     """The FastAPI app over opened services (loaded once, shared by every request thread).
 
-    service: the search side, or None for a home that only recommends (/search and /doc answer 404);
-    rec: a `funnel.ranking.rec.service.RecService`, or None (/recommend answers 404 saying
-    ``rec_problem``, or what to build)."""
-    if service is None and rec is None:
-        raise ValueError("create_app needs a search service, a recommendation service, or both")
-    config: Config = service.config if service is not None else rec.config
+    service: the search side, or None for a home that only recommends (/search and /doc answer 404;
+    then ``config`` is required); rec: a `funnel.ranking.rec.service.RecService`, or None (/recommend
+    answers 404 saying ``rec_problem``, or what to build)."""
+    if service is None and (rec is None or config is None):
+        raise ValueError("create_app needs a search service, or a recommendation service and the config")
+    config = config or service.config
     serve = config.serve
     profiles = service.profiles if service is not None else offered_profiles(config)[:1]
     SearchRequest = schemas.search_request_model(serve, profiles, service.default_profile if service else profiles[0])
-    RecQuery, RecBody = schemas.recommend_models(config.rec.max_k, config.rec.default_k)
+    # the service's limits: k can be no longer than the fine stage's list (rec.max_k capped at coarse_k)
+    max_k, default_k = (rec.max_k, rec.default_k) if rec is not None else (config.rec.max_k, config.rec.default_k)
+    RecQuery, RecBody = schemas.recommend_models(max_k, default_k)
     metrics = Metrics(service)
     started = time.time()
-    rec_lock = threading.Lock()  # the funnel's torch models and caches are not shared between threads
     errors = {422: {"model": schemas.ErrorResponse, "description": "invalid parameters"}}
     unavailable = {404: {"model": schemas.ErrorResponse, "description": "not served by this home (what to build)"}}
 
@@ -316,7 +317,7 @@ def create_app(service: SearchService | None, rec=None, *, rec_problem: str | No
     app.add_middleware(_MetricsMiddleware, metrics=metrics)  # added last = outermost: counts the 413s too
 
     def max_k_of(request: Request) -> int:
-        return config.rec.max_k if request.url.path == "/recommend" else serve.max_k
+        return max_k if request.url.path == "/recommend" else serve.max_k
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation(request: Request, exc: RequestValidationError):
@@ -408,8 +409,7 @@ def create_app(service: SearchService | None, rec=None, *, rec_problem: str | No
             raise StarletteHTTPException(404, f"no user with id {user!r} in the interaction log; send their "
                                               "history with POST /recommend for a recommendation (cold start)")
         t0 = time.perf_counter()
-        with rec_lock:
-            out = rec.recommend(user=user, history=history, k=k, explain=explain)
+        out = rec.recommend(user=user, history=history, k=k, explain=explain)  # one at a time: its own lock
         metrics.observe_recommend(out.get("ms", {}))
         return {"user": out.get("user", user), "k": out.get("k", k), "took_ms": round(1e3 * (time.perf_counter() - t0), 3),
                 "items": out["items"], "ms": {s: round(float(v), 3) for s, v in out.get("ms", {}).items()},
@@ -495,7 +495,7 @@ def app_from_env() -> FastAPI:
     data = json.loads(os.environ["FUNNEL_CONFIG_JSON"])
     config = apply_overrides(Config(), data, "FUNNEL_CONFIG_JSON")
     service, rec, problem = open_services(config, use_funnel=os.environ.get("FUNNEL_USE_FUNNEL", "1") == "1")
-    return create_app(service, rec, rec_problem=problem)
+    return create_app(service, rec, config=config, rec_problem=problem)
 
 
 def serve(config, *, use_funnel: bool = True, log_level: str = "info") -> None:
@@ -518,6 +518,6 @@ def serve(config, *, use_funnel: bool = True, log_level: str = "info") -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
         return
     service, rec, problem = open_services(config, use_funnel=use_funnel)  # fails here, before the banner
-    app = create_app(service, rec, rec_problem=problem)
+    app = create_app(service, rec, config=config, rec_problem=problem)
     print(banner, flush=True)
     uvicorn.run(app, host=s.host, port=s.port, log_level=log_level)

@@ -118,7 +118,7 @@ class RecItem(BaseModel):
     item_id: str
     title: str
     genres: list[str]
-    score: float
+    score: float | None = Field(description="the fine stage's score; null for a pinned item that never reached it")
 
 
 class RecommendResponse(BaseModel):
