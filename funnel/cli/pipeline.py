@@ -1,8 +1,10 @@
-"""Subcommands of the Spark pipelines: `funnel pipeline index|pagerank|features [--master URL]`.
+"""Subcommands of the Spark pipelines: `funnel pipeline index|pagerank|features|cooccurrence [--master URL]`.
 
-Each one exports the document store to ``HOME/parquet/`` (docs.parquet, links.parquet) unless
-``--input DIR`` names an export already made (for instance on a cluster filesystem), starts a
-SparkSession (``spark.master`` in the config, ``--master`` or spark-submit's own) and runs one job.
+Each one exports the document store to ``HOME/parquet/`` (docs.parquet, links.parquet, and
+interactions.parquet when the store holds interactions) unless ``--input DIR`` names an export already
+made (for instance on a cluster filesystem; for `cooccurrence`, ``--interactions PATH`` names the
+log), starts a SparkSession (``spark.master`` in the config, ``--master`` or spark-submit's own) and
+runs one job.
 """
 from __future__ import annotations
 
@@ -28,6 +30,19 @@ def register(sub) -> None:
                            help="write a sharded index of N shards, each written by the executor that built it "
                                 "(HOME/index/shard-NNN/; default: spark.index_layout, one merged index)")
         j.set_defaults(handler=_run)
+    j = jobs.add_parser("cooccurrence", help="item-item co-occurrence counts of the interaction log (ItemKNN's input) "
+                                             "-> HOME/features/cooccurrence/")
+    j.add_argument("--master", help="Spark master URL (default: config spark.master, e.g. local[*])")
+    j.add_argument("--interactions", metavar="PATH",
+                   help="a Parquet log (user_id, item_id, ts) to read (default: export the store and read "
+                        "HOME/parquet/interactions.parquet)")
+    j.add_argument("--out", metavar="DIR", help="output folder (default: HOME/features/cooccurrence)")
+    j.add_argument("--holdout-last", type=int, default=0, metavar="N",
+                   help="drop each user's last N interactions first, in the split's order (2: the train part of "
+                        "the leave-last-out split; default 0: count everything)")
+    j.add_argument("--min-count", type=int, default=1, metavar="N", help="keep pairs of at least N users (default 1)")
+    j.add_argument("--dataset", help="count this dataset of the log (needed when it holds several)")
+    j.set_defaults(handler=_run_cooccurrence)
 
 
 def _export(args, config) -> Path:
@@ -91,6 +106,38 @@ def _run(args, config) -> int:
             run_features_job(spark, parquet, config.paths.doc_features, Analyzer(config.analyzer),
                              pagerank_path=pr, pagerank=config.pagerank)
             print(f"features {config.paths.doc_features} (pagerank {pr}) [{master}]")
+    finally:
+        if owned:
+            spark.stop()
+    print(f"{time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def _run_cooccurrence(args, config) -> int:
+    import time
+
+    from funnel.core.store import DocumentStore
+    from funnel.pipelines.cooccurrence_job import require_input, run_cooccurrence_job
+    from funnel.pipelines.session import spark_session
+
+    from pyspark.sql import SparkSession
+
+    t0 = time.perf_counter()
+    path = args.interactions
+    if path is None:
+        path = config.paths.interactions_parquet
+        if config.paths.store.exists():
+            with DocumentStore(config.paths.store, readonly=True) as store:
+                store.export_parquet(config.paths.parquet)
+    require_input(path)  # before Spark starts (seconds)
+    out = Path(args.out) if args.out else config.paths.cooccurrence
+    owned = SparkSession.getActiveSession() is None  # a caller's session (tests, notebooks) is left running
+    spark = spark_session(config.spark, args.master, app_name="funnel-cooccurrence")
+    try:
+        res = run_cooccurrence_job(spark, path, out, holdout_last=args.holdout_last, min_count=args.min_count,
+                                   dataset=args.dataset)
+        print(f"cooccurrence {res.out}: {res.n_pairs} pairs of {res.n_items} items over {res.n_users} users "
+              f"(holdout_last {args.holdout_last}) [{spark.sparkContext.master}]")
     finally:
         if owned:
             spark.stop()
