@@ -31,7 +31,7 @@ import numpy as np
 from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
 from funnel.core.store import DocumentStore
-from funnel.index.vectors import read_manifest, VectorIndexWriter
+from funnel.index.vectors import AnnSpec, read_manifest, VectorIndexWriter
 from funnel.ranking.models.backbone import load_backbone, load_tokenizer, model_folder
 from funnel.ranking.models.st_format import (POOLINGS, is_sentence_transformer, read_sentence_transformer,
                                             save_sentence_transformer)
@@ -299,7 +299,7 @@ def embed_store(config, model: str | None = None, *, rebuild: bool = False, prog
     meta = {"model": str(name), "doc_hash": doc_hash, "doc_max_len": encoder.doc_max_len,
             "query_max_len": encoder.query_max_len,
             "last_seq": max([after] + [int(d.seq) for d in docs if d.seq is not None])}
-    writer = VectorIndexWriter(out)
+    writer = VectorIndexWriter(out, ann=AnnSpec.from_config(config.recall))  # the ANN saved with the vectors
     if old is None or rebuild:
         return writer.replace(vectors, [d.doc_id for d in docs], meta)
     return writer.add(vectors, [d.doc_id for d in docs], meta)

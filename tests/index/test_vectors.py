@@ -159,3 +159,62 @@ def test_ann_recall_against_exact(backend):
     _, got = ann.search(queries.astype(np.float32), 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, got)])
     assert recall >= 0.9
+
+
+@pytest.mark.parametrize("backend", ["hnsw", "ivf"])
+def test_saved_ann_is_mapped_at_open_and_answers_like_a_fresh_build(tmp_path, monkeypatch, request, backend):
+    import faiss
+
+    from funnel.index import vectors as vectors_mod
+    from funnel.index.vectors import AnnSpec
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # a multi-threaded HNSW build links nodes in a racy order
+    request.addfinalizer(lambda: faiss.omp_set_num_threads(threads))
+    rng = np.random.default_rng(6)
+    vecs, ids = unit(rng, 2000, 32), [f"d{i}" for i in range(2000)]
+    spec = AnnSpec(backend, nlist=16, hnsw_m=8, ef_construction=40)
+    manifest = VectorIndexWriter(tmp_path, ann=spec).replace(vecs, ids)
+    assert manifest["format"] == 2 and manifest["ann"]["backend"] == backend
+    assert (tmp_path / manifest["ann"]["file"]).exists()
+    kw = dict(backend=backend, nlist=16, nprobe=4, hnsw_m=8, ef_construction=40, ef_search=32)
+    fresh = VectorIndex(tmp_path, **dict(kw, hnsw_m=9 if backend == "hnsw" else 8,
+                                          nlist=17 if backend == "ivf" else 16))  # other parameters: built
+    assert fresh.ann_source == "built"
+
+    def no_build(*a, **k):
+        raise AssertionError("open rebuilt the ANN index instead of reading the saved one")
+
+    built_now = build_ann(vecs, backend, nlist=16, nprobe=4, hnsw_m=8, ef_search=32, ef_construction=40)
+    monkeypatch.setattr(vectors_mod, "build_ann", no_build)
+    saved = VectorIndex(tmp_path, **kw)
+    assert saved.ann_source == "saved"
+    queries = unit(rng, 20, 32)
+    s_saved, r_saved = saved.search(queries, 10)
+    s_built, r_built = built_now.search(queries, 10)  # the same build, in memory (HNSW/IVF are deterministic here)
+    np.testing.assert_array_equal(r_saved, r_built)
+    np.testing.assert_allclose(s_saved, s_built, rtol=1e-6)
+
+
+def test_ann_file_follows_the_generation_and_format_1_still_opens(tmp_path):
+    from funnel.index.vectors import AnnSpec
+
+    rng = np.random.default_rng(7)
+    w = VectorIndexWriter(tmp_path, ann=AnnSpec("hnsw", hnsw_m=8, ef_construction=40))
+    first = w.replace(unit(rng, 500), [f"d{i}" for i in range(500)])
+    second = w.add(unit(rng, 10), [f"d{i}" for i in range(495, 505)])  # 5 replaced, 5 new
+    assert second["ann"]["count"] == 505 and second["ann"]["file"] != first["ann"]["file"]
+    assert not (tmp_path / first["ann"]["file"]).exists()
+    vi = VectorIndex(tmp_path, backend="hnsw", hnsw_m=8, ef_construction=40)
+    assert vi.ann_source == "saved" and len(vi) == 505
+    _, rows = vi.search(vi.vectors[[0, 499, 504]], 1)
+    assert rows[:, 0].tolist() == [0, 499, 504]
+    # a format-1 folder (no saved ANN) opens and builds as before
+    old = dict(second, format=1)
+    old.pop("ann")
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    vi = VectorIndex(tmp_path, backend="hnsw", hnsw_m=8, ef_construction=40)
+    assert vi.ann_source == "built" and len(vi) == 505
+    # auto below ANN_MIN_VECTORS saves nothing: exact search needs no structure
+    manifest = VectorIndexWriter(tmp_path / "small", ann=AnnSpec()).replace(unit(rng, 50), [f"s{i}" for i in range(50)])
+    assert "ann" not in manifest
