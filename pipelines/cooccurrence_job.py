@@ -12,7 +12,9 @@ then fits the same model as ``ItemKNN(n, s).fit(histories, ds.n_items)``.
 leave-last-out split (`funnel.ranking.rec.split.build_dataset`): by timestamp, ties by item id in the
 split's natural order (numerically when every item id is made of digits 0-9, else as strings); a user
 with no more than n interactions keeps them all. So ``holdout_last=2`` counts exactly the train part
-of the split, what the recommendation funnel fits ItemKNN on.
+of the split, what the recommendation funnel fits ItemKNN on. (The split decides numeric or string
+order over its whole catalogue: items listed but never interacted with count too, so they must be all
+digits as well for the two to agree on ties.)
 
 How: deduplicate (user, item), then self-join each user's items (item_a before item_b) and count per
 pair. A user with k items makes k (k - 1) / 2 rows: the cost grows with the square of the heaviest

@@ -105,15 +105,30 @@ def test_min_count_and_errors(spark, logs, tmp_path):
 
 
 def test_cli_cooccurrence(spark, logs, tmp_path, capsys):
-    path, _, ds = logs["mixed"]
+    """Default input: the store's log through its export; what ItemKNN would fit on `load_dataset(store)`."""
+    from funnel.core.store import Document, DocumentStore
+    from funnel.ranking.rec.store_log import load_dataset
+
+    _, df, _ = logs["numeric"]
     home = tmp_path / "home"
-    assert main(["--home", str(home), "-q", "pipeline", "cooccurrence", "--interactions", str(path),
-                 "--holdout-last", "2"]) == 0
+    with DocumentStore(home / "store.sqlite") as store:
+        store.write_interactions("ml", [(u, i, t, None) for u, i, t in df.itertuples(index=False, name=None)],
+                                 docs=[Document(i, title=f"item {i}", source="ml") for i in NUMERIC])
+        ds = load_dataset(store)
+    assert main(["--home", str(home), "-q", "pipeline", "cooccurrence", "--holdout-last", "2"]) == 0
     train, _ = known_sequences(ds, "dev")
-    _assert_equal(load_cooccurrence(home / "features" / "cooccurrence", ds.item_ids),
-                  cooccurrence_counts(train, ds.n_items))
+    got = load_cooccurrence(home / "features" / "cooccurrence", ds.item_ids)
+    _assert_equal(got, cooccurrence_counts(train, ds.n_items))
+    assert np.array_equal(ItemKNN(10, 2.0).fit_counts(got).sim, ItemKNN(10, 2.0).fit(train, ds.n_items).sim)
+
+    path, _, ds = logs["mixed"]
+    out = tmp_path / "mixed-out"
+    assert main(["--home", str(home), "-q", "pipeline", "cooccurrence", "--interactions", str(path), "--out", str(out),
+                 "--min-count", "2", "--dataset", "ml"]) == 0
+    _assert_equal(load_cooccurrence(out, ds.item_ids), cooccurrence_counts(ds.sequences, ds.n_items, min_count=2))
+
     capsys.readouterr()
-    assert main(["--home", str(home), "pipeline", "cooccurrence"]) == 2  # no store, no export
+    assert main(["--home", str(tmp_path / "empty"), "pipeline", "cooccurrence"]) == 2  # no store, no export
     err = capsys.readouterr().err
     assert "interactions.parquet not found" in err and "Traceback" not in err
     pq.write_table(pa.table({"user_id": ["1"], "item": ["2"], "ts": [1]}), tmp_path / "bad.parquet")
