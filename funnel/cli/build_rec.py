@@ -14,13 +14,14 @@ left: the plan of the pieces to come, stretched by this machine's pace so far (a
 
 Files: the fitted funnel folder (`FittedFunnel.save`) plus ``log.json``: the log it was fitted on
 (`funnel.ranking.rec.service.log_fingerprint`: dataset, sizes, SHA-1 of item and user ids, checked when the
-service loads) and ``seconds``: {"planned": {piece: s}, "actual": {piece: s}}.
+service loads), ``rec_config`` (the resolved ``[rec]`` section it was built with) and ``seconds``: {"planned": {piece: s}, "actual": {piece: s}}.
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
+from dataclasses import asdict
 
 from funnel.cli.build import _fresh_tmp, publish
 from funnel.core.config import Config
@@ -128,7 +129,7 @@ def build_rec(config: Config, *, progress: bool = True) -> dict[str, str]:
     models = paths.models
     tmp = _fresh_tmp(models, paths.rec_funnel.name)
     fitted.save(tmp)
-    meta = {**log_fingerprint(ds, dataset),
+    meta = {**log_fingerprint(ds, dataset), "rec_config": asdict(config.rec),
             "seconds": {"planned": {p: round(s, 1) for p, s in plan.items()},
                         "actual": {p: round(float(s), 1) for p, s in fitted.seconds.items()}}}
     (tmp / LOG_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")

@@ -104,6 +104,7 @@ def test_build_prints_plan_and_publishes(built_home):
     assert (folder / "funnel.json").exists() and not (home / "models" / ".tmp-rec").exists()
     meta = json.loads((folder / "log.json").read_text())
     assert meta["dataset"] == "movielens" and meta["n_items"] == 40 and set(meta["seconds"]) == {"planned", "actual"}
+    assert meta["rec_config"]["sasrec_epochs"] == 2
     assert json.loads((folder / "funnel.json").read_text())["config"]["coarse_k"] == 10
 
 
@@ -135,6 +136,7 @@ def test_eval_rec(built_home):
     (["recommend", "1", "-k", "11"], r"1..10"),
     (["recommend", "--history", "1,zz"], "unknown item ids ['zz']"),
     (["eval", "--task", "rec", "--split", "train"], "dev or test"),
+    (["build", "--task", "rec", "--data", "somewhere"], "not --data"),
 ])
 def test_errors_after_build(built_home, args, match):
     home, _ = built_home
