@@ -14,7 +14,8 @@ left: the plan of the pieces to come, stretched by this machine's pace so far (a
 
 Files: the fitted funnel folder (`FittedFunnel.save`) plus ``log.json``: the log it was fitted on
 (`funnel.ranking.rec.service.log_fingerprint`: dataset, sizes, SHA-1 of item and user ids, checked when the
-service loads), ``rec_config`` (the resolved ``[rec]`` section it was built with) and ``seconds``: {"planned": {piece: s}, "actual": {piece: s}}.
+service loads), ``rec_config`` (the resolved ``[rec]`` section it was built with) and ``seconds``:
+{"planned": {piece: s}, "actual": {piece: s}}.
 """
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ from .features import build_context
 from .funnel import Batch, Funnel, FunnelConfig, recommend
 from .rerank import RerankConfig
 from .split import RecDataset
-from .store_log import pick_dataset, load_dataset
+from .store_log import load_dataset, pick_dataset
 
 log = logging.getLogger(__name__)
 LOG_FILE = "log.json"  # next to funnel.json: which log the funnel was fitted on
@@ -157,7 +157,8 @@ class RecService:
             raise InputError(f"unknown user {user_id!r}")
         seq, ts = self.ds.sequences[u], self.ds.timestamps[u]
         if limit is not None:
-            seq, ts = seq[len(seq) - min(max(limit, 0), len(seq)):], ts[len(ts) - min(max(limit, 0), len(ts)):]
+            start = max(len(seq) - max(limit, 0), 0)
+            seq, ts = seq[start:], ts[start:]
         rows = []
         for i, t in zip(seq, ts):
             row = self._item_row(int(i))
@@ -221,7 +222,8 @@ class RecService:
         blocked filters, which are recomputed here the same way."""
         ids = self.ds.item_ids
         rc = self.funnel_config.rerank
-        kept = [int(i) for i in fine_items if i > 0 and i not in set(seq.tolist()) and i not in rc.blocked]
+        seen = set(seq.tolist())
+        kept = [int(i) for i in fine_items if i > 0 and i not in seen and i not in rc.blocked]
         name = lambda i: str(ids[i])
         out = []
         if trace.get("seen_removed"):

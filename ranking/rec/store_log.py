@@ -26,7 +26,8 @@ USER_FIELDS = ("age", "gender", "occupation")
 
 def item_document(item_id: str, title: str, year: int | None, genres: list[str], source: str = MOVIELENS) -> Document:
     """A catalogue item as a store document: searchable text from its title, year and genres."""
-    text = title + (f". Released {year}" if year is not None else "") + (f". Genres: {', '.join(genres)}." if genres else ".")
+    text = title + (f". Released {year}" if year is not None else "")
+    text += f". Genres: {', '.join(genres)}." if genres else "."
     return Document(doc_id=item_id, title=title, text=text, source=source, meta={"year": year, "genres": list(genres)})
 
 
