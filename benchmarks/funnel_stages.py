@@ -2,12 +2,12 @@
 
 For each stage: nDCG@10 and Recall@100 of the list the funnel returns if it stops after that stage
 (`funnel.ranking.serving.pipeline.cascade_runs`), and the stage's p50/p95 latency per query; the last row is the
-whole query. Before the timed run, the cross-encoder/coarse fusion weight (``pipeline.fine_weight``:
-fine score = CE logit + w x coarse score) is swept from one pass of CE scores on ``--sweep-split``
-(default ``train:select``, the share of the training queries `funnel build` held out of fitting and
-made its choices on), so that the ``--split`` figure (dev) comes from queries nothing was tuned on.
-SciFact's test judgements are not used anywhere. When HOME holds ``build.json``, the build's plan vs
-actual minutes per step is appended.
+whole query. The cross-encoder/coarse fusion weight (``pipeline.fine_weight``: fine score = CE logit +
+w x coarse score) is the one `funnel build` chose on ``train:select`` (``HOME/models/fusion.json``, the
+share of the training queries the build held out of fitting), or, with ``--sweep-split S``, swept here
+on S; so the ``--split`` figure (dev) comes from queries nothing was tuned on. SciFact's test
+judgements are not used anywhere. When HOME holds ``build.json``, the build's plan vs actual minutes
+per step is appended.
 
     .venv/bin/python benchmarks/funnel_stages.py --home HOME --data ../shared/data/scifact --split dev --profile cpu
 
@@ -17,6 +17,7 @@ Writes ``benchmarks/results/funnel.md`` (or ``--out``).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import replace
@@ -32,29 +33,8 @@ set_runtime_env()  # as `funnel eval` / `funnel serve` run: OMP_WAIT_POLICY=PASS
 from benchmarks.report import command, machine, publish  # noqa: E402
 
 
-def sweep_fine_weight(pipe, queries, qrels, weights):
-    """nDCG@10 of the fine stage's cascade for each fusion weight, from one pass of CE logits."""
-    from funnel.ranking.evaluate import evaluate
-    from funnel.ranking.serving.pipeline import cascade_runs
-
-    runs = {w: {} for w in weights}
-    for qid in sorted(q for q in qrels if q in queries):
-        res = pipe.search(queries[qid], 100)
-        tr = {t.stage: t for t in res.trace}
-        coarse = dict(zip(tr["coarse"].doc_ids, tr["coarse"].scores.tolist()))
-        ce = dict(zip(tr["fine"].doc_ids, tr["fine"].scores.tolist()))  # fine_weight 0: pure CE logits
-        base = cascade_runs(res)["coarse"]
-        for w in weights:
-            top = sorted(ce, key=lambda d: (-(ce[d] + w * coarse[d]), d))
-            ids = top + [d for d in base if d not in ce]
-            runs[w][qid] = {d: float(len(ids) - i) for i, d in enumerate(ids[:100])}
-    return {w: evaluate(run, qrels, ("nDCG@10",))["nDCG@10"] for w, run in runs.items()}
-
-
 def build_plan_table(path: Path) -> list[str]:
     """The build's plan vs actual minutes per step, from HOME/build.json (none: no lines)."""
-    import json
-
     from funnel.ranking.evaluate import format_table
 
     try:
@@ -76,9 +56,9 @@ def main() -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--split", default="dev")
     ap.add_argument("--profile", default="cpu", choices=["cpu", "gpu"])
-    ap.add_argument("--weights", default="0,1,2,4,8,16,32,64", help="fine_weight values to sweep ('' to skip)")
-    ap.add_argument("--sweep-split", default="train:select",
-                    help="judgements the fine_weight sweep chooses on (default train:select: never the reported split)")
+    ap.add_argument("--sweep-split", default="",
+                    help="sweep fine_weight on these judgements (e.g. train:select; never the reported split); "
+                         "default: the build's choice in HOME/models/fusion.json")
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="config override section.key=value")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "funnel.md"))
     args = ap.parse_args()
@@ -86,7 +66,9 @@ def main() -> int:
     from funnel.core.judgements import read_qrels, read_queries
     from funnel.core.config import load_config
     from funnel.ranking.evaluate import format_table
+    from funnel.ranking.serving.fine import fusion_weight
     from funnel.ranking.serving.pipeline import Pipeline, evaluate_pipeline
+    from funnel.ranking.training.fusion import best_weight, sweep_fine_weight
 
     config = load_config(None, [f'paths.home="{args.home}"'] + args.overrides)
     queries, qrels = read_queries(Path(args.data)), read_qrels(Path(args.data), args.split)
@@ -98,17 +80,24 @@ def main() -> int:
     bm25 = evaluate_pipeline(bm25_pipe, queries, qrels, progress=True)
     bm25_pipe.close()
 
-    weights = [float(w) for w in args.weights.split(",") if w.strip()]
-    sweep = {}
-    if weights:
+    if args.sweep_split:
+        if args.sweep_split == args.split:
+            raise SystemExit(f"--sweep-split {args.sweep_split}: the reported split; sweep on other judgements")
         pipe0 = Pipeline.from_config(replace(config, pipeline=replace(config.pipeline, fine_weight=0.0)), args.profile)
         if {"coarse", "fine"} <= set(pipe0.stage_names):
-            sweep = sweep_fine_weight(pipe0, queries, read_qrels(Path(args.data), args.sweep_split), weights)
-            best = max(sweep, key=lambda w: (sweep[w], -abs(w - 1)))
-            config = replace(config, pipeline=replace(config.pipeline, fine_weight=best))
+            sweep, _ = sweep_fine_weight(pipe0, queries, read_qrels(Path(args.data), args.sweep_split), progress=True)
+            config = replace(config, pipeline=replace(config.pipeline, fine_weight=best_weight(sweep)))
             notes.append(f"fine_weight swept on {args.sweep_split}: " +
-                         ", ".join(f"{w:g} -> {v:.4f}" for w, v in sweep.items()) + f"; used {best:g}")
+                         ", ".join(f"{w:g} -> {v:.4f}" for w, v in sweep.items()) +
+                         f"; used {config.pipeline.fine_weight:g}")
         pipe0.close()
+    elif config.paths.fusion.exists():
+        fusion = json.loads(config.paths.fusion.read_text(encoding="utf-8"))
+        notes.append(f"fine_weight {fusion['fine_weight']:g}, chosen by `funnel build` on {fusion['split']} "
+                     f"({fusion['queries']} queries): " + ", ".join(f"{w} -> {v:.4f}" for w, v in fusion["sweep"].items())
+                     + f" (coarse alone {fusion['baseline']:.4f})")
+    else:
+        notes.append(f"fine_weight {fusion_weight(config):g} (config; no fusion.json in the home)")
 
     pipe = Pipeline.from_config(config, args.profile)
     full = evaluate_pipeline(pipe, queries, qrels, progress=True)

@@ -6,7 +6,9 @@ result's features, BM25 per query term with the matched terms highlighted, Light
 cross-encoder attention by layer and head, link neighbourhood, rating 0-3), Queries (per-query metrics, worst first, and
 where each judged document was lost), Compare (two saved TREC runs: per-query deltas, paired tests, one
 query's two rankings), Links & PageRank, Evaluation (per-stage metrics on the store's judgements,
-committed benchmark tables, the pruning curve).
+committed benchmark tables, the pruning curve), and Recommend when the home has a fitted recommendation
+funnel (`funnel.ranking.rec.service.RecService`: a user's history and every stage's items with rank
+movement, tables from `dashboard/recommend.py`); a home with only that funnel shows Recommend alone.
 Anything not built yet is named with the command that builds it.
 
 The config comes from ``FUNNEL_CONFIG_JSON`` (set by `funnel dashboard`) or ``FUNNEL_HOME``.
@@ -24,11 +26,13 @@ from funnel.api.service import SearchService
 from funnel.core.config import apply_overrides, Config
 from funnel.core.ratings import GRADES, save_rating
 from funnel.dashboard import inspect_funnel as fi
+from funnel.dashboard import recommend as dr
 from funnel.dashboard import relevance as rel
 from funnel.ranking.compare import compare_runs
 from funnel.ranking.evaluate import read_trec_run, write_trec_run
 
 PAGES = ["Search", "Queries", "Compare", "Links & PageRank", "Evaluation"]
+REC_PAGE = "Recommend"
 GRADE_LABELS = {0: "0 not relevant", 1: "1 related", 2: "2 relevant", 3: "3 perfect"}
 
 
@@ -44,6 +48,20 @@ def load_service(config_json: str):
 
     config = apply_overrides(Config(), json.loads(config_json), "FUNNEL_CONFIG_JSON")
     return SearchService.open(config)
+
+
+@st.cache_resource(show_spinner="Loading the recommendation funnel…")
+def load_rec(config_json: str):
+    """-> (RecService or None, why not or None): None without a message when the home has no fitted funnel."""
+    config = apply_overrides(Config(), json.loads(config_json), "FUNNEL_CONFIG_JSON")
+    if not (config.paths.rec_funnel / "funnel.json").exists():
+        return None, None
+    from funnel.ranking.rec.service import RecService  # torch and LightGBM: only when a funnel is there
+
+    try:
+        return RecService.load(config), None
+    except Exception as exc:  # noqa: BLE001 - shown on the page, the other pages keep working
+        return None, str(exc)
 
 
 @st.cache_resource(show_spinner="Reading the link graph…")
@@ -338,25 +356,102 @@ def eval_page(service, profile: str) -> None:
             st.markdown(files[name].read_text(encoding="utf-8"))
 
 
+def recommend_page(rec) -> None:
+    st.header("Recommend")
+    st.caption(f"{rec.ds.n_users} users and {rec.ds.n_items} items in the log ({rec.dataset or 'interactions'}); "
+               "every stage's list, and the rules that chose the items shown.")
+    mode = st.radio("For", ["A user of the log", "A history (cold start)"], horizontal=True, key="rec_mode")
+    k = int(st.number_input("Items", min_value=1, max_value=rec.max_k, value=rec.default_k, key="rec_k"))
+    if mode == "A user of the log":
+        users = [str(u) for u in rec.ds.user_ids]
+        user = (st.selectbox("User", users, key="rec_user") if len(users) <= 10_000
+                else st.text_input("User id", value=users[0], key="rec_user"))
+        if not rec.known_user(user):
+            st.warning(f"No user with id {user!r} in the log.")
+            return
+        history = rec.history(user)
+        args = {"user": user}
+    else:
+        text = st.text_area("History: item ids, oldest first (commas or spaces)", key="rec_history",
+                            placeholder="e.g. 50, 172, 181")
+        ids = dr.parse_history(text)
+        if not ids:
+            st.caption("Type the item ids someone interacted with to see what the funnel makes of them.")
+            return
+        unknown = [i for i in ids if rec.item(i) is None]
+        if unknown:
+            st.error(f"Unknown item ids: {', '.join(unknown[:10])}")
+            return
+        history = [{**rec.item(i), "ts": None} for i in ids]
+        args = {"history": ids}
+    result = rec.recommend(**args, k=k, explain=True)
+
+    st.subheader(f"Recommendations ({len(result['items'])}) in {sum(result['ms'].values()):.1f} ms")
+    st.dataframe(dr.items_frame(result), hide_index=True, width="stretch")
+    st.markdown(f"**History** ({len(history)} interactions, newest last)")
+    st.dataframe(dr.history_frame(history), hide_index=True, width="stretch", height=240)
+
+    timing, paths = dr.stage_timing(result), dr.rank_paths(result)
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Time per stage**")
+        st.altair_chart(alt.Chart(timing).mark_bar().encode(
+            x=alt.X("ms:Q", title="milliseconds"), y=alt.Y("stage:N", sort=None),
+            tooltip=["stage", "ms", "candidates"]), width="stretch")
+    with c2:
+        st.markdown("**Rank of the shown items through the stages**")
+        st.altair_chart(alt.Chart(paths).mark_line(point=True).encode(
+            x=alt.X("stage:N", sort=None), y=alt.Y("rank:Q", scale=alt.Scale(reverse=True)),
+            color=alt.Color("item_id:N", legend=None), tooltip=["item_id", "title", "stage", "rank"]),
+            width="stretch")
+
+    st.subheader("Each stage's candidates")
+    frames = dr.stage_frames(result, rec.item)
+    for i, (stage, ms, n, frame) in enumerate(frames):
+        with st.expander(f"{i + 1}. {stage}: {n} candidates, {ms:.1f} ms", expanded=i == len(frames) - 1):
+            st.dataframe(frame, hide_index=True, width="stretch")
+
+    st.subheader("Rerank trace")
+    for note, table in dr.trace_tables(result.get("trace", []), rec.item):
+        st.markdown(f"- {note}")
+        if table is not None and not table.empty:
+            st.dataframe(table, hide_index=True, width="stretch")
+
+
 def main() -> None:
     st.set_page_config(page_title="Funnel", layout="wide")
     st.title("Funnel: inside the ranking")
+    config_json = _config_json()
+    rec, rec_problem = load_rec(config_json)
     try:
-        service = load_service(_config_json())
+        service = load_service(config_json)
     except Exception as exc:  # noqa: BLE001 - show the user what is missing instead of a traceback
-        st.error(f"Cannot open the Funnel home: {exc}")
-        st.stop()
+        if rec is None:
+            st.error(f"Cannot open the Funnel home: {exc}")
+            st.stop()
+        service = None  # a home with only a recommendation funnel: the Recommend page alone
+    pages = (PAGES if service is not None else []) + ([REC_PAGE] if rec is not None else [])
     pending = st.session_state.pop("_open_query", None)
     if pending is not None:  # a query opened from the Queries page
         st.session_state["page"], st.session_state["query"] = "Search", pending
+    profile = None
     with st.sidebar:
-        page = st.radio("Page", PAGES, key="page")
-        profile = st.selectbox("Profile", list(service.profiles), key="profile")
-        st.selectbox("Judgements", rel.ratings_choice(fi.judged_sets(service.config.paths.store)), key="judgements",
-                     help="marks results, and scores the Queries and Compare pages; ratings saved here always count")
-        st.caption(f"{service.n_docs} documents · home `{service.config.paths.home}`")
-        st.caption("Stages: " + " → ".join(service.stage_names(profile)))
-    if page == "Search":
+        page = st.radio("Page", pages, key="page")
+        if service is not None:
+            profile = st.selectbox("Profile", list(service.profiles), key="profile")
+            st.selectbox("Judgements", rel.ratings_choice(fi.judged_sets(service.config.paths.store)),
+                         key="judgements", help="marks results, and scores the Queries and Compare pages; ratings "
+                                                "saved here always count")
+            st.caption(f"{service.n_docs} documents · home `{service.config.paths.home}`")
+            st.caption("Stages: " + " → ".join(service.stage_names(profile)))
+        if rec is not None:
+            st.caption(f"Recommendation: {rec.ds.n_users} users, {rec.ds.n_items} items · recall → coarse → fine "
+                       "→ rerank")
+        elif rec_problem:
+            st.caption(f"Recommendation not loaded: {rec_problem}")
+    if page == REC_PAGE:
+        recommend_page(rec)
+    elif page == "Search":
         search_page(service, profile)
     elif page == "Queries":
         queries_page(service, profile)

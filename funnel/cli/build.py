@@ -85,6 +85,7 @@ STEP_DEPS: dict[str, tuple[str, ...]] = {
     "fold encoders": ("dual-encoder",),
     "coarse": ("ingest+index", "dual-encoder", "fold encoders"),
     "cross-encoder": ("ingest+index",),
+    "fusion": ("ingest+index", "dual-encoder", "coarse", "cross-encoder"),
 }
 # ... and the config sections and data files it reads ("qrels": the train and dev judgements).
 STEP_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -94,6 +95,7 @@ STEP_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "fold encoders": (("dense", "train_dense", "coarse", "bm25", "build"), ("queries", "qrels")),
     "coarse": (("coarse", "recall", "bm25", "pipeline", "dense", "build"), ("queries", "qrels")),
     "cross-encoder": (("fine", "bm25", "build"), ("queries", "qrels")),
+    "fusion": (("pipeline", "recall", "bm25", "dense", "fine", "build"), ("queries", "qrels")),
 }
 
 
@@ -136,6 +138,7 @@ def _output_exists(name: str, config: Config) -> bool:
         "fold encoders": lambda: p.dual_encoder_folds.exists(),
         "coarse": lambda: p.coarse_model.exists(),
         "cross-encoder": lambda: p.cross_encoder.exists(),
+        "fusion": lambda: p.fusion.exists(),
     }[name]()
 
 
@@ -208,6 +211,8 @@ class _Build:
             names.append("coarse")
         if "cross-encoder" not in skip:
             names.append("cross-encoder")
+        if not {"coarse", "cross-encoder"} & set(skip):
+            names.append("fusion")  # the fine stage's weight against the coarse score, chosen on held-out queries
         # resume: a step runs when forced, when its inputs or its output changed, or when a step it reads reruns
         self.done = _read_steps(config.paths.build_log)
         self.inputs = {n: step_inputs(n, config, data_dir, (train_split, dev_split), self.towers) for n in names}
@@ -306,6 +311,13 @@ class _Build:
                                 log_file=tmp / "train_log.jsonl", device=self.device, progress=self.progress)
             publish(tmp, config.paths.cross_encoder)
             self._done(step, str(config.paths.cross_encoder))
+        if self.runs("fusion"):
+            from funnel.ranking.training.fusion import fit_fusion
+
+            step = self._start("fusion")
+            out = fit_fusion(config, self.data_dir, self.dev_split, config.paths.fusion, progress=self.progress)
+            self._done(step, f"fine_weight {out['fine_weight']:g} (nDCG@10 {out['sweep'][str(out['fine_weight'])]:.4f} "
+                             f"on {out['queries']} {self.dev_split} queries; coarse alone {out['baseline']:.4f})")
         self.report["total"] = f"{time.perf_counter() - self.t0:.0f} s"
         self._write()
         return self.report
@@ -375,7 +387,7 @@ class _Build:
             fc = config.fine
             pairs_per_step = fc.batch_queries * fc.group_size
             costs["fine"].dev_s = n_dev * fc.eval_depth / pairs_per_step * costs["fine"].step_s / 3
-        coarse_s = None
+        coarse_s, per_query = None, None
         if probe and "coarse" in names:
             # before the dual encoder is trained, recall runs on the vectors of its starting tower
             cfg = config
@@ -406,6 +418,13 @@ class _Build:
             else:
                 self._set("coarse", coarse_s, f"{len(positives)} train lists")
             left -= coarse_s
+
+        if "fusion" in names:  # one pass of the cpu funnel over the select queries: recall + coarse + fine top k
+            fc = config.fine
+            pair_s = costs["fine"].step_s / (fc.batch_queries * fc.group_size) / 3 if "fine" in costs else 0.05
+            fusion_s = 10.0 + n_dev * ((per_query or 0.1) + config.pipeline.cpu_fine_k * pair_s)
+            self._set("fusion", fusion_s, f"fine_weight swept on {n_dev} {self.dev_split} queries")
+            left -= fusion_s
 
         k = config.coarse.cross_fit
         fold_pos = [n for i, n in enumerate(positives) if i % k] if k else []  # each fold leaves out 1/k

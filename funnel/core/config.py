@@ -65,6 +65,10 @@ class PathsConfig:
         return self.models / "coarse"
 
     @property
+    def fusion(self) -> Path:
+        return self.models / "fusion.json"  # the fine/coarse fusion weight the build chose (`ranking.training.fusion`)
+
+    @property
     def cross_encoder(self) -> Path:
         return self.models / "cross-encoder"
 
@@ -273,7 +277,9 @@ class PipelineConfig:
     gpu_fine_k: int = 100  # cross-encoder depth of the `gpu` profile (fp16/bf16)
     cpu_fine_max_length: int = 128  # cross-encoder tokens per pair in the `cpu` profile
     gpu_fine_max_length: int = 256  # ... and in the `gpu` profile
-    fine_weight: float = 32.0  # fine score = cross-encoder logit + fine_weight x coarse score (swept on SciFact dev: benchmarks/results/funnel.md)
+    # fine score = cross-encoder logit + fine_weight x coarse score; -1: the weight `funnel build` chose on
+    # held-out training queries (HOME/models/fusion.json), 32 without one (`funnel.ranking.serving.fine.fusion_weight`)
+    fine_weight: float = -1.0
     stages: str = "recall,coarse,fine,rerank"  # drop a name to skip that stage
 
 
@@ -549,6 +555,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "pipeline.recall": _choice("auto", "bm25", "hybrid", "dense"), "pipeline.recall_k": _number(1),
     "pipeline.coarse_k": _number(1), "pipeline.final_k": _number(1), "pipeline.cpu_fine_max_length": _number(1),
     "pipeline.gpu_fine_max_length": _number(1), "pipeline.stages": _stage_list,
+    "pipeline.fine_weight": lambda v: None if v == -1 or v >= 0 else "-1 (the build's choice) or a weight >= 0",
     "prune.target": _number(0, 1, hi_open=True), "prune.ffn_target": _number(0, 1, hi_open=True),
     "prune.latency_budget": _number(0), "prune.max_target": _number(0, 1, hi_open=True), "prune.steps": _number(1),
     "prune.depth": _number(1), "prune.recover_group_size": _number(2), "prune.recover_batch_queries": _number(1),

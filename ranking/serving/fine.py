@@ -3,20 +3,41 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import time
 
 import numpy as np
 
+from funnel.core.config import Config
 from funnel.ranking.models.cross_encoder import CrossEncoder
 from funnel.ranking.serving.stages import Candidates, Request, StageTrace
+
+log = logging.getLogger(__name__)
+DEFAULT_FINE_WEIGHT = 32.0  # without a fitted weight: mostly the coarse order, the cross-encoder breaks near-ties
+
+
+def fusion_weight(config: Config) -> float:
+    """The w of ``fine score = cross-encoder logit + w x coarse score``: ``pipeline.fine_weight`` when
+    set (>= 0), else the weight `funnel build` chose on held-out training queries (``fusion.json``,
+    written by `funnel.ranking.training.fusion`), else DEFAULT_FINE_WEIGHT."""
+    if config.pipeline.fine_weight >= 0:
+        return config.pipeline.fine_weight
+    try:
+        return float(json.loads(config.paths.fusion.read_text(encoding="utf-8"))["fine_weight"])
+    except FileNotFoundError:
+        return DEFAULT_FINE_WEIGHT
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: unreadable (%s); fine_weight %g", config.paths.fusion, exc, DEFAULT_FINE_WEIGHT)
+        return DEFAULT_FINE_WEIGHT
 
 
 class CrossEncoderReranker:
     """Fine-ranking stage: rescores the top `depth` candidates with the cross-encoder.
 
-    The final score is ``weight * ce + coarse`` when ``fuse_weight`` is set (the cross-encoder's
-    logit interpolated with the previous stage's score), or the cross-encoder logit alone when it
-    is 0. Candidates below `depth` keep the previous stage's order after the rescored ones (their
+    The final score is ``ce + fuse_weight * coarse`` when ``fuse_weight`` is set (the cross-encoder's
+    logit plus the previous stage's score, weighted: `fusion_weight`), or the cross-encoder logit
+    alone when it is 0. Candidates below `depth` keep the previous stage's order after the rescored ones (their
     scores shifted to sit below), so a shallow depth (the `cpu` profile's 6) still returns k results;
     their ``ce`` feature is 0 and ``ce_scored`` tells the two apart.
     """

@@ -29,7 +29,7 @@ from funnel.ranking.evaluate import evaluate
 from funnel.ranking.models.cross_encoder import load_cross_encoder
 from funnel.ranking.serving.coarse import CoarseModel, CoarseRanker
 from funnel.ranking.serving.features import DocCache, FeatureContext
-from funnel.ranking.serving.fine import CrossEncoderReranker
+from funnel.ranking.serving.fine import CrossEncoderReranker, fusion_weight
 from funnel.ranking.serving.recall import build_recall
 from funnel.ranking.serving.rerank import Reranker
 from funnel.ranking.serving.stages import Candidates, Request
@@ -102,7 +102,7 @@ class Pipeline:
                                              dtype=config.fine.dtype, cpu_dtype=config.fine.cpu_dtype,
                                              max_length=pc.gpu_fine_max_length if gpu else pc.cpu_fine_max_length)
                 depth = pc.gpu_fine_k if gpu else pc.cpu_fine_k
-                fuse = pc.fine_weight if len(plan) > 1 else 0.0  # the coarse score is what gets fused
+                fuse = fusion_weight(config) if len(plan) > 1 else 0.0  # the coarse score is what gets fused
                 # on a GPU one batch of every candidate: per-batch kernel launches cost more than padding
                 batch = max(config.fine.batch_size, depth) if encoder.device.type == "cuda" else config.fine.batch_size
                 plan.append((CrossEncoderReranker(encoder, docs.texts, depth=depth,

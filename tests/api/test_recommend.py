@@ -3,18 +3,13 @@ a tiny funnel fitted on it (no search index), and the app in-process (TestClient
 start, explain, and a search-only home that does not recommend."""
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
-import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from funnel.core.config import load_config
-from funnel.core.store import DocumentStore
 from tests.api.conftest import _serve
-from tests.ranking.rec.conftest import make_log
-from tests.ranking.rec.test_service import RECIPE, write_log
+from tests.rec_home import build_rec_home
 
 STAGES = ["recall", "coarse", "fine", "rerank"]
 
@@ -22,24 +17,7 @@ STAGES = ["recall", "coarse", "fine", "rerank"]
 @pytest.fixture(scope="module")
 def rec_home(tmp_path_factory):
     """A home with the synthetic log in its store and a funnel fitted on it in models/rec (no index)."""
-    from funnel.ranking.rec.build import fit_funnel
-    from funnel.ranking.rec.service import LOG_FILE, log_fingerprint
-    from funnel.ranking.rec.store_log import load_dataset
-
-    home = tmp_path_factory.mktemp("rec-api") / "home"
-    config = load_config(home=home)
-    with DocumentStore(config.paths.store) as store:
-        write_log(store, make_log())
-        ds = load_dataset(store)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        fitted = fit_funnel(ds, RECIPE)
-    finally:
-        torch.set_num_threads(before)
-    fitted.save(config.paths.rec_funnel)
-    (config.paths.rec_funnel / LOG_FILE).write_text(json.dumps(log_fingerprint(ds, "movielens")))
-    return home
+    return build_rec_home(tmp_path_factory.mktemp("rec-api") / "home")
 
 
 @pytest.fixture(scope="module")

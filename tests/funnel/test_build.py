@@ -45,15 +45,19 @@ def test_build_prints_its_plan_and_steps_and_records_plan_vs_actual(tiny_dir, tm
     assert r.returncode == 0, r.stderr
     log = r.stderr
     plan_at = log.index("build plan (budget 5 min")
-    assert "step 1/3 ingest+index" in log and log.index("step 2/3 coarse: planned") > plan_at
-    assert "step 3/3 cross-encoder" in log[plan_at:] and "min left" in log
+    assert "step 1/4 ingest+index" in log and log.index("step 2/4 coarse: planned") > plan_at
+    assert "step 3/4 cross-encoder" in log[plan_at:] and "step 4/4 fusion" in log[plan_at:] and "min left" in log
     assert "fitting on train:fit judgements, selecting (early stopping, best epoch) on train:select" in log
     assert all(line[:2].isdigit() and line[2] == ":" for line in log.splitlines() if " INFO funnel." in line)
     saved = json.loads((tmp_path / "h" / "build.json").read_text())
-    assert [row["step"] for row in saved["plan"]] == ["ingest+index", "coarse", "cross-encoder"]
+    assert [row["step"] for row in saved["plan"]] == ["ingest+index", "coarse", "cross-encoder", "fusion"]
     assert all(row["actual_min"] is not None for row in saved["plan"])
     assert saved["plan"][2]["planned_min"] is not None and "steps of" in saved["plan"][2]["recipe"]
     assert "planned min" in r.stdout  # the table of plan vs actual
+    # the fusion weight was chosen on the held-out training queries, and the pipeline serves with it
+    fusion = json.loads((tmp_path / "h" / "models" / "fusion.json").read_text())
+    assert fusion["split"] == "train:select" and fusion["fine_weight"] in {float(w) for w in fusion["sweep"]}
+    assert max(fusion["sweep"].values()) == fusion["sweep"][str(fusion["fine_weight"])]
     quiet = funnel(*sets(["build.probe_steps=0"]), "build", "--data", str(tiny_dir), "--skip", "dense",
                    "--skip", "cross-encoder", "--device", "cpu", home=tmp_path / "h2")
     assert quiet.returncode == 0 and " INFO " not in quiet.stderr and "step/s" not in quiet.stderr, quiet.stderr
