@@ -157,3 +157,20 @@ def test_errors_before_build(tmp_path, ml_dir):
     assert cli("ingest", "movielens", str(ml_dir), home=home).returncode == 0
     r = cli("recommend", "1", home=home)
     assert r.returncode == 2 and "funnel build --task rec" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_recipe_and_estimates():
+    from funnel.cli.build_rec import REFERENCE_S, estimate_seconds, recipe_from_config
+    from funnel.core.config import load_config
+
+    recipe = recipe_from_config(load_config(overrides=TINY))
+    assert recipe.sasrec == {"max_epochs": 2, "dim": 16, "n_layers": 1, "max_len": 20, "seed": 0}
+    assert recipe.two_tower == {"max_epochs": 2, "dim": 16, "max_len": 10, "seed": 0}
+    assert (recipe.funnel.recall_k, recipe.funnel.coarse_k, recipe.funnel.rerank.k) == (20, 10, 10)
+    assert recipe.train_targets == 2 and recipe.device == "cpu"
+    full = recipe_from_config(load_config())
+    # the reference log with the default recipe is the reference; a tenth of it with 2 SASRec epochs is far less
+    assert estimate_seconds(100_000, 943, 1682, full) == pytest.approx(REFERENCE_S)
+    small = estimate_seconds(10_000, 94, 1682, recipe)
+    assert small["sasrec"] == pytest.approx(REFERENCE_S["sasrec"] * 0.1 * 2 / 70)
+    assert sum(small.values()) < sum(REFERENCE_S.values()) / 10
