@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from funnel.core.config import load_config
 from funnel.dashboard import recommend as dr
+from tests.dashboard.conftest import CHROMEDRIVER, CHROMIUM
 from tests.rec_home import build_rec_home
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
@@ -130,3 +132,33 @@ def test_no_recommend_page_without_a_funnel(config_env):
     at = AppTest.from_file(APP, default_timeout=180).run()
     assert not at.exception, at.exception
     assert "Recommend" not in at.sidebar.radio(key="page").options
+
+
+@pytest.mark.skipif(not (Path(CHROMEDRIVER).exists() and Path(CHROMIUM).exists()),
+                    reason="needs Debian's chromium and chromium-driver; CI installs them")
+def test_recommend_page_in_chromium(rec_home, rec_service, browser, tmp_path):
+    """The page drawn by a real browser: the first user's list, every stage's expander, the trace."""
+    from dataclasses import replace
+
+    from tests.dashboard.conftest import serve_dashboard
+    from tests.dashboard.test_browser import _shot_dir, _wait_text
+    from tests.servers import free_port
+
+    config = load_config(home=rec_home)
+    config = replace(config, serve=replace(config.serve, dashboard_port=free_port()))
+    first = str(rec_service.ds.user_ids[0])
+    want = rec_service.recommend(first, k=rec_service.default_k)
+    server = serve_dashboard(config)
+    url = next(server)
+    try:
+        browser.get(url)
+        _wait_text(browser, f"Recommendations ({len(want['items'])})")
+        _wait_text(browser, want["items"][0]["title"])
+        for i, stage in enumerate(STAGES):
+            _wait_text(browser, f"{i + 1}. {stage}:")
+        _wait_text(browser, "Rerank trace")
+        time.sleep(1.0)
+        shot = _shot_dir(tmp_path) / "dashboard_recommend.png"
+        assert browser.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        server.close()  # runs serve_dashboard's finally: stops the process
