@@ -43,29 +43,18 @@ from pathlib import Path
 from funnel.core.config import Config
 from funnel.core.errors import InputError
 from funnel.core.judgements import qrels_path, split_parts
+from funnel.core.publish import fresh_tmp, publish_folder, restore_interrupted
 
 log = logging.getLogger(__name__)
 
 
 def publish(tmp: Path, final: Path) -> Path:
-    """Swap a freshly trained model folder into place (old one renamed aside, then removed)."""
-    old = final.with_name(f".old-{final.name}")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
-    return final
+    """Swap a freshly trained model folder into place (`funnel.core.publish`: old or new, never half)."""
+    return publish_folder(tmp, final)
 
 
 def _fresh_tmp(models: Path, name: str) -> Path:
-    tmp = models / f".tmp-{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
+    return fresh_tmp(models / name)
 
 
 @dataclass
@@ -213,6 +202,8 @@ class _Build:
             names.append("cross-encoder")
         if not {"coarse", "cross-encoder"} & set(skip):
             names.append("fusion")  # the fine stage's weight against the coarse score, chosen on held-out queries
+        for final in (config.paths.dual_encoder, config.paths.coarse_model, config.paths.cross_encoder):
+            restore_interrupted(final)  # a model parked aside by a publish killed half way
         # resume: a step runs when forced, when its inputs or its output changed, or when a step it reads reruns
         self.done = _read_steps(config.paths.build_log)
         self.inputs = {n: step_inputs(n, config, data_dir, (train_split, dev_split), self.towers) for n in names}
