@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from funnel.core.publish import fresh_tmp, publish_folder, restore_interrupted
+
 
 @dataclass(frozen=True)
 class Trainer:
@@ -46,21 +48,27 @@ def register(sub) -> None:
         t.set_defaults(handler=trainer.handler)
 
 
-def _make_model_folder(args, config, name: str) -> tuple[Path, Path]:
-    """The model folder (--out, else HOME/models/NAME), created, and the training log (--log, else in it)."""
+def _model_folder(args, config, name: str) -> tuple[Path, Path, Path]:
+    """(final, tmp, log): the model folder (--out, else HOME/models/NAME), the empty ``.tmp-NAME`` beside it
+    that the trainer writes into, and the training log (--log, else in the folder). The trainer never
+    writes into the final folder: `_publish` swaps the finished one in, so a server reading it, or a
+    training run killed half way, sees the previous model whole (`funnel.core.publish`)."""
     out = Path(args.out) if args.out else config.paths.models / name
-    out.mkdir(parents=True, exist_ok=True)
-    return out, Path(args.log) if args.log else out / "train_log.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    restore_interrupted(out)
+    tmp = fresh_tmp(out)
+    return out, tmp, Path(args.log) if args.log else tmp / "train_log.jsonl"
 
 
 def _train_coarse(args, config) -> int:
     from funnel.ranking.training.train_coarse import train_coarse
 
-    out, log_file = _make_model_folder(args, config, "coarse")
-    path = train_coarse(config, args.data, out, train_split=args.split, dev_split=args.dev_split,
-                        log_file=log_file, progress=not args.quiet)
-    meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    print(f"coarse model saved to {path}: best iteration {meta['best_iteration']}, "
+    out, tmp, log_file = _model_folder(args, config, "coarse")
+    train_coarse(config, args.data, tmp, train_split=args.split, dev_split=args.dev_split,
+                 log_file=log_file, progress=not args.quiet)
+    publish_folder(tmp, out)
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    print(f"coarse model saved to {out}: best iteration {meta['best_iteration']}, "
           f"dev nDCG@10 {meta['dev']['recall']['nDCG@10']:.4f} (recall) -> {meta['dev']['coarse']['nDCG@10']:.4f}")
     return 0
 
@@ -68,10 +76,11 @@ def _train_coarse(args, config) -> int:
 def _train_cross_encoder(args, config) -> int:
     from funnel.ranking.training.train_cross import train_cross_encoder
 
-    out, log_file = _make_model_folder(args, config, "cross-encoder")
-    path = train_cross_encoder(config, args.data, out, split=args.split, dev_split=args.dev_split,
-                               log_file=log_file, device=args.device, progress=not args.quiet)
-    print(f"cross-encoder saved to {path}")
+    out, tmp, log_file = _model_folder(args, config, "cross-encoder")
+    train_cross_encoder(config, args.data, tmp, split=args.split, dev_split=args.dev_split,
+                        log_file=log_file, device=args.device, progress=not args.quiet)
+    publish_folder(tmp, out)
+    print(f"cross-encoder saved to {out}")
     return 0
 
 
@@ -82,10 +91,12 @@ def _train_dual_encoder(args, config) -> int:
         from funnel.core.errors import InputError
 
         raise InputError("--folds needs judgements: pass --data")
-    out, log_file = _make_model_folder(args, config, "dual-encoder")
-    s = train_dual_encoder(config, args.data, out, split=args.split, dev_split=args.dev_split, log_file=log_file,
+    out, tmp, log_file = _model_folder(args, config, "dual-encoder")
+    s = train_dual_encoder(config, args.data, tmp, split=args.split, dev_split=args.dev_split, log_file=log_file,
                            device=args.device, progress=not args.quiet)
-    print(f"dual encoder saved to {s['model']} (best epoch {s['best_epoch']}, {s['steps']} steps, "
+    publish_folder(tmp, out)
+    log_file = out / log_file.name if log_file.parent == tmp else log_file
+    print(f"dual encoder saved to {out} (best epoch {s['best_epoch']}, {s['steps']} steps, "
           f"{s['seconds']:.0f} s); log {log_file}")
     if s["dev"]:
         print("  dev " + ", ".join(f"{k} {v:.4f}" for k, v in s["dev"].items()))

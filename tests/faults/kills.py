@@ -3,8 +3,9 @@ again, and compare what is on disk with an uninterrupted run (shared by `tests/f
 `benchmarks/faults.py`).
 
 Each fault is a class with ``prepare`` (inputs, once), ``reference`` (the uninterrupted result, once),
-``start`` (a fresh home and the command to kill), ``resume`` (the command run after the kill) and
-``compare`` -> (lost, duplicated). `inject` runs one injection: the command is killed ``delay`` seconds
+``start`` (a fresh home and the command to kill), ``after_kill`` (what is broken on disk right after the
+kill, before anything runs again: a model folder must hold the old model or the new one, whole),
+``resume`` (the command run after the kill) and ``compare`` -> (lost, duplicated). `inject` runs one injection: the command is killed ``delay`` seconds
 after it started; a command that ended before its kill is not counted as an injection.
 """
 from __future__ import annotations
@@ -106,6 +107,10 @@ class Fault:
     def setup_home(self, home: Path) -> None:
         """Whatever the killed command needs in `home` before it starts."""
 
+    def after_kill(self, home: Path) -> int:
+        """Things found broken right after the kill (counted as lost); 0 where nothing can be checked yet."""
+        return 0
+
     def reference(self):
         if self._ref is None:
             self.prepare()
@@ -122,8 +127,10 @@ class Fault:
         shutil.rmtree(home, ignore_errors=True)
         self.setup_home(home)
         killed = kill_after(self.start(home), delay)
+        broken = self.after_kill(home)
         recovery = run(self.resume(home))
         lost, dup = self.compare(ref, self.result(home))
+        lost += broken
         shutil.rmtree(home, ignore_errors=True)
         return Injection(self.name, killed, delay, lost, dup, recovery)
 
@@ -226,6 +233,142 @@ class CrawlFault(Fault):
 
     def result(self, home: Path):
         return store_fingerprint(home / "store.sqlite")
+
+
+class EmbedFault(Fault):
+    """An incremental `funnel embed` (tiny encoder) of the documents ingested since the last embed, killed,
+    then run again: the vector index must hold the same doc ids with the same vectors (1e-6) as an
+    uninterrupted run, and return the same neighbours for a few probe vectors."""
+    name = "embed (funnel embed, incremental)"
+
+    def __init__(self, work: Path, n_docs: int = 1500):
+        super().__init__(work)
+        self.ingest = IngestFault(work / "in", n_docs=n_docs)
+        self.base = work / "embedded"
+
+    def prepare(self) -> None:
+        self.ingest.prepare()
+        if (self.base / "store.sqlite").exists():
+            return
+        first = self.work / "first"  # the corpus's first fifth, as an earlier dataset: embedded before
+        (first / "qrels").mkdir(parents=True, exist_ok=True)
+        lines = (self.ingest.data / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+        (first / "corpus.jsonl").write_text("\n".join(lines[: len(lines) // 5]) + "\n", encoding="utf-8")
+        (first / "queries.jsonl").write_text('{"_id": "q0", "text": "w1 w2"}\n', encoding="utf-8")
+        (first / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\n", encoding="utf-8")
+        run(funnel_cmd(self.base, "ingest", "beir", str(first), "--name", "first"))
+        run(funnel_cmd(self.base, "embed", "--model", "tiny"))
+        run(funnel_cmd(self.base, "ingest", "beir", str(self.ingest.data), "--name", "gen"))
+
+    def setup_home(self, home: Path) -> None:
+        shutil.copytree(self.base, home)
+
+    def start(self, home: Path) -> list[str]:
+        return funnel_cmd(home, "embed", "--model", "tiny")
+
+    def result(self, home: Path):
+        import numpy as np
+
+        from funnel.index.vectors import VectorIndex
+
+        index = VectorIndex(home / "index" / "dense", backend="exact")
+        probes = np.random.default_rng(0).standard_normal((5, index.dim)).astype(np.float32)
+        probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+        _, rows = index.search(probes, 10)
+        return {"vectors": dict(zip(index.doc_ids, index.vectors.copy())),
+                "hits": [[index.doc_ids[r] for r in row] for row in rows]}
+
+    def compare(self, ref, got) -> tuple[int, int]:
+        import numpy as np
+
+        lost = sum(1 for d, v in ref["vectors"].items()
+                   if d not in got["vectors"] or not np.allclose(got["vectors"][d], v, atol=1e-6, rtol=0))
+        dup = len(set(got["vectors"]) - set(ref["vectors"]))  # the index keeps one row per doc id
+        assert got["hits"] == ref["hits"], "search results differ from an uninterrupted embed"
+        return lost, dup
+
+
+class ModelFault(Fault):
+    """`funnel train coarse` over a home whose HOME/models/coarse holds an older model, killed, then run
+    again. Right after the kill the folder must hold the old model or the new one, whole (model.txt and
+    meta.json of one training run); after the rerun, the model scores like an uninterrupted run's."""
+    name = "model publish (funnel train coarse)"
+    FILES = ("model.txt", "meta.json")
+    OLD = ("--set", "coarse.learning_rate=0.3")  # the older model: other settings, other trees
+
+    def __init__(self, work: Path):
+        super().__init__(work)
+        self.base = work / "trained"
+        self.data = ROOT / "tests" / "data" / "tiny"
+
+    def prepare(self) -> None:
+        if (self.base / "models" / "coarse" / "model.txt").exists():
+            return
+        run(funnel_cmd(self.base, "ingest", "beir", str(self.data), "--name", "tiny"))
+        run(funnel_cmd(self.base, "index"))
+        run(self.command(self.base, old=True))
+
+    def command(self, home: Path, old: bool = False) -> list[str]:
+        return funnel_cmd(home, *(self.OLD if old else ()), "train", "coarse", "--data", str(self.data))
+
+    def setup_home(self, home: Path) -> None:
+        shutil.copytree(self.base, home)
+
+    def start(self, home: Path) -> list[str]:
+        return self.command(home)
+
+    def model_files(self, home: Path) -> tuple | None:
+        """The published model's files (meta.json without its timings), or None if a file is missing."""
+        folder = home / "models" / "coarse"
+        try:
+            model = (folder / "model.txt").read_text(encoding="utf-8")
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        meta.pop("seconds", None)
+        return model, json.dumps(meta, sort_keys=True)
+
+    def after_kill(self, home: Path) -> int:
+        self.reference()
+        return 0 if self.model_files(home) in (self.old_files, self.new_files) else 1
+
+    def reference(self):
+        if self._ref is None:
+            self.prepare()
+            self.old_files = self.model_files(self.base)
+            super().reference()
+            self.new_files = self.model_files(self.work / "reference")
+            assert self.old_files != self.new_files, "the older model must differ from the new one"
+        return self._ref
+
+    def result(self, home: Path):
+        import numpy as np
+
+        from funnel.ranking.serving.coarse import CoarseModel
+
+        model = CoarseModel.load(home / "models" / "coarse")
+        X = np.random.default_rng(0).random((200, len(model.features)))
+        return model.predict(X)
+
+    def compare(self, ref, got) -> tuple[int, int]:
+        import numpy as np
+
+        assert np.array_equal(ref, got), "the rerun's model scores differ from an uninterrupted run's"
+        return 0, 0
+
+
+def kill_at_rename(cmd_args: list[str], n: int, prefix: Path) -> tuple[bool, int]:
+    """Run `funnel cmd_args` and SIGKILL it right after its `n`-th rename under `prefix`
+    (`tests/faults/killpoint.py`); n = 0 runs it to the end. Returns (killed, renames counted)."""
+    cmd = [sys.executable, "-m", "tests.faults.killpoint", str(n), str(prefix), "--", *cmd_args]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if done.returncode == -signal.SIGKILL:
+        return True, n
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    counted = [line for line in done.stderr.splitlines() if line.startswith("renames: ")]
+    return False, int(counted[-1].split()[1]) if counted else 0
 
 
 def serve_grid_site():
