@@ -8,10 +8,17 @@ Ranking: one `funnel.ranking.serving.pipeline.Pipeline` per offered profile (``c
 present). Each pipeline skips the stages whose models are not trained yet, so a freshly indexed home
 already serves BM25; ``--bm25-only`` serves the same pipeline cut to BM25 recall.
 
-Thread safety: FastAPI runs each request in a worker thread. The index is read-only (memory-mapped
-arrays, a fresh accumulator per query) and the store gives each thread its own SQLite connection,
-but a pipeline holds a Snowball stemmer, caches and torch models that are not safe to share, so
-each pipeline runs under its own lock (the heavy parts, numpy and torch, release the GIL inside).
+Thread safety: FastAPI runs each request in a worker thread, and requests share the pipelines. What a
+query touches is safe to share: the index is read-only (memory-mapped arrays, a fresh accumulator per
+query, a term cache of atomic dict writes); the store gives each thread its own SQLite connection;
+the vector index's FAISS search takes its parameters per call; LightGBM's predict is thread-safe; torch
+modules in eval mode under ``inference_mode`` may run in several threads at once. The few shared
+mutable pieces carry their own small locks: the analyzer's Snowball stemmer (a new word), the
+documents' LRU cache, and the fast tokenizers (`funnel.ranking.models.backbone.TOKENIZER_LOCK`).
+Concurrent requests' cross-encoder pairs and query encodings are micro-batched into one forward pass
+(`funnel.ranking.serving.batching`, ``pipeline.batch_wait_ms``). A pipeline is held shared by every
+running request; `exclusive` takes it alone (the dashboard swapping a model's attention kernel).
+``serve.pipeline_lock = true`` brings back the old server, one request at a time per pipeline.
 
 A newly published index is served without a restart: at most every ``serve.reload_check_s`` seconds a
 request stats ``index/manifest.json`` (one system call); when it changed and names another
@@ -150,12 +157,50 @@ def _manifest_stamp(index_dir: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
+class SharedLock:
+    """Held by many at once (`shared`) or by one alone (`exclusive`); a waiting exclusive holder stops
+    new shared ones from entering, so it is not starved by a stream of requests."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0  # exclusive holders waiting
+
+    @contextlib.contextmanager
+    def shared(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive and not self._waiting)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                if not self._shared:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        with self._cond:
+            self._waiting += 1
+            self._cond.wait_for(lambda: not self._exclusive and not self._shared)
+            self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
 class _Loaded:
     """One generation of the index with its store and pipelines, and the requests using it."""
 
     def __init__(self, pipelines: dict[str, object]):
         self.pipelines = pipelines
-        self.locks = {p: threading.Lock() for p in pipelines}
+        self.locks = {p: SharedLock() for p in pipelines}
         first = next(iter(pipelines.values()))
         self.retriever = first.resources["retriever"]
         self.store: DocumentStore = first.resources["store"]
@@ -167,7 +212,7 @@ class _Loaded:
     def warm(self) -> None:
         """Load the stemmer, jieba's dictionary and lazy model parts now, not on a user's query."""
         for profile, pipeline in self.pipelines.items():
-            with self.locks[profile]:
+            with self.locks[profile].shared():
                 pipeline.run(Request(query=WARM_QUERY, k=1, profile=profile))
 
     def close(self) -> None:
@@ -308,9 +353,10 @@ class SearchService:
     def pipeline(self, profile: str | None = None):
         return self.pipelines[profile or self.default_profile]
 
-    def exclusive(self, profile: str | None = None) -> threading.Lock:
-        """The lock a profile's pipeline runs under: hold it to use that pipeline's models directly."""
-        return self._loaded.locks[profile or self.default_profile]
+    def exclusive(self, profile: str | None = None):
+        """A context manager holding a profile's pipeline alone (no request runs on it meanwhile): to
+        change one of its models' settings for a moment."""
+        return self._loaded.locks[profile or self.default_profile].exclusive()
 
     # -- queries ---------------------------------------------------------
     def rank(self, query: str, k: int, profile: str | None = None) -> Candidates:
@@ -321,7 +367,8 @@ class SearchService:
     def _rank(self, loaded: _Loaded, query: str, k: int, profile: str) -> Candidates:
         if profile not in loaded.pipelines:
             raise InputError(f"profile {profile!r} is not offered by this server; offered: {', '.join(self.profiles)}")
-        with loaded.locks[profile]:
+        lock = loaded.locks[profile]
+        with lock.exclusive() if self.config.serve.pipeline_lock else lock.shared():
             return loaded.pipelines[profile].run(Request(query=query, k=k, profile=profile))
 
     def search(self, query: str, k: int = 10, profile: str | None = None, explain: bool = False,

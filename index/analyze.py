@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 import unicodedata
 from dataclasses import asdict
 from functools import lru_cache
@@ -55,9 +56,14 @@ class _TermCache(dict):
         super().__init__()
         self._stop = analyzer._stop_en
         self._stemmer = analyzer._stemmer
+        self._lock = analyzer._stem_lock
 
     def __missing__(self, word: str) -> str:
-        term = "" if word in self._stop else (self._stemmer.stemWord(word) if self._stemmer else word)
+        if word in self._stop or not self._stemmer:
+            term = "" if word in self._stop else word
+        else:
+            with self._lock:  # a PyStemmer object must not stem in two threads at once
+                term = self._stemmer.stemWord(word)
         self[word] = term
         return term
 
@@ -79,6 +85,9 @@ class Analyzer:
                                   f"choose one of {', '.join(Stemmer.algorithms())} or \"\"") from None
         else:
             self._stemmer = None
+        # The server shares one analyzer between request threads: dict lookups are atomic, stemming a
+        # new word is not (PyStemmer keeps state per object), so it takes this lock (misses are rare).
+        self._stem_lock = threading.Lock()
         self._stop_en = load_stopwords("en") if c.stopwords else frozenset()
         self._stop_zh = load_stopwords("zh") if c.stopwords else frozenset()
         # word -> term ("" for a dropped word): a corpus has far fewer distinct words than tokens,
@@ -120,7 +129,10 @@ class Analyzer:
         return out
 
     def _stem(self, words: list[str]) -> list[str]:
-        return self._stemmer.stemWords(words) if (self._stemmer and words) else words
+        if not (self._stemmer and words):
+            return words
+        with self._stem_lock:
+            return self._stemmer.stemWords(words)
 
     def analyze_many(self, texts) -> list[list[str]]:
         return [self(t) for t in texts]

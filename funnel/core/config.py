@@ -212,6 +212,9 @@ class ServeConfig:
     default_profile: str = "cpu"  # ranking profile when a request names none ("cpu" or "gpu")
     workers: int = 1  # uvicorn worker processes; each loads the index and models once
     reload_check_s: float = 2.0  # how often a request may look for a newly published index (0: every request)
+    # true: one request at a time per profile's pipeline (the server before issue 21; kept for the load
+    # benchmark's side-by-side); false: requests share the pipeline (`funnel.api.service`)
+    pipeline_lock: bool = False
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,9 @@ class PipelineConfig:
     recall_k: int = 200  # candidates the coarse ranker scores (= coarse.train_depth, the lists it learned on)
     coarse_k: int = 100
     final_k: int = 10
+    # concurrent requests' cross-encoder pairs and query encodings run as one batch, gathered for at most this
+    # long (`funnel.ranking.serving.batching`; a lone request never waits); 0: each request runs its own
+    batch_wait_ms: float = 3.0
     cpu_fine_k: int = 3  # cross-encoder depth of the `cpu` profile (whole query p95 291 ms on an AMD EPYC 2-core VM; 4: 322 ms, 6: 372 ms)
     gpu_fine_k: int = 100  # cross-encoder depth of the `gpu` profile (fp16/bf16)
     cpu_fine_max_length: int = 128  # cross-encoder tokens per pair in the `cpu` profile
@@ -543,7 +549,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "pagerank.damping": _number(0, 1, hi_open=True), "pagerank.tol": _POSITIVE, "pagerank.max_iter": _number(1),
     "serve.port": _PORT, "serve.dashboard_port": _PORT, "serve.max_query_chars": _number(1),
     "serve.max_k": _number(1), "serve.default_k": _number(1), "serve.default_profile": _choice("cpu", "gpu"),
-    "serve.workers": _number(1), "serve.reload_check_s": _number(0),
+    "serve.workers": _number(1), "serve.reload_check_s": _number(0), "pipeline.batch_wait_ms": _number(0, 1000),
     "coarse.train_depth": _number(1), "coarse.num_leaves": _number(2), "coarse.learning_rate": _POSITIVE,
     "coarse.n_estimators": _number(1),
     "fine.max_length": _number(1), "fine.group_size": _number(2), "fine.negatives_depth": _number(1),

@@ -10,12 +10,18 @@ One place decides where weights come from, so nothing is ever downloaded at run 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from funnel.core.errors import InputError, MissingDependencyError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# A fast (Rust) tokenizer keeps its truncation and padding settings on the object and refuses a
+# second thread meanwhile ("Already borrowed"); the server's request threads share one, so every
+# inference-time tokenizer call holds this lock (a few hundred microseconds, next to a forward pass).
+TOKENIZER_LOCK = threading.Lock()
 
 
 def model_folder(path: str | Path, what: str = "a model folder", hint: str = "") -> Path:

@@ -29,7 +29,7 @@ import numpy as np
 
 from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
-from funnel.ranking.models.backbone import load_backbone, load_tokenizer, model_folder
+from funnel.ranking.models.backbone import TOKENIZER_LOCK, load_backbone, load_tokenizer, model_folder
 from funnel.ranking.models.ce_model import ST_CONFIG, config_from_dict, new_config, saved_config
 from funnel.ranking.models.modeling_funnel_ce import FunnelCrossEncoder
 from funnel.ranking.models.quantize import check_cpu_dtype, quantize_int8
@@ -75,18 +75,24 @@ class CrossEncoder:
 
     def score(self, query: str, docs: list[str], batch_size: int = 32) -> np.ndarray:
         """Relevance logits of (query, doc) pairs, in the docs' order."""
+        return self.score_pairs([query] * len(docs), docs, batch_size)
+
+    def score_pairs(self, queries: list[str], docs: list[str], batch_size: int = 32) -> np.ndarray:
+        """Relevance logits of (queries[i], docs[i]) pairs, in their order: float32 (n,). Pairs of
+        several queries in one call share batches (`funnel.ranking.serving.batching`)."""
         import torch
 
         out = np.zeros(len(docs), dtype=np.float32)
         if not docs:
             return out
         # Sort by length so a batch pads to similar lengths (less wasted compute), then restore order.
-        order = np.argsort([-len(d) for d in docs], kind="stable")
+        order = np.argsort([-(len(q) + len(d)) for q, d in zip(queries, docs)], kind="stable")
         with torch.inference_mode():
             for start in range(0, len(docs), batch_size):
                 idx = order[start:start + batch_size]
-                enc = self.tokenizer([query] * len(idx), [docs[i] for i in idx], truncation="only_second",
-                                     max_length=self.max_length, padding=True, return_tensors="pt")
+                with TOKENIZER_LOCK:
+                    enc = self.tokenizer([queries[i] for i in idx], [docs[i] for i in idx], truncation="only_second",
+                                         max_length=self.max_length, padding=True, return_tensors="pt")
                 enc = {k: v.to(self.device) for k, v in enc.items()}
                 with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.device.type == "cuda"):
                     logits = self.model(**enc).logits  # (batch, 1)

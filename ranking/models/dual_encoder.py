@@ -32,7 +32,7 @@ from funnel.core.device import resolve_device
 from funnel.core.errors import InputError
 from funnel.core.store import DocumentStore
 from funnel.index.vectors import AnnSpec, read_manifest, VectorIndexWriter
-from funnel.ranking.models.backbone import load_backbone, load_tokenizer, model_folder
+from funnel.ranking.models.backbone import TOKENIZER_LOCK, load_backbone, load_tokenizer, model_folder
 from funnel.ranking.models.st_format import (POOLINGS, is_sentence_transformer, read_sentence_transformer,
                                             save_sentence_transformer)
 
@@ -106,8 +106,9 @@ class DualEncoder(_module_base()):
         return next(self.query_tower.parameters()).device
 
     def tokenize(self, texts: Sequence[str], max_len: int):
-        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len,
-                              return_tensors="pt")
+        with TOKENIZER_LOCK:
+            return self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len,
+                                  return_tensors="pt")
 
     def embed(self, batch, tower: str = "query"):
         """Tokenized batch -> (batch, dim) unit vectors, with gradients when training."""

@@ -20,6 +20,7 @@ Every feature is cheap: index statistics, the analysed query and the candidate's
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -59,24 +60,32 @@ class DocCache:
         self.analyzer = analyzer
         self.max_docs = max_docs
         self._cache: OrderedDict[str, DocInfo] = OrderedDict()
+        self._lock = threading.Lock()  # request threads share the cache; the store read and analysis run outside it
 
     def get(self, doc_ids: list[str]) -> list[DocInfo | None]:
-        missing = [d for d in doc_ids if d not in self._cache]
+        with self._lock:
+            missing = [d for d in doc_ids if d not in self._cache]
         if missing:
+            fresh = {}
             for d, doc in self.store.get_many(missing).items():
                 title, body = doc.title or "", doc.text or ""
-                self._cache[d] = DocInfo(self.analyzer(title) if title else [],
-                                         self.analyzer(f"{title}\n{body}" if title else body),
-                                         f"{title}. {body}" if title else body,
-                                         urlsplit(doc.url).hostname or "" if doc.url else "", doc.fetched_at)
-            while len(self._cache) > self.max_docs:
-                self._cache.popitem(last=False)
-        out = []
-        for d in doc_ids:
-            info = self._cache.get(d)
-            if info is not None:
-                self._cache.move_to_end(d)
-            out.append(info)
+                fresh[d] = DocInfo(self.analyzer(title) if title else [],
+                                   self.analyzer(f"{title}\n{body}" if title else body),
+                                   f"{title}. {body}" if title else body,
+                                   urlsplit(doc.url).hostname or "" if doc.url else "", doc.fetched_at)
+        with self._lock:
+            if missing:
+                self._cache.update(fresh)
+                while len(self._cache) > self.max_docs:
+                    self._cache.popitem(last=False)
+            out = []
+            for d in doc_ids:
+                info = self._cache.get(d)
+                if info is None and missing:
+                    info = fresh.get(d)  # evicted at once by a tiny max_docs
+                elif info is not None:
+                    self._cache.move_to_end(d)
+                out.append(info)
         return out
 
     def texts(self, doc_ids: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ Every stage appends a `StageTrace` (its ranked ids, scores, milliseconds) to the
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from funnel.index.pagerank import load_pagerank
 from funnel.index.searcher import Bm25Retriever
 from funnel.ranking.evaluate import evaluate
 from funnel.ranking.models.cross_encoder import load_cross_encoder
+from funnel.ranking.serving.batching import enable_batching
 from funnel.ranking.serving.coarse import CoarseModel, CoarseRanker
 from funnel.ranking.serving.features import DocCache, FeatureContext
 from funnel.ranking.serving.fine import CrossEncoderReranker, fusion_weight
@@ -47,24 +49,40 @@ class Pipeline:
     stages: list[tuple[object, int]]  # (stage, k it keeps)
     profile: str = "cpu"
     resources: dict = field(default_factory=dict)  # what from_config opened (retriever, docs, store, ...)
+    batchers: list = field(default_factory=list)  # micro-batched model wrappers (`funnel.ranking.serving.batching`)
+
+    def __post_init__(self):
+        self._running = 0  # requests inside `run` now (threads share a pipeline): what a batcher waits for
+        self._running_lock = threading.Lock()
 
     @property
     def stage_names(self) -> list[str]:
         return [s.name for s, _ in self.stages]
 
+    def running(self) -> int:
+        return self._running
+
     def run(self, request: Request) -> Candidates:
-        cands = Candidates.empty()
-        last = len(self.stages) - 1
-        for i, (stage, k) in enumerate(self.stages):
-            cands = stage.rank(request, cands, request.k if i == last else max(k, request.k))
-        if self.stages and self.stages[-1][0].name != "rerank":
-            cands = cands.take(np.arange(min(request.k, len(cands))))
-        return cands
+        with self._running_lock:
+            self._running += 1
+        try:
+            cands = Candidates.empty()
+            last = len(self.stages) - 1
+            for i, (stage, k) in enumerate(self.stages):
+                cands = stage.rank(request, cands, request.k if i == last else max(k, request.k))
+            if self.stages and self.stages[-1][0].name != "rerank":
+                cands = cands.take(np.arange(min(request.k, len(cands))))
+            return cands
+        finally:
+            with self._running_lock:
+                self._running -= 1
 
     def search(self, query: str, k: int = 10, **kwargs) -> Candidates:
         return self.run(Request(query=query, k=k, profile=self.profile, **kwargs))
 
     def close(self) -> None:
+        for batcher in self.batchers:
+            batcher.close()
         store = self.resources.get("store")
         if store is not None:
             store.close()
@@ -114,7 +132,10 @@ class Pipeline:
 
             plan.append((Reranker(config.rerank, docs, embed=res.get("embed"),
                                   lookup_ord=retriever.reader.ord_of), pc.final_k))
-        return cls(plan, profile, res)
+        pipeline = cls(plan, profile, res)
+        # concurrent requests (the server's threads) share one forward pass per model; a lone caller never waits
+        pipeline.batchers = enable_batching(pipeline, pc.batch_wait_ms, batch_size=config.fine.batch_size)
+        return pipeline
 
 
 def explain(result: Candidates) -> list[dict]:
