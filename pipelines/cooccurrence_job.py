@@ -101,7 +101,7 @@ def run_cooccurrence_job(spark, interactions_parquet: str | Path, out_path: str 
            .where(F.col("user_id").isNotNull() & F.col("item_id").isNotNull() & F.col("ts").isNotNull()))
 
     # One pass for what decides the rest: the item order, and whether the log is usable.
-    aggs = [F.count(F.lit(1)).alias("rows"), F.countDistinct("user_id").alias("users"),
+    aggs = [F.count(F.lit(1)).alias("rows"), F.count_distinct("user_id").alias("users"),
             F.min(F.col("item_id").rlike("^[0-9]+$").cast("int")).alias("numeric")]
     if "dataset" in types and dataset is None:
         aggs.append(F.array_sort(F.collect_set("dataset")).alias("datasets"))
