@@ -250,15 +250,20 @@ class EmbedFault(Fault):
         self.ingest.prepare()
         if (self.base / "store.sqlite").exists():
             return
-        first = self.work / "first"  # the corpus's first fifth, as an earlier dataset: embedded before
-        (first / "qrels").mkdir(parents=True, exist_ok=True)
+        # the corpus in two datasets: the first fifth, embedded before, and the rest, ingested after it
         lines = (self.ingest.data / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
-        (first / "corpus.jsonl").write_text("\n".join(lines[: len(lines) // 5]) + "\n", encoding="utf-8")
-        (first / "queries.jsonl").write_text('{"_id": "q0", "text": "w1 w2"}\n', encoding="utf-8")
-        (first / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\n", encoding="utf-8")
-        run(funnel_cmd(self.base, "ingest", "beir", str(first), "--name", "first"))
+        cut = len(lines) // 5
+        for name, part in (("first", lines[:cut]), ("rest", lines[cut:])):
+            folder = self.work / name
+            (folder / "qrels").mkdir(parents=True, exist_ok=True)
+            (folder / "corpus.jsonl").write_text("\n".join(part) + "\n", encoding="utf-8")
+            doc = json.loads(part[0])["_id"]
+            (folder / "queries.jsonl").write_text(f'{{"_id": "{name}-q", "text": "w1 w2"}}\n', encoding="utf-8")
+            (folder / "qrels" / "test.tsv").write_text(f"query-id\tcorpus-id\tscore\n{name}-q\t{doc}\t1\n",
+                                                       encoding="utf-8")
+        run(funnel_cmd(self.base, "ingest", "beir", str(self.work / "first"), "--name", "first"))
         run(funnel_cmd(self.base, "embed", "--model", "tiny"))
-        run(funnel_cmd(self.base, "ingest", "beir", str(self.ingest.data), "--name", "gen"))
+        run(funnel_cmd(self.base, "ingest", "beir", str(self.work / "rest"), "--name", "rest"))
 
     def setup_home(self, home: Path) -> None:
         shutil.copytree(self.base, home)
