@@ -4,7 +4,7 @@ publish it at ``HOME/models/rec``.
 
 The recipe comes from ``[rec]`` (epochs caps, model sizes, recall_k / coarse_k, train targets, threads,
 device); everything else is `FunnelRecipe`'s default, the benchmark's. The fit is written into
-``HOME/models/.tmp-rec`` and swapped in by renames (`funnel.cli.build.publish`), so a running service
+``HOME/models/.tmp-rec`` and swapped in (`funnel.core.publish.publish_folder`), so a running service
 that loads ``HOME/models/rec`` sees the old funnel or the new one, never a half-written folder.
 
 Before fitting it prints the plan: each piece of the fit with an estimated time, scaled from a reference
@@ -24,9 +24,9 @@ import logging
 import time
 from dataclasses import asdict
 
-from funnel.cli.build import _fresh_tmp, publish
 from funnel.core.config import Config
 from funnel.core.errors import InputError
+from funnel.core.publish import fresh_tmp, publish_folder
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +127,13 @@ def build_rec(config: Config, *, progress: bool = True) -> dict[str, str]:
     t_fit = time.perf_counter()
 
     fitted = fit_funnel(ds, recipe, progress=on_piece)
-    models = paths.models
-    tmp = _fresh_tmp(models, paths.rec_funnel.name)
+    tmp = fresh_tmp(paths.rec_funnel)
     fitted.save(tmp)
     meta = {**log_fingerprint(ds, dataset), "rec_config": asdict(config.rec),
             "seconds": {"planned": {p: round(s, 1) for p, s in plan.items()},
                         "actual": {p: round(float(s), 1) for p, s in fitted.seconds.items()}}}
     (tmp / LOG_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    publish(tmp, paths.rec_funnel)
+    publish_folder(tmp, paths.rec_funnel)
     total = time.perf_counter() - t0
     log.info("recommendation funnel published at %s in %s (planned %s)", paths.rec_funnel, _min(total),
              _min(sum(plan.values())))
