@@ -34,6 +34,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -124,6 +125,10 @@ def stage_tables(trace: list[StageTrace], depth: int) -> list[StageTable]:
 
 
 def cuda_available() -> bool:
+    """Whether torch sees a CUDA (or ROCm) device. Without a GPU device node torch is not imported: it
+    costs seconds of start-up that a server without a torch model (BM25 alone) never needs."""
+    if "torch" not in sys.modules and not any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")):
+        return False
     try:
         import torch
     except ImportError:

@@ -6,12 +6,15 @@ import dataclasses
 import json
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from funnel.core.config import Config
-from funnel.ranking.models.cross_encoder import CrossEncoder
 from funnel.ranking.serving.stages import Candidates, Request, StageTrace
+
+if TYPE_CHECKING:  # the model module imports torch and transformers: a BM25-only server starts without them
+    from funnel.ranking.models.cross_encoder import CrossEncoder
 
 log = logging.getLogger(__name__)
 DEFAULT_FINE_WEIGHT = 32.0  # without a fitted weight: mostly the coarse order, the cross-encoder breaks near-ties

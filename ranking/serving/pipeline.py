@@ -27,7 +27,6 @@ from funnel.core.store import DocumentStore
 from funnel.index.pagerank import load_pagerank
 from funnel.index.searcher import Bm25Retriever
 from funnel.ranking.evaluate import evaluate
-from funnel.ranking.models.cross_encoder import load_cross_encoder
 from funnel.ranking.serving.batching import enable_batching
 from funnel.ranking.serving.coarse import CoarseModel, CoarseRanker
 from funnel.ranking.serving.features import DocCache, FeatureContext
@@ -114,6 +113,7 @@ class Pipeline:
         if "fine" in wanted:
             fine_dir = Path(config.fine.model) if config.fine.model else config.paths.cross_encoder
             if (fine_dir / "config.json").exists():
+                from funnel.ranking.models.cross_encoder import load_cross_encoder  # torch: only when a model is served
 
                 gpu = profile == "gpu"
                 encoder = load_cross_encoder(fine_dir, device or ("auto" if gpu else "cpu"),

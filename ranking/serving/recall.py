@@ -31,7 +31,6 @@ from funnel.index.pagerank import load_pagerank, pagerank_prior
 from funnel.index.searcher import Bm25Retriever, IndexReader
 from funnel.index.vectors import VectorIndex
 from funnel.ranking.evaluate import evaluate
-from funnel.ranking.models.dual_encoder import load_dual_encoder, resolve_model_path, tower_fingerprint
 from funnel.ranking.models.quantize import check_cpu_dtype, quantize_int8
 from funnel.ranking.serving.prf import Rm3
 from funnel.ranking.serving.stages import Candidates, Request, StageTrace
@@ -224,6 +223,8 @@ class HybridRecall:
 
 def open_dense(config, model: str | None = None):
     """(DualEncoder, VectorIndex) for HOME's vector index, checking the encoder matches the index."""
+    # here, not at the top: the encoder module imports torch, which a BM25-only server never needs
+    from funnel.ranking.models.dual_encoder import load_dual_encoder, resolve_model_path, tower_fingerprint
 
     rc = config.recall
 
