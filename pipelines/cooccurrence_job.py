@@ -22,7 +22,8 @@ histories, not with the catalogue.
 
 Files
 -----
-``HOME/features/cooccurrence/`` (a folder, published by rename: a reader sees the old or the new one):
+``HOME/features/cooccurrence/`` (a folder, written as ``.tmp-cooccurrence`` beside it and swapped in by
+`funnel.core.publish.publish_folder`: a reader sees the old or the new one):
 - ``pairs.parquet`` (a folder of Parquet part files): ``item_a`` (string), ``item_b`` (string),
   ``count`` (long, >= ``min_count``). Each unordered pair once, ``item_a`` before ``item_b`` in the
   split's item order (so item_a's index in ``RecDataset.item_ids`` is the smaller); pairs of fewer
@@ -39,13 +40,13 @@ counted: ``dataset=`` names it, or the log must hold a single one.
 from __future__ import annotations
 
 import json
+import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from funnel.core.errors import FunnelError, InputError
-from funnel.pipelines.pagerank_job import publish_dir
+from funnel.core.publish import fresh_tmp, publish_folder
 
 FORMAT_VERSION = 1
 COLUMNS = ("user_id", "item_id", "ts")
@@ -137,8 +138,7 @@ def run_cooccurrence_job(spark, interactions_parquet: str | Path, out_path: str 
              .where(F.col("count") >= min_count))
 
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}")
+    tmp = fresh_tmp(out_path)  # HOME/features/.tmp-cooccurrence, swapped in whole at the end
     try:
         pairs.write.parquet(str(tmp / "pairs.parquet"))
         items.write.parquet(str(tmp / "items.parquet"))
@@ -149,10 +149,8 @@ def run_cooccurrence_job(spark, interactions_parquet: str | Path, out_path: str 
                 "holdout_last": holdout_last, "min_count": min_count, "numeric_ids": numeric,
                 "n_users": int(stats["users"]), "n_items": n_items, "n_pairs": n_pairs, "seconds": round(seconds, 3)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-        publish_dir(tmp, out_path)
+        publish_folder(tmp, out_path)
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:

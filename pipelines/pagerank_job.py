@@ -175,21 +175,13 @@ def _pagerank_on_driver(ids, edges, n, damping, tol, max_iter, collapse_duplicat
 
 def write_parquet_atomic(df, out_path: str | Path) -> Path:
     """Write a DataFrame as a Parquet folder beside `out_path`, then swap it in (old copy removed)."""
+    import shutil
     import uuid
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}")
     df.write.parquet(str(tmp))
-    return publish_dir(tmp, out_path)
-
-
-def publish_dir(tmp: str | Path, out_path: str | Path) -> Path:
-    """Rename a finished folder `tmp` (written beside `out_path`) to `out_path`, replacing what was there."""
-    import shutil
-    import uuid
-
-    tmp, out_path = Path(tmp), Path(out_path)
     if out_path.is_dir():
         old = out_path.with_name(f".{out_path.name}.old-{uuid.uuid4().hex}")
         out_path.rename(old)
