@@ -147,3 +147,31 @@ def test_a_home_without_a_rec_funnel_says_what_to_build(client):
     assert client.post("/recommend", json={"history": ["1"]}).status_code == 404
     assert client.get("/health").json()["recommend"] is False
     assert client.get("/search", params={"q": "cancer"}).status_code == 200
+
+
+def test_a_rec_funnel_that_cannot_load_leaves_search_serving(tiny_home_copy):
+    """A funnel folder over a store without an interaction log: search serves, /recommend says why not."""
+    from fastapi.testclient import TestClient
+
+    from funnel.api.app import create_app, open_services
+
+    config = load_config(None, [f'paths.home="{tiny_home_copy}"', 'pipeline.recall="bm25"'])
+    config.paths.rec_funnel.mkdir(parents=True)
+    (config.paths.rec_funnel / "funnel.json").write_text("{}")
+    service, rec, problem = open_services(config)
+    try:
+        assert rec is None and "funnel ingest movielens" in problem
+        with TestClient(create_app(service, rec, config=config, rec_problem=problem)) as c:
+            resp = c.get("/recommend", params={"user": "1"})
+            assert resp.status_code == 404 and problem in resp.json()["error"]
+            assert c.get("/search", params={"q": "cancer"}).status_code == 200
+    finally:
+        service.close()
+
+
+def test_a_home_with_neither_names_both_builds(tmp_path):
+    from funnel.api.app import open_services
+    from funnel.core.errors import InputError
+
+    with pytest.raises(InputError, match="no index in .* and no recommendation funnel in .*funnel build --task rec"):
+        open_services(load_config(home=tmp_path / "empty"))
