@@ -21,8 +21,8 @@ running request; `exclusive` takes it alone (the dashboard swapping a model's at
 ``serve.pipeline_lock = true`` brings back the old server, one request at a time per pipeline.
 
 A newly published index is served without a restart: at most every ``serve.reload_check_s`` seconds a
-request stats ``index/manifest.json`` (one system call); when it changed and names another
-generation, a background thread opens a fresh `_Loaded` (index, store, pipelines), warms it and swaps
+request stats ``index/manifest.json`` and the vector index's ``index/dense/manifest.json`` (two system
+calls); when one changed and names another generation, a background thread opens a fresh `_Loaded` (index, store, pipelines), warms it and swaps
 it in under a lock. A request holds the `_Loaded` it started with until it ends, so it never mixes two
 indexes; the old one is closed (its memory maps dropped) when the last request using it ends. A new
 index that cannot be opened (a publish caught half-way) is logged and the old one kept serving.
@@ -153,13 +153,27 @@ def open_pipeline(config: Config, profile: str, use_funnel: bool = True):
 WARM_QUERY = "warm up 预热"
 
 
-def _manifest_stamp(index_dir: Path) -> tuple[int, int, int] | None:
-    """What changes when a new manifest is published (it is replaced, so a new inode), or None."""
-    try:
-        st = os.stat(index_dir / "manifest.json")
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
+def _manifest_stamp(index_dir: Path, dense_dir: Path | None = None) -> tuple | None:
+    """What changes when a new manifest of the inverted index, or of the vector index beside it, is
+    published (each is replaced, so a new inode); None without an inverted index."""
+    stamps = []
+    for folder in (index_dir, dense_dir):
+        try:
+            st = os.stat(Path(folder) / "manifest.json") if folder is not None else None
+        except OSError:
+            st = None
+        stamps.append((st.st_ino, st.st_mtime_ns, st.st_size) if st is not None else None)
+    return None if stamps[0] is None else tuple(stamps)
+
+
+def _dense_generation(pipelines: dict[str, object]) -> int | None:
+    """The vector index generation a pipeline's recall stage serves (None: no dense route)."""
+    for pipeline in pipelines.values():
+        recall = pipeline.stages[0][0] if pipeline.stages else None
+        vectors = getattr(recall, "vectors", None) or getattr(getattr(recall, "dense", None), "vectors", None)
+        if vectors is not None:
+            return vectors.manifest.get("generation")
+    return None
 
 
 class SharedLock:
@@ -210,6 +224,7 @@ class _Loaded:
         self.retriever = first.resources["retriever"]
         self.store: DocumentStore = first.resources["store"]
         self.generation: int | None = self.retriever.reader.manifest.get("generation")
+        self.dense_generation: int | None = _dense_generation(pipelines)
         self.users = 0  # requests running on it (guarded by the service's swap lock)
         self.retired = False  # replaced by a newer generation: close when the last user ends
         self.closed = False
@@ -244,7 +259,8 @@ class SearchService:
         self._swap = threading.Lock()  # guards _loaded, users counts and the reload state
         self._loaded = _Loaded(pipelines)
         self._index_dir = Path(config.paths.index)
-        self._stamp = _manifest_stamp(self._index_dir)
+        self._dense_dir = Path(config.paths.dense_index)
+        self._stamp = _manifest_stamp(self._index_dir, self._dense_dir)
         self._next_check = time.monotonic() + config.serve.reload_check_s
         self._reloading: threading.Thread | None = None
         self.reloads = 0  # generations swapped in since start
@@ -304,7 +320,7 @@ class SearchService:
             if not wait and now < self._next_check:
                 return
             self._next_check = now + self.config.serve.reload_check_s
-            stamp = _manifest_stamp(self._index_dir)
+            stamp = _manifest_stamp(self._index_dir, self._dense_dir)
             start = stamp is not None and stamp != self._stamp and self._reloading is None
             if start:
                 self._stamp = stamp
@@ -317,7 +333,9 @@ class SearchService:
     def _reload(self) -> None:
         try:
             on_disk = index_generation(self._index_dir)
-            if on_disk is None or on_disk == self._loaded.generation:
+            dense_on_disk = index_generation(self._dense_dir)  # a new `funnel embed` alone also reloads
+            if on_disk is None or (on_disk == self._loaded.generation
+                                   and dense_on_disk == self._loaded.dense_generation):
                 return
             t0 = time.perf_counter()
             fresh = _Loaded({p: open_pipeline(self.config, p, self.use_funnel) for p in self.profiles})

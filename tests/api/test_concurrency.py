@@ -96,3 +96,24 @@ def test_exclusive_waits_for_running_requests():
     assert events == ["exclusive"]
     with lock.shared():
         pass
+
+
+def test_a_new_vector_index_generation_is_served_without_a_restart(full_home, tmp_path):
+    from funnel.api.service import SearchService
+    from funnel.index.vectors import VectorIndex, VectorIndexWriter
+
+    home = tmp_path / "home"
+    shutil.copytree(full_home, home)
+    service = SearchService.open(_config(home, "serve.reload_check_s=0", 'pipeline.stages="recall"'))
+    try:
+        before = service._loaded.dense_generation
+        assert before is not None and service.index_generation() is not None
+        old = VectorIndex(home / "index" / "dense")
+        moved = old.vectors[[1]]  # doc 0 re-embedded as doc 1's vector: the same doc 1 query now finds both
+        VectorIndexWriter(home / "index" / "dense").add(moved, [old.doc_ids[0]], {})
+        service.check_for_new_index(wait=True)
+        assert service.reloads == 1 and service._loaded.dense_generation == before + 1
+        vectors = service.pipeline().stages[0][0].dense.vectors
+        np.testing.assert_array_equal(vectors.lookup([old.doc_ids[0]])[0], moved)
+    finally:
+        service.close()
