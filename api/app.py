@@ -411,8 +411,9 @@ def create_app(service: SearchService | None, rec=None, *, config: Config | None
         t0 = time.perf_counter()
         out = rec.recommend(user=user, history=history, k=k, explain=explain)  # one at a time: its own lock
         metrics.observe_recommend(out.get("ms", {}))
-        return {"user": out.get("user", user), "k": out.get("k", k), "took_ms": round(1e3 * (time.perf_counter() - t0), 3),
-                "items": out["items"], "ms": {s: round(float(v), 3) for s, v in out.get("ms", {}).items()},
+        return {"user": out.get("user", user), "k": out.get("k", k),
+                "took_ms": round(1e3 * (time.perf_counter() - t0), 3), "items": out["items"],
+                "ms": {s: round(float(v), 3) for s, v in out.get("ms", {}).items()},
                 "stages": out.get("stages") if explain else None, "trace": out.get("trace") if explain else None}
 
     @app.get("/recommend", response_model=schemas.RecommendResponse, responses=rec_errors,

@@ -47,7 +47,8 @@ def items_frame(result: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["rank", "item_id", "title", "genres", "score"])
 
 
-def stage_frames(result: dict, item: ItemLookup, depth: int | None = None) -> list[tuple[str, float, int, pd.DataFrame]]:
+def stage_frames(result: dict, item: ItemLookup,
+                 depth: int | None = None) -> list[tuple[str, float, int, pd.DataFrame]]:
     """(stage, ms, candidates, table) per stage in funnel order; the table's rows: rank, move (against
     the stage before: "↑3", "↓1", "=", "new"), prev rank, item_id, title, genres, final (the rank it is
     shown at, blank if not shown); the first ``depth`` rows of each stage (all when None)."""
@@ -109,7 +110,8 @@ def trace_tables(trace: list[dict], item: ItemLookup) -> list[tuple[str, pd.Data
         if rule in ("seen", "blocked"):
             removed = t.get("removed", [])
             what = "already in the history" if rule == "seen" else "blocked by rec.blocked"
-            out.append((f"{rule}: {len(removed)} candidate(s) removed, {what}", _id_rows(removed, item) if removed else None))
+            out.append((f"{rule}: {len(removed)} candidate(s) removed, {what}",
+                        _id_rows(removed, item) if removed else None))
         elif rule == "popularity_damping":
             after = t.get("relevance_after", {})
             out.append((f"popularity damping {t.get('strength')}: relevance minus strength x popularity percentile",
@@ -117,8 +119,9 @@ def trace_tables(trace: list[dict], item: ItemLookup) -> list[tuple[str, pd.Data
         elif rule == "mmr":
             picks = t.get("picks", [])
             cap = t.get("max_per_genre")
-            frame = pd.DataFrame([{"pick": n, "item_id": p["item_id"], "title": (item(p["item_id"]) or {}).get("title", ""),
-                                   "genres": _genres((item(p["item_id"]) or {}).get("genres")),
+            meta = {p["item_id"]: item(p["item_id"]) or {} for p in picks}
+            frame = pd.DataFrame([{"pick": n, "item_id": p["item_id"], "title": meta[p["item_id"]].get("title", ""),
+                                   "genres": _genres(meta[p["item_id"]].get("genres")),
                                    "relevance": p["relevance"], "max genre similarity": p["max_genre_similarity"],
                                    "MMR value": p["value"]} for n, p in enumerate(picks, 1)],
                                  columns=["pick", "item_id", "title", "genres", "relevance", "max genre similarity",
