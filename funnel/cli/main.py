@@ -16,7 +16,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from funnel import __version__
 from funnel.cli import compare, crawl, dashboard, demo, dense, index, pipeline, prune, rec, search, serve
 from funnel.core.config import load_config
-from funnel.core.errors import FunnelError
+from funnel.core.errors import FunnelError, storage_error
 
 # Modules that add subcommands, in help order.
 _COMMANDS = (crawl, index, pipeline, search, rec, compare, prune, dense, serve, dashboard, demo)
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    config = None
     try:
         # --home is taken as the path it is, never re-parsed as a TOML string (quotes, backslashes)
         config = load_config(args.config, args.overrides, home=args.home or None)
@@ -69,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.handler(args, config) or 0)
     except FunnelError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a read-only home or a full disk: one line, not a traceback; anything else is a bug
+        why = storage_error(exc, config.paths.store if config is not None else None)
+        if why is None:
+            raise
+        print(f"error: {why}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
