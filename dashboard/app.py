@@ -24,6 +24,7 @@ import streamlit as st
 
 from funnel.api.service import SearchService
 from funnel.core.config import apply_overrides, Config
+from funnel.core.errors import FunnelError
 from funnel.core.ratings import GRADES, save_rating
 from funnel.dashboard import inspect_funnel as fi
 from funnel.dashboard import recommend as dr
@@ -264,17 +265,67 @@ def queries_page(service, profile: str) -> None:
 
 def compare_page(service) -> None:
     st.header("Compare two runs")
+    judgements = load_judgements(service)
+    mode = st.radio("Compare", ["saved runs", "two configurations"], horizontal=True, key="cmp_mode")
+    if mode == "two configurations":
+        pair = configurations_form(service, judgements)
+    else:
+        pair = saved_runs_form(service)
+    if pair is not None:
+        show_comparison(service, judgements, *pair)
+
+
+def saved_runs_form(service):
+    """Two TREC runs saved under HOME/runs -> (name A, run A, name B, run B), or None."""
     runs = rel.list_runs(service.config.paths.runs)
     if len(runs) < 2:
         st.info(f"Fewer than two TREC runs in {service.config.paths.runs}: save some with `funnel eval` "
-                "(--run-file, --profile, --set ...).")
-        return
-    judgements = load_judgements(service)
+                "(--run-file, --profile, --set ...), or compare two configurations live.")
+        return None
     names = [p.name for p in runs]
     c1, c2 = st.columns(2)
     a = c1.selectbox("Run A (baseline)", names, index=0, key="cmp_a")
     b = c2.selectbox("Run B", names, index=1, key="cmp_b")
-    run_a, run_b = read_trec_run(service.config.paths.runs / a), read_trec_run(service.config.paths.runs / b)
+    return a, read_trec_run(service.config.paths.runs / a), b, read_trec_run(service.config.paths.runs / b)
+
+
+def configurations_form(service, judgements: rel.Judgements):
+    """Two configurations run live on the chosen judgements: a profile and ``section.key=value`` lines
+    each (e.g. ``pipeline.stages="recall,coarse"``, ``fine.model="/path/to/model"``); both runs are saved
+    under HOME/runs so that `funnel compare` reads them too -> (name A, run A, name B, run B), or None."""
+    profiles = list(service.profiles)
+    cols = st.columns(2)
+    specs = []
+    for col, side, default in zip(cols, "AB", ("", 'pipeline.stages="recall,coarse,rerank"')):
+        profile = col.selectbox(f"Profile {side}", profiles, key=f"cfg_profile_{side}")
+        text = col.text_area(f"Overrides {side} (section.key=value, one per line)", default, key=f"cfg_set_{side}")
+        specs.append((side, profile, [line.strip() for line in text.splitlines() if line.strip()]))
+    n = st.number_input("Judged queries", 1, 10_000, 50, key="cfg_n")
+    if st.button("Run both configurations", key="cfg_run"):
+        bar = st.progress(0.0, text="running A")
+        runs = []
+        for i, (side, profile, overrides) in enumerate(specs):
+            def tick(done, total, side=side, i=i):
+                bar.progress((i + done / total) / 2, text=f"running {side}: {done}/{total} queries")
+            try:
+                run = rel.configuration_run(service.config, profile, overrides, judgements, int(n), on_query=tick)
+            except (FunnelError, OSError) as exc:
+                bar.empty()
+                st.error(f"Configuration {side}: {exc}")
+                return None
+            name = rel.run_name(profile, st.session_state.get("judgements"), f"config{side}")
+            write_trec_run(run, service.config.paths.runs / name, tag=f"config-{side}")
+            runs.append((f"{side}: {profile} {' '.join(overrides) or '(as served)'}", run))
+        bar.empty()
+        st.session_state["cfg_runs"] = runs
+    runs = st.session_state.get("cfg_runs")
+    if not runs:
+        st.info("Set two configurations and run them.")
+        return None
+    return runs[0][0], runs[0][1], runs[1][0], runs[1][1]
+
+
+def show_comparison(service, judgements: rel.Judgements, a: str, run_a, b: str, run_b) -> None:
     cmp = compare_runs(run_a, run_b, judgements.qrels)
     if not any(q in run_a or q in run_b for q in cmp.queries):
         st.warning(f"Neither run ranks a query judged in {st.session_state.get('judgements')}: "

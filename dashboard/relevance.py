@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 
 from funnel.api.service import SearchService
+from funnel.core.config import Config, with_overrides
 from funnel.core.ratings import RATINGS_SPLIT, rating_query_id, read_ratings
 from funnel.index.bm25 import SCORERS
 from funnel.ranking.compare import Comparison, rank_movement
 from funnel.ranking.evaluate import per_query
-from funnel.ranking.serving.pipeline import cascade_runs
+from funnel.ranking.serving.pipeline import Pipeline, cascade_runs
 
 RATINGS = "ratings (dashboard)"  # the label of the ratings in the judgement-set choice
 
@@ -128,6 +129,30 @@ def query_metrics(service: SearchService, judgements: Judgements, profile: str, 
     frame = frame.sort_values(["nDCG@10", "Recall@100", "qid"], ignore_index=True)
     frame.attrs["run"] = full_run
     return frame
+
+
+def configuration_run(config: Config, profile: str, overrides: list[str], judgements: Judgements,
+                      max_queries: int = 50, k: int = 100, on_query=None) -> dict[str, dict[str, float]]:
+    """The run of a configuration that is not the served one: `config` with ``section.key=value``
+    `overrides` (another profile, stage list, candidate count, model folder: ``fine.model=PATH``), its
+    own pipeline opened for the occasion, over the first `max_queries` judged queries (as
+    `query_metrics`) -> {qid: {doc id: score}} of the final lists (`cascade_runs`). ``on_query(i, n)``
+    is called after each query (a progress bar)."""
+    cfg = with_overrides(config, overrides, "the configuration's overrides")
+    qids = sorted(q for q, d in judgements.qrels.items() if q in judgements.texts and any(g > 0 for g in d.values()))
+    qids = qids[:max_queries]
+    pipe = Pipeline.from_config(cfg, profile)
+    run: dict[str, dict[str, float]] = {}
+    try:
+        for i, q in enumerate(qids, 1):
+            cands = pipe.search(judgements.texts[q], k)
+            final = cascade_runs(cands)[cands.trace[-1].stage] if cands.trace else []
+            run[q] = {d: float(len(final) - r) for r, d in enumerate(final[:k])}
+            if on_query is not None:
+                on_query(i, len(qids))
+    finally:
+        pipe.close()
+    return run
 
 
 def run_name(profile: str, choice: str | None, tag: str = "") -> str:

@@ -650,11 +650,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         sources.append(str(path))
     if home is not None:
         config = replace(config, paths=replace(config.paths, home=str(home)))
+    if overrides:
+        sources.append("--set")
+    config = with_overrides(config, overrides, "--set", validate=False)
+    return validate_config(config, "config" + (f" ({' and '.join(sources)})" if sources else ""))
+
+
+def with_overrides(config: Config, overrides: list[str] | tuple[str, ...], origin: str = "--set",
+                   validate: bool = True) -> Config:
+    """`config` with ``section.key=value`` lines applied (the values TOML literals or bare strings)."""
     updates: dict[str, dict[str, Any]] = {}
     for text in overrides:
         section, key, value = _parse_override(text)
         updates.setdefault(section, {})[key] = value
-    if updates:
-        sources.append("--set")
-    config = apply_overrides(config, updates, "--set")
-    return validate_config(config, "config" + (f" ({' and '.join(sources)})" if sources else ""))
+    config = apply_overrides(config, updates, origin)
+    return validate_config(config, origin) if validate else config

@@ -73,6 +73,26 @@ def test_compare_page_switches_runs(app):
     assert set(side["move"]) == {"="}
 
 
+def test_compare_two_configurations_live(app, work_env):
+    """Two configurations run from the page: the served funnel vs recall alone; both runs saved."""
+    app.sidebar.radio(key="page").set_value("Compare").run()
+    app.radio(key="cmp_mode").set_value("two configurations").run()
+    assert not app.exception, app.exception
+    app.text_area(key="cfg_set_B").input('pipeline.stages="recall"').run()
+    app.number_input(key="cfg_n").set_value(8).run()
+    app.button(key="cfg_run").click().run()
+    assert not app.exception, app.exception
+    summary = app.dataframe[0].value
+    assert list(summary["metric"]) == ["nDCG@10", "Recall@100"]
+    per_query = app.dataframe[1].value
+    assert 1 <= len(per_query) <= 8  # the 8 queries run, less those neither configuration found anything for
+    runs = sorted(p.name for p in work_env.paths.runs.glob("dashboard-cpu-config*.trec"))
+    assert runs == ["dashboard-cpu-configA-tiny_dev.trec", "dashboard-cpu-configB-tiny_dev.trec"], runs
+    app.text_area(key="cfg_set_B").input("pipeline.nope=1").run()
+    app.button(key="cfg_run").click().run()
+    assert not app.exception and "unknown key pipeline.nope" in app.error[0].value
+
+
 def test_attention_layer_and_head_are_selectable(app):
     app.text_input(key="query").input("cancer cells").run()
     assert not app.exception, app.exception

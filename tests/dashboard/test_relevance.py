@@ -160,3 +160,24 @@ def test_judged_ranks_follow_each_stage():
     assert frame["coarse"].iloc[2] == 2 and frame["bm25"].iloc[1] == 3
     assert list(frame["lost at"]) == ["not recalled (bm25)", "coarse", "kept"]
     assert frame["title"].iloc[2] == "A"
+
+
+def test_a_configuration_run_is_that_configuration_s_funnel(full_service):
+    """A live configuration (overrides on the served config) gives the run its own pipeline gives, and
+    differs from the served one where the overrides change the ranking."""
+    from funnel.ranking.serving.pipeline import Pipeline, evaluate_pipeline
+
+    config = full_service.config
+    j = rel.Judgements.load(full_service.store, config.paths.judgements, "tiny", "dev")
+    seen = []
+    bm25_only = rel.configuration_run(config, "cpu", ['pipeline.stages="recall"'], j, max_queries=5,
+                                      on_query=lambda i, n: seen.append((i, n)))
+    assert seen == [(i, 5) for i in range(1, 6)] and len(bm25_only) == 5
+    pipe = Pipeline.from_config(config, "cpu", stages=["recall"])
+    direct = evaluate_pipeline(pipe, j.texts, {q: j.qrels[q] for q in bm25_only}, progress=False, warmup=0)["runs"]
+    pipe.close()
+    assert {q: list(r) for q, r in bm25_only.items()} == {q: list(r) for q, r in direct["bm25"].items()}
+    served = rel.configuration_run(config, "cpu", [], j, max_queries=5)
+    assert served != bm25_only  # the coarse ranker and the rest reorder BM25's list
+    with pytest.raises(Exception, match="unknown key pipeline.nope"):
+        rel.configuration_run(config, "cpu", ["pipeline.nope=1"], j)
