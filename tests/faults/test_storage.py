@@ -46,11 +46,10 @@ def _dataset(folder: Path, prefix: str, n: int = 30) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
+def build_home(work: Path) -> Path:
     """The tiny corpus ingested, indexed, embedded (tiny encoder) and a coarse model trained; then a second
-    dataset ingested but not yet indexed or embedded, so `index` and `embed` have work to do."""
-    work = tmp_path_factory.mktemp("storage")
+    dataset ingested but not yet indexed or embedded, so `index` and `embed` have work to do. A third
+    dataset, ``work/more``, waits for `ingest`."""
     home = work / "home"
     run(funnel(home, "ingest", "beir", str(TINY), "--name", "tiny"))
     run(funnel(home, "index"))
@@ -62,19 +61,32 @@ def home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    return build_home(tmp_path_factory.mktemp("storage"))
+
+
+@pytest.fixture(scope="module")
 def answers(home) -> str:
     """`funnel search` on the home before any fault: what it must still answer after one."""
-    return _search(home)
+    return search_home(home)
 
 
-def _state(home: Path) -> dict:
+def home_state(home: Path) -> dict:
     """Every file of the home except SQLite's shared-memory index, with the store's rows."""
     files = {str(p.relative_to(home)): p.read_bytes() for p in sorted(home.rglob("*"))
              if p.is_file() and not p.name.endswith(("-shm", "-wal", "store.sqlite"))}
     return {"files": files, "store": store_fingerprint(home / "store.sqlite")}
 
 
-def _search(home: Path) -> str:
+def unchanged(before: dict, after: dict) -> bool:
+    """The same rows and files, leftovers aside (``.tmp-*`` folders, a temporary manifest: a later run
+    removes or overwrites them)."""
+    def published(state):
+        return {k: v for k, v in state["files"].items() if not any(part.startswith(".") for part in Path(k).parts)}
+    return published(before) == published(after) and before["store"] == after["store"]
+
+
+def search_home(home: Path) -> str:
     done = subprocess.run(funnel(home, "search", "stem cell proteins", "-k", "5"), cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -134,18 +146,14 @@ def test_unwritable_home_fails_cleanly_and_keeps_serving(home, answers, tmp_path
     h = tmp_path / "home"
     shutil.copytree(home, h)
     shutil.copytree(home.parent / "more", tmp_path / "more")
-    before = _state(h)
+    before = home_state(h)
     runner = run_read_only if fault == "read-only" else run_disk_full
     done = runner(h, COMMANDS[command](h), tmp_path)
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot write"), done.stderr
     assert "Traceback" not in done.stderr
-    # nothing changed but leftovers a later run removes (.tmp-* folders, a half-written WAL)
-    after = _state(h)
-    after["files"] = {k: v for k, v in after["files"].items() if not any(part.startswith(".") for part in Path(k).parts)}
-    before["files"] = {k: v for k, v in before["files"].items() if not any(part.startswith(".") for part in Path(k).parts)}
-    assert after == before
-    assert _search(h) == answers  # still served
+    assert unchanged(before, home_state(h))
+    assert search_home(h) == answers  # still served
     # and once the home takes writes again, the same command succeeds
     run(funnel(h, *COMMANDS[command](h)))
