@@ -98,8 +98,9 @@ def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
     if len(text) <= width:
         return text
     pos = -1
+    low = text.lower()  # once per hit, not once per query word
     for word in sorted(re.findall(r"\w{3,}", query), key=len, reverse=True):
-        pos = text.lower().find(word.lower())
+        pos = low.find(word.lower())
         if pos >= 0:
             break
     start = max(0, pos - width // 4) if pos >= 0 else 0
