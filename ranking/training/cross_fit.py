@@ -13,6 +13,8 @@ Files (``HOME/models/dual-encoder-folds/``, written by `train_fold_encoders`):
 - ``fold-0/`` ... ``fold-{K-1}/``: dual-encoder folders (`funnel.ranking.models.dual_encoder`), query towers over the
   same frozen document tower as HOME's vector index;
 - ``folds.json``: ``{"format": 1, "k": K, "seed": int, "split": "train", "fold_of": {query id: fold}}``.
+Written into ``.tmp-dual-encoder-folds/`` and swapped in whole (`funnel.core.publish`): a run killed half
+way leaves the previous folds, never some folds of one run and some of another.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from funnel.core.config import Config
 from funnel.core.errors import InputError
 from funnel.core.judgements import read_qrels
+from funnel.core.publish import fresh_tmp, publish_folder
 from funnel.ranking.training.train_dense import train_dual_encoder
 
 
@@ -49,15 +52,16 @@ def train_fold_encoders(config: Config, data_dir: str | Path, k: int, out_dir: s
                            config.train_dense.seed)
     # query towers only: the folds must share the vector index's document vectors
     config = replace(config, train_dense=replace(config.train_dense, towers="query"))
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = fresh_tmp(out)
     for i in range(k):
         held_out = frozenset(q for q, f in fold_of.items() if f == i)
-        train_dual_encoder(config, data_dir, out / f"fold-{i}", split=split, dev_split=dev_split,
-                           log_file=out / f"fold-{i}" / "train_log.jsonl", device=device, progress=progress,
+        train_dual_encoder(config, data_dir, tmp / f"fold-{i}", split=split, dev_split=dev_split,
+                           log_file=tmp / f"fold-{i}" / "train_log.jsonl", device=device, progress=progress,
                            exclude=held_out)
-    (out / "folds.json").write_text(json.dumps({"format": 1, "k": k, "seed": config.train_dense.seed,
+    (tmp / "folds.json").write_text(json.dumps({"format": 1, "k": k, "seed": config.train_dense.seed,
                                                 "split": split, "fold_of": fold_of}, indent=1), encoding="utf-8")
-    return out
+    return publish_folder(tmp, out)
 
 
 def read_folds(folder: str | Path) -> tuple[dict[str, int], list[Path]] | None:
