@@ -49,7 +49,8 @@ def storage_error(exc: BaseException, store_path: Path | None = None) -> str | N
                     f"still holds (and serves) what it held before")
         if isinstance(exc, sqlite3.OperationalError) and any(s in str(exc).lower() for s in _SQLITE_STORAGE):
             where = f" {store_path}" if store_path else " the document store"
-            return (f"cannot write{where}: {exc} (read-only or full disk?); the transaction was rolled back, "
+            verb = "open" if "unable to open" in str(exc) else "write"
+            return (f"cannot {verb}{where}: {exc} (read-only or full disk?); the transaction was rolled back, "
                     f"the store holds what it held before")
         exc = exc.__cause__ or exc.__context__
     return None

@@ -152,10 +152,28 @@ class DocumentStore:
             # percent-encoded (Path.as_uri): a raw '#', '?' or '%' in the path would end or change the URI
             uri = self.path.absolute().as_uri() + ("?mode=ro" if self.readonly else "")
             con = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
+            if self.readonly:
+                con = self._readable(con, uri)
             if not self.readonly:
                 con.execute("PRAGMA journal_mode=WAL")
                 con.execute("PRAGMA synchronous=NORMAL")
             self._local.con = con
+        return con
+
+    @staticmethod
+    def _readable(con: sqlite3.Connection, uri: str) -> sqlite3.Connection:
+        """A read-only connection that can read. A WAL database needs its ``-shm`` file, which SQLite
+        creates on first read: in a read-only folder (a read-only home, a snapshot) without one, every
+        read fails with "unable to open database file". No process can write there either, so the
+        database is opened as immutable, the way SQLite documents for read-only media."""
+        try:
+            con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return con
+        except sqlite3.OperationalError:
+            con.close()
+        con = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=60, isolation_level=None,
+                              check_same_thread=False)
+        con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         return con
 
     def _tx(self):

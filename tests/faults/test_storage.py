@@ -157,3 +157,20 @@ def test_unwritable_home_fails_cleanly_and_keeps_serving(home, answers, tmp_path
     assert search_home(h) == answers  # still served
     # and once the home takes writes again, the same command succeeds
     run(funnel(h, *COMMANDS[command](h)))
+
+
+def test_read_only_home_without_wal_files_is_still_searched(home, answers, tmp_path):
+    """A store closed cleanly has no -wal/-shm files; SQLite needs -shm to read a WAL database and cannot
+    create it in a read-only folder, so every read failed ("unable to open database file"). The store now
+    opens immutable there and the home answers as before."""
+    import sqlite3
+
+    h = tmp_path / "home"
+    shutil.copytree(home, h)
+    con = sqlite3.connect(h / "store.sqlite")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()  # the last connection: SQLite removes -wal and -shm
+    assert not list(h.glob("store.sqlite-*"))
+    done = run_read_only(h, ["search", "stem cell proteins", "-k", "5"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == answers
