@@ -159,6 +159,22 @@ def stage_means(metrics: str) -> dict[str, float]:
     return {s: v.get("sum", 0.0) / max(v.get("count", 0.0), 1) * 1000 for s, v in sums.items()}
 
 
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the server process and its worker processes."""
+    import psutil
+
+    total = 0.0
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def run_mode(mode: str, home: Path, queries: list[str], args) -> dict:
     """Start the server in `mode`, load it, stop it: the figures of one row."""
     port = free_port()
@@ -171,12 +187,14 @@ def run_mode(mode: str, home: Path, queries: list[str], args) -> dict:
         health = httpx.get(f"{base}/health").json()
         for q in queries[:2 * args.clients]:  # warm-up (every worker, every connection); not counted
             httpx.post(f"{base}/search", json={"q": q, "k": args.k, "profile": args.profile}, timeout=120)
+        cpu0 = server_cpu_s(proc.pid)
         lat, statuses, wall = asyncio.run(run_clients(port, queries, args.clients, args.seconds, args.profile, args.k))
+        cpu_s = server_cpu_s(proc.pid) - cpu0
         metrics = httpx.get(f"{base}/metrics").text
     finally:
         stop_process(proc, grace_s=20)
     return {"mode": mode, "start_s": start_s, "health": health, "lat": lat, "statuses": statuses, "wall": wall,
-            "stages": stage_means(metrics), "load_before": load_before}
+            "stages": stage_means(metrics), "load_before": load_before, "cpu_s": cpu_s}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,15 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python benchmarks/load.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = [
         "| server | workers | start s | clients | seconds | requests | throughput (req/s) | p50 ms | p95 ms | p99 ms | "
-        "max ms | errors | load before |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "max ms | errors | server CPU ms / request | load before |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         lat, errors = r["lat"], sum(v for key, v in r["statuses"].items() if key != "200")
         table.append(f"| {MODE_NAMES[r['mode']]} | {args.workers} | {r['start_s']:.1f} | {args.clients} | {r['wall']:.1f} | "
                      f"{len(lat)} | {len(lat) / r['wall']:.1f} | {np.percentile(lat, 50):.1f} | "
                      f"{np.percentile(lat, 95):.1f} | {np.percentile(lat, 99):.1f} | {lat.max():.1f} | {errors} | "
-                     f"{r['load_before']:.1f} |")
+                     f"{r['cpu_s'] / max(len(lat), 1) * 1000:.2f} | {r['load_before']:.1f} |")
     if len(runs) == 2:
         a, b = runs
         ratio = (len(b["lat"]) / b["wall"]) / max(len(a["lat"]) / a["wall"], 1e-9)
@@ -239,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- Command: `{cmd}`",
         f"- Server: `funnel serve` ({args.workers} uvicorn worker(s)), home with {health['docs']} documents, profile "
         f"`{args.profile}`, stages {' -> '.join(stages)} ({funnel_note}); modes one after the other, each a fresh "
-        "server. Start s: launch to the first answer of /health.",
+        "server. Start s: launch to the first answer of /health. Server CPU ms / request: CPU time of the server's "
+        "processes during the timed run over the requests answered (what one request costs the machine, whatever "
+        "else runs on it).",
         f"- Load: {args.clients} concurrent clients (asyncio, one kept-alive connection each), POST /search "
         f"k={args.k}, {len(queries)} distinct queries cycled, for {args.seconds:.0f} s. Status counts: "
         + "; ".join(f"{r['mode']} {r['statuses']}" for r in runs) + ".",
