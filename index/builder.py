@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from funnel.core.errors import FunnelError
 from funnel.core.store import Document
 from funnel.index.analyze import Analyzer, check_compatible
-from funnel.index.segments import (FORMAT_VERSION, RECOVER, SegmentData, _fsync_dir, merge_segments,
+from funnel.index.segments import (FORMAT_VERSION, RECOVER, SegmentData, _fsync_dir, merge_segments, save_npy,
                                    postings_from_pairs, read_segment, remove_tree, write_segment)
 
 MANIFEST = "manifest.json"
@@ -209,10 +209,7 @@ class IndexWriter:
                     merged = np.union1d(dels if dels is not None else np.zeros(0, np.int32),
                                         np.asarray(replaced, np.int32)).astype(np.int32)
                     fname = f"deletes-{gen:06d}.npy"
-                    with open(self.dir / entry["name"] / fname, "wb") as f:
-                        np.save(f, merged)
-                        f.flush()
-                        os.fsync(f.fileno())
+                    save_npy(self.dir / entry["name"] / fname, merged)
                     entry = {"name": entry["name"], "deletes": fname}
                 entries.append(entry)
             entries.append({"name": self._write_new_segment(seg, gen), "deletes": None})

@@ -72,6 +72,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _PythonWrites:
+    """A file as numpy sees a non-file: `np.lib.format.write_array` then writes through Python's `write`."""
+
+    def __init__(self, f):
+        self.write = f.write
+
+
+def save_npy(path: Path, arr: np.ndarray) -> None:
+    """Write `arr` as a ``.npy`` file at `path`, fsynced; a write the disk refuses raises OSError with its
+    errno (ENOSPC, EFBIG, EROFS). `np.save` on a real file writes through C stdio: an array smaller than
+    the stdio buffer whose flush fails leaves a truncated file and no error at all, a larger one raises
+    OSError without errno ("N requested and M written")."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array(_PythonWrites(f), np.ascontiguousarray(arr), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_segment(out_dir: Path, seg: SegmentData) -> Path:
     """Write a segment into a fresh folder `out_dir` (which must not exist yet), fsynced."""
     out_dir = Path(out_dir)
@@ -82,10 +100,7 @@ def write_segment(out_dir: Path, seg: SegmentData) -> Path:
     arrays = {"offsets": (seg.offsets, np.int64), "doc_ords": (seg.doc_ords, np.int32),
               "tfs": (seg.tfs, np.int32), "doc_lens": (seg.doc_lens, np.int32)}
     for name, (arr, dtype) in arrays.items():
-        with open(out_dir / f"{name}.npy", "wb") as f:
-            np.save(f, np.ascontiguousarray(arr, dtype=dtype))
-            f.flush()
-            os.fsync(f.fileno())
+        save_npy(out_dir / f"{name}.npy", np.ascontiguousarray(arr, dtype=dtype))
     for name, obj in (("terms", seg.terms), ("doc_ids", seg.doc_ids), ("segment", meta)):
         with open(out_dir / f"{name}.json", "w", encoding="utf-8") as f:
             json.dump(obj, f, ensure_ascii=False)

@@ -35,7 +35,7 @@ import numpy as np
 from funnel.core.errors import FunnelError
 from funnel.index.analyze import Analyzer
 from funnel.index.builder import IndexWriter, read_manifest
-from funnel.index.segments import FORMAT_VERSION, SegmentData, _fsync_dir
+from funnel.index.segments import FORMAT_VERSION, SegmentData, _fsync_dir, save_npy
 
 SHARDED = "sharded"
 
@@ -84,10 +84,7 @@ def publish_shards(index_dir: str | Path, analyzer: Analyzer, summaries: list[di
         stats_name = f"stats-{gen:06d}"
         tmp = index_dir / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
-        with open(tmp / "df.npy", "wb") as f:
-            np.save(f, df)
-            f.flush()
-            os.fsync(f.fileno())
+        save_npy(tmp / "df.npy", df)
         with open(tmp / "terms.json", "w", encoding="utf-8") as f:
             json.dump(terms, f, ensure_ascii=False)
             f.flush()

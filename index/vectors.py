@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from funnel.core.errors import FunnelError, InputError, MissingDependencyError
+from funnel.index.segments import save_npy
 
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ class VectorIndexWriter:
         tmp = self.dir / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        np.save(tmp / "vectors.npy", vectors)
+        save_npy(tmp / "vectors.npy", vectors)  # np.save could publish a truncated file on a full disk
         (tmp / "doc_ids.json").write_text(json.dumps(doc_ids), encoding="utf-8")
         final = self.dir / name
         shutil.rmtree(final, ignore_errors=True)  # an orphan of an interrupted write

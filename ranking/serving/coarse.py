@@ -50,7 +50,9 @@ class CoarseModel:
         tmp_meta = out / (META_FILE + ".tmp")
         tmp_meta.write_text(json.dumps({"format_version": FORMAT_VERSION, **self.meta}, indent=2), encoding="utf-8")
         tmp = out / (MODEL_FILE + ".tmp")
-        self.booster.save_model(str(tmp))
+        # the same text as Booster.save_model, written by Python: a full disk raises (ENOSPC) instead of
+        # leaving LightGBM's C++ stream to cut the file short
+        tmp.write_text(self.booster.model_to_string(), encoding="utf-8")
         tmp_meta.replace(out / META_FILE)
         tmp.replace(out / MODEL_FILE)
         return out
