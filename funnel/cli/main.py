@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a read-only home or a full disk: one line, not a traceback; anything else is a bug
-        why = storage_error(exc, config.paths.store if config is not None else None)
+        paths = config.paths if config is not None else None
+        why = storage_error(exc, paths and paths.store, paths and paths.home)
         if why is None:
             raise
         print(f"error: {why}", file=sys.stderr)

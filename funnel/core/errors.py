@@ -34,7 +34,7 @@ _STORAGE_ERRNOS = {errno.EROFS: "read-only file system", errno.EACCES: "permissi
 _SQLITE_STORAGE = ("readonly", "read-only", "disk is full", "disk i/o error", "unable to open database")
 
 
-def storage_error(exc: BaseException, store_path: Path | None = None) -> str | None:
+def storage_error(exc: BaseException, store_path: Path | None = None, home: Path | None = None) -> str | None:
     """A one-line message for a write the home could not take (read-only, full, size limit), or None when
     `exc` is something else. Every writer publishes by rename after writing whole files, so a failed
     write leaves what the home served before; the message says so."""
@@ -44,7 +44,7 @@ def storage_error(exc: BaseException, store_path: Path | None = None) -> str | N
     while exc is not None and id(exc) not in seen:  # the OSError may be the cause of a library's error
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
-            where = f" {exc.filename}" if exc.filename else ""
+            where = f" {exc.filename}" if exc.filename else (f" under {home}" if home else "")  # a write() names no file
             return (f"cannot write{where}: {_STORAGE_ERRNOS[exc.errno]}; nothing was published, the home "
                     f"still holds (and serves) what it held before")
         if isinstance(exc, sqlite3.OperationalError) and any(s in str(exc).lower() for s in _SQLITE_STORAGE):

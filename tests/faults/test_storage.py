@@ -34,8 +34,9 @@ def funnel(home: Path, *args: str) -> list[str]:
     return funnel_cmd(home, "--set", "dense.model=tiny", *args)  # the vector index's encoder, for search and training
 
 
-def _dataset(folder: Path, prefix: str, n: int = 30) -> Path:
-    """A small BEIR folder whose doc ids start with `prefix` (ids are unique across datasets)."""
+def _dataset(folder: Path, prefix: str, n: int = 300) -> Path:
+    """A BEIR folder whose doc ids start with `prefix` (ids are unique across datasets), big enough that
+    its store pages, index segment arrays and vectors all pass `FSIZE_LIMIT`."""
     (folder / "qrels").mkdir(parents=True)
     with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
         for i in range(n):
@@ -95,7 +96,7 @@ def search_home(home: Path) -> str:
 
 def _root_readonly_works(tmp: Path) -> bool:
     probe = tmp / "probe"
-    probe.mkdir()
+    probe.mkdir(exist_ok=True)
     q = shlex.quote(str(probe))
     done = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {q} {q} && mount -o remount,bind,ro {q} "
                            f"&& ! touch {q}/x"], capture_output=True)
