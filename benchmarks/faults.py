@@ -122,12 +122,12 @@ def storage_rows(work: Path) -> list[dict]:
                 rows.append({"fault": f"{fault}: funnel {name}", "injected": "0", "lost": "-",
                              "outcome": f"not run: {exc}", "ok": True})
                 continue
-            err = done.stderr.strip().splitlines()
+            err = [line.replace(str(h), "HOME") for line in done.stderr.strip().splitlines()]
             clean = done.returncode == 2 and len(err) == 1 and err[0].startswith("error: cannot write")
             same = unchanged(before, home_state(h))
             served = search_home(h) == answers
             ok = clean and same and served
-            outcome = (f"exit 2 in {time.monotonic() - t0:.1f} s, `{err[0][:90]}...`; home unchanged, search "
+            outcome = (f"exit 2 in {time.monotonic() - t0:.1f} s, `{err[0][:110]}...`; home unchanged, search "
                        f"answers as before" if ok else
                        f"FAILED: exit {done.returncode}, one line {clean}, unchanged {same}, served {served}")
             rows.append({"fault": f"{fault}: funnel {name}", "injected": "1", "lost": "0" if same else "?",
