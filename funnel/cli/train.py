@@ -26,6 +26,7 @@ class Trainer:
     dev_split_help: str | None = None  # None: the trainer takes no --dev-split
     device: bool = False  # whether it takes --device (default auto)
     folds: bool = False  # whether it takes --folds (out-of-fold encoders for coarse.cross_fit)
+    marker: str = ""  # a file every saved model of this kind holds: an --out folder without it is not replaced
 
 
 def register(sub) -> None:
@@ -56,6 +57,12 @@ def _model_folder(args, config, name: str) -> tuple[Path, Path, Path]:
     out = Path(args.out) if args.out else config.paths.models / name
     out.parent.mkdir(parents=True, exist_ok=True)
     restore_interrupted(out)
+    marker = next(t.marker for t in TRAINERS if t.name == name)
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
+        from funnel.core.errors import InputError
+
+        raise InputError(f"--out {out}: the folder holds files but no {name} model ({marker} missing), and the "
+                         f"new model replaces the whole folder: give a new or empty folder, or an earlier model's")
     tmp = fresh_tmp(out)
     return out, tmp, Path(args.log) if args.log else tmp / "train_log.jsonl"
 
@@ -113,12 +120,15 @@ def _train_dual_encoder(args, config) -> int:
 TRAINERS: tuple[Trainer, ...] = (
     Trainer("coarse", "coarse ranking: LightGBM LambdaMART on recall candidates", _train_coarse,
             data_help="BEIR folder with qrels/TRAIN.tsv and qrels/DEV.tsv",
-            dev_split_help="early-stopping judgements (default dev)"),
+            dev_split_help="early-stopping judgements (default dev)",
+            marker="meta.json"),
     Trainer("cross-encoder", "fine ranking: MiniLM cross-encoder, listwise, BM25 hard negatives", _train_cross_encoder,
             data_help="BEIR folder with qrels/SPLIT.tsv",
-            dev_split_help="judgements for the per-epoch check that keeps the best epoch (default dev)", device=True),
+            dev_split_help="judgements for the per-epoch check that keeps the best epoch (default dev)", device=True,
+            marker="funnel_meta.json"),
     Trainer("dual-encoder", "dense recall: InfoNCE with in-batch + BM25 hard negatives", _train_dual_encoder,
             data_help="BEIR folder with qrels/SPLIT.tsv (needed unless train_dense.unsupervised)",
             data_required=False, dev_split_help="judgements for the per-epoch evaluation (default dev)", device=True,
-            folds=True),
+            folds=True,
+            marker="dual_encoder.json"),
 )

@@ -55,3 +55,16 @@ def test_exchange_is_atomic_where_the_kernel_has_it(tmp_path):
         assert (a / "model.txt").read_text() == "B" and (b / "model.txt").read_text() == "A"
     else:  # no renameat2 here: nothing moved
         assert (a / "model.txt").read_text() == "A"
+
+
+def test_train_refuses_to_replace_a_folder_that_holds_no_model(tmp_path, tiny_dir, capsys):
+    """The new model replaces its --out folder whole: a folder of other files is refused, untouched."""
+    from funnel.cli.main import main
+
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["-q", "--home", str(tmp_path / "home"), "train", "coarse", "--data", str(tiny_dir),
+                 "--out", str(out)]) == 2
+    assert "no coarse model (meta.json missing)" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and not (tmp_path / ".tmp-notes").exists()
