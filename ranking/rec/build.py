@@ -20,8 +20,9 @@ The recipe:
 
 Files of a fitted funnel folder (``FittedFunnel.save``)
 -------------------------------------------------------
-- ``funnel.json``: ``format_version`` (1), ``config`` (the resolved `FunnelConfig`: route weights,
-  recall_k, coarse_k, rerank), ``params`` (EASE lambda, ItemKNN neighbours/shrink), ``choices`` (what
+- ``funnel.json``: ``format_version`` (2: the rankers read the transition columns of `features`; a
+  version-1 folder's rankers read fewer columns and must be refitted), ``config`` (the resolved
+  `FunnelConfig`: route weights, recall_k, coarse_k, rerank), ``params`` (EASE lambda, ItemKNN neighbours/shrink), ``choices`` (what
   dev chose and the dev figures behind it), ``seconds`` (fit time per piece);
 - ``popularity.npy`` (n_items + 1,) float32 counts; ``ease.npy`` and ``itemknn.npy`` (n_items + 1,
   n_items + 1) float32 item-item weights;
@@ -53,7 +54,7 @@ from .split import RecDataset, fit_sequences, split_view
 from .two_tower import TwoTower
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: coarse/fine rankers read features.TRANSITION_FEATURES
 ROUTES = ("two_tower", "ease", "itemknn", "popularity")
 # The pieces `fit_funnel` fits, in order (the keys of ``FittedFunnel.seconds``; `progress` hears each start).
 FIT_PIECES = ("ease_itemknn_popularity", "two_tower", "sasrec", "fold_ease_itemknn_popularity", "fold_two_tower",
@@ -147,7 +148,8 @@ class FittedFunnel:
         meta = json.loads((path / "funnel.json").read_text(encoding="utf-8"))
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path / 'funnel.json'}: format_version {meta.get('format_version')}, "
-                             f"this code reads {FORMAT_VERSION}")
+                             f"this code reads {FORMAT_VERSION} (its rankers read other feature columns): "
+                             f"refit the funnel (funnel build --task rec)")
         return cls(Popularity.load_npy(path / "popularity.npy"),
                    EASE.load_npy(path / "ease.npy", **meta["params"]["ease"]),
                    ItemKNN.load_npy(path / "itemknn.npy", **meta["params"]["itemknn"]),

@@ -11,7 +11,16 @@ Columns (`FEATURES`, in this order):
   ``genre_affinity_recent``: the same over the last 10 history items;
 - ``item_age_years``: request year minus release year (NaN when unknown);
 - ``user_activity``: history length; ``log_hours_since_last``: log(1 + hours since the user's last
-  interaction), at the request time.
+  interaction), at the request time;
+- sequential transitions (`TRANSITION_FEATURES`; first-order Markov chains as in FPMC, Rendle et al.
+  2010, and Fossil, He & McAuley 2016), counted over each user's interaction sequence in the known
+  log: ``markov_last`` = log P(candidate | the user's last item), ``markov_recent`` = log of the
+  recency-weighted mean of P(candidate | h) over the last `RECENT_ITEMS` history items h (weight
+  `TRANSITION_DECAY` per step back), ``cooc_recent`` = the same over co-occurrence counts within
+  `COOC_WINDOW` steps in either order, weighted 1 / distance (a local co-occurrence: within a rating
+  session the order is partly the log's tie-break, so both orders count). P(b | a) =
+  (count(a, b) + `TRANSITION_PRIOR` p(b)) / (count(a, .) + `TRANSITION_PRIOR`), p the add-one
+  popularity share: an item never seen with another in the known log falls back to popularity.
 
 The fine stage's final combination reads the same columns for the coarse survivors plus
 `FINE_FEATURES`: ``sasrec`` (the SASRec logit), ``sasrec_z`` (its z-score within the user's
@@ -20,20 +29,27 @@ out: on the fine ranker's training users it is an in-sample score of the coarse 
 same targets), so it would look more trustworthy there than it is at serving.
 
 Everything is computed from what is known before the request (`split.known_sequences` of the split)
-and the request time; nothing reads the target or later interactions.
+and the request time; nothing reads the target or later interactions. The transition counts too: the
+rankers' training lists (split "train") read counts of the fold's known part only, dev the train part.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from .split import RecDataset, known_sequences
 
 RECENT_DAYS = 30
 RECENT_ITEMS = 10
+COOC_WINDOW = 5           # co-occurrence counts pairs up to this many steps apart, weighted 1 / steps
+TRANSITION_DECAY = 0.8    # weight of the j-th most recent history item: DECAY ** (j - 1)
+TRANSITION_PRIOR = 1.0    # pseudo-count of the popularity prior in P(b | a)
+TRANSITION_FEATURES = ["markov_last", "markov_recent", "cooc_recent"]
 ITEM_FEATURES = ["log_pop", "log_pop_recent", "genre_affinity", "genre_affinity_recent", "item_age_years",
-                 "user_activity", "log_hours_since_last"]
+                 "user_activity", "log_hours_since_last"] + TRANSITION_FEATURES
 
 
 FINE_FEATURES = ["sasrec", "sasrec_z", "sasrec_rank"]
@@ -57,6 +73,9 @@ class FeatureContext:
     log_ts: np.ndarray         # (n_log,) their timestamps, ascending
     item_genres: np.ndarray    # (n_items + 1, n_genres) bool
     item_year: np.ndarray      # (n_items + 1,) float, nan when unknown
+    transitions: sp.csr_matrix  # (n_items + 1, n_items + 1) float64: [a, b] = times b directly followed a
+    cooccurrence: sp.csr_matrix  # (n_items + 1, n_items + 1) float64, symmetric: sum of 1 / steps over a
+                                 # and b within COOC_WINDOW steps of each other (`cooccurrence_counts`)
 
     @property
     def n_items(self) -> int:
@@ -74,7 +93,57 @@ def build_context(ds: RecDataset, split: str, n_train_targets: int = 1) -> Featu
     flat_t = np.concatenate(times) if times else np.zeros(0, np.int64)
     order = np.argsort(flat_t, kind="stable")
     counts = np.bincount(flat_i, minlength=ds.n_items + 1)
-    return FeatureContext(counts, flat_i[order], flat_t[order], ds.item_genres, ds.item_year)
+    return FeatureContext(counts, flat_i[order], flat_t[order], ds.item_genres, ds.item_year,
+                          transition_counts(items, ds.n_items, 1), cooccurrence_counts(items, ds.n_items, COOC_WINDOW))
+
+
+def transition_counts(sequences: Sequence[np.ndarray], n_items: int, window: int = 1) -> sp.csr_matrix:
+    """(n_items + 1, n_items + 1) float64 CSR: [a, b] = sum over each sequence's pairs (a at position i,
+    b at position i + d), 1 <= d <= window, of 1 / d. window=1: direct successor counts."""
+    rows, cols, vals = [], [], []
+    for s in sequences:
+        for d in range(1, min(window, len(s) - 1) + 1):
+            rows.append(s[:-d])
+            cols.append(s[d:])
+            vals.append(np.full(len(s) - d, 1.0 / d))
+    if not rows:
+        return sp.csr_matrix((n_items + 1, n_items + 1), dtype=np.float64)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(n_items + 1, n_items + 1), dtype=np.float64)  # duplicates are summed
+
+
+def cooccurrence_counts(sequences: Sequence[np.ndarray], n_items: int, window: int) -> sp.csr_matrix:
+    """`transition_counts` within ``window`` steps, in both orders: symmetric (n_items + 1, n_items + 1)."""
+    follows = transition_counts(sequences, n_items, window)
+    return (follows + follows.T).tocsr()
+
+
+def transition_probs(counts: sp.csr_matrix, prior: np.ndarray, sources: np.ndarray,
+                     candidates: np.ndarray) -> np.ndarray:
+    """Smoothed P(candidate | source) for every source and candidate: (s,) x (c,) -> (s, c) float64,
+    (count(a -> b) + TRANSITION_PRIOR prior(b)) / (count(a -> .) + TRANSITION_PRIOR)."""
+    rows = counts[sources]                                              # (s, n_items + 1) sparse
+    out_total = np.asarray(rows.sum(axis=1)).ravel()                    # (s,)
+    hits = rows[:, candidates].toarray()                                # (s, c)
+    return (hits + TRANSITION_PRIOR * prior[candidates][None, :]) / (out_total[:, None] + TRANSITION_PRIOR)
+
+
+def transition_features(ctx: FeatureContext, history: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """The `TRANSITION_FEATURES` columns of one user's candidates: (c,) -> (c, 3) float64 (zeros for an
+    empty history: the columns then say nothing)."""
+    c = np.asarray(candidates)
+    out = np.zeros((len(c), len(TRANSITION_FEATURES)))
+    if len(history) == 0:
+        return out
+    prior = (ctx.item_counts + 1.0) / (ctx.item_counts[1:].sum() + ctx.n_items)  # add-one popularity share
+    recent = np.asarray(history[-RECENT_ITEMS:])[::-1]                  # most recent first
+    w = TRANSITION_DECAY ** np.arange(len(recent))                      # (r,)
+    p_next = transition_probs(ctx.transitions, prior, recent, c)        # (r, c)
+    p_cooc = transition_probs(ctx.cooccurrence, prior, recent, c)       # (r, c)
+    out[:, 0] = np.log(p_next[0])
+    out[:, 1] = np.log(w @ p_next / w.sum())
+    out[:, 2] = np.log(w @ p_cooc / w.sum())
+    return out
 
 
 def _year(ts: int) -> float:
@@ -83,7 +152,7 @@ def _year(ts: int) -> float:
 
 def user_item_features(ctx: FeatureContext, history: np.ndarray, history_ts: np.ndarray, now: int,
                        candidates: np.ndarray) -> np.ndarray:
-    """The `ITEM_FEATURES` columns of one user's candidates: (c,) item indices -> (c, 7) float32."""
+    """The `ITEM_FEATURES` columns of one user's candidates: (c,) item indices -> (c, 10) float32."""
     c = np.asarray(candidates)
     lo, hi = np.searchsorted(ctx.log_ts, [now - RECENT_DAYS * 86400, now])
     recent = np.bincount(ctx.log_items[lo:hi], minlength=ctx.n_items + 1)
@@ -105,6 +174,7 @@ def user_item_features(ctx: FeatureContext, history: np.ndarray, history_ts: np.
     out[:, 4] = np.floor(_year(now)) - ctx.item_year[c]
     out[:, 5] = len(history)
     out[:, 6] = np.log1p(max(now - int(history_ts[-1]), 0) / 3600.0) if len(history_ts) else np.nan
+    out[:, 7:] = transition_features(ctx, history, c)
     return out
 
 
