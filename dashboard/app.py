@@ -269,10 +269,13 @@ def compare_page(service) -> None:
     mode = st.radio("Compare", ["saved runs", "two configurations"], horizontal=True, key="cmp_mode")
     if mode == "two configurations":
         pair = configurations_form(service, judgements)
+        if pair is not None:  # scored on the queries both configurations ran, not the whole judged set
+            ran = set(pair[1]) | set(pair[3])
+            show_comparison(service, judgements, *pair, qrels={q: j for q, j in judgements.qrels.items() if q in ran})
     else:
         pair = saved_runs_form(service)
-    if pair is not None:
-        show_comparison(service, judgements, *pair)
+        if pair is not None:
+            show_comparison(service, judgements, *pair)
 
 
 def saved_runs_form(service):
@@ -325,8 +328,8 @@ def configurations_form(service, judgements: rel.Judgements):
     return runs[0][0], runs[0][1], runs[1][0], runs[1][1]
 
 
-def show_comparison(service, judgements: rel.Judgements, a: str, run_a, b: str, run_b) -> None:
-    cmp = compare_runs(run_a, run_b, judgements.qrels)
+def show_comparison(service, judgements: rel.Judgements, a: str, run_a, b: str, run_b, qrels=None) -> None:
+    cmp = compare_runs(run_a, run_b, judgements.qrels if qrels is None else qrels)
     if not any(q in run_a or q in run_b for q in cmp.queries):
         st.warning(f"Neither run ranks a query judged in {st.session_state.get('judgements')}: "
                    "choose the judgements these runs were made for in the sidebar.")

@@ -1,6 +1,7 @@
 """The relevance pages of the Streamlit app (judgements, Queries, Compare, rating) under AppTest."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -79,13 +80,15 @@ def test_compare_two_configurations_live(app, work_env):
     app.radio(key="cmp_mode").set_value("two configurations").run()
     assert not app.exception, app.exception
     app.text_area(key="cfg_set_B").input('pipeline.stages="recall"').run()
-    app.number_input(key="cfg_n").set_value(8).run()
+    app.number_input(key="cfg_n").set_value(3).run()
     app.button(key="cfg_run").click().run()
     assert not app.exception, app.exception
     summary = app.dataframe[0].value
     assert list(summary["metric"]) == ["nDCG@10", "Recall@100"]
+    scored = re.search(r"on (\d+) judged queries", " ".join(m.value for m in app.markdown))
+    assert 1 <= int(scored.group(1)) <= 3  # the queries run (less any neither found anything for), not all judged
     per_query = app.dataframe[1].value
-    assert 1 <= len(per_query) <= 8  # the 8 queries run, less those neither configuration found anything for
+    assert 1 <= len(per_query) <= 3  # the 3 queries run, less those neither configuration found anything for
     runs = sorted(p.name for p in work_env.paths.runs.glob("dashboard-cpu-config*.trec"))
     assert runs == ["dashboard-cpu-configA-tiny_dev.trec", "dashboard-cpu-configB-tiny_dev.trec"], runs
     app.text_area(key="cfg_set_B").input("pipeline.nope=1").run()
