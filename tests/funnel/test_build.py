@@ -105,17 +105,18 @@ def test_build_resumes_skipping_steps_whose_inputs_did_not_change(tiny_dir, tmp_
                 for m, f in (("coarse", "model.txt"), ("cross-encoder", "model.safetensors"))}
 
     _, saved = run()
-    assert ran(saved) == ["ingest+index", "coarse", "cross-encoder"] and saved["format"] == 2
-    assert set(saved["steps"]) == {"ingest+index", "coarse", "cross-encoder"}
+    assert ran(saved) == ["ingest+index", "coarse", "cross-encoder", "fusion"] and saved["format"] == 2
+    assert set(saved["steps"]) == {"ingest+index", "coarse", "cross-encoder", "fusion"}
     first = stamps()
 
     r, saved = run()
     assert ran(saved) == [] and stamps() == first
-    assert all("unchanged" in saved["report"][s] for s in ("ingest+index", "coarse", "cross-encoder"))
+    assert all("unchanged" in saved["report"][s] for s in ("ingest+index", "coarse", "cross-encoder", "fusion"))
     assert "build plan" not in r.stderr  # nothing to train: no probes, no plan
 
-    _, saved = run("coarse.n_estimators=20")  # only the coarse ranker reads coarse.*
-    assert ran(saved) == ["coarse"] and stamps()["cross-encoder"] == first["cross-encoder"]
+    # only the coarse ranker reads coarse.*; the fusion weight is chosen again for the new coarse scores
+    _, saved = run("coarse.n_estimators=20")
+    assert ran(saved) == ["coarse", "fusion"] and stamps()["cross-encoder"] == first["cross-encoder"]
     coarse_now = stamps()["coarse"]
 
     # bm25.* feeds both rankers: coarse reruns, then the cross-encoder fails (a backbone that is not there)
@@ -125,7 +126,7 @@ def test_build_resumes_skipping_steps_whose_inputs_did_not_change(tiny_dir, tmp_
     assert after_fail["coarse"] != coarse_now and after_fail["cross-encoder"] == first["cross-encoder"]
     assert not [p for p in models.iterdir() if p.name.startswith(".old")]  # the old model was never moved aside
     _, saved = run("coarse.n_estimators=20", "bm25.k1=1.0")  # resumes from the step that failed
-    assert ran(saved) == ["cross-encoder"] and stamps()["coarse"] == after_fail["coarse"]
+    assert ran(saved) == ["cross-encoder", "fusion"] and stamps()["coarse"] == after_fail["coarse"]
     assert stamps()["cross-encoder"] != first["cross-encoder"]
 
     # --force reruns the steps asked for, unchanged or not
