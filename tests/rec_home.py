@@ -10,8 +10,8 @@ from funnel.core.config import load_config
 from funnel.core.store import DocumentStore
 
 
-def build_rec_home(home: Path) -> Path:
-    """Write the synthetic log into ``home``'s store, fit `tests.ranking.rec.test_service.RECIPE` on it
+def build_rec_home(home: Path, log=None) -> Path:
+    """Write the synthetic log (or `log`: the tables of `make_log`) into ``home``'s store, fit `tests.ranking.rec.test_service.RECIPE` on it
     (one torch thread) and publish it at ``paths.rec_funnel`` with its ``log.json``; -> home."""
     import torch
 
@@ -23,7 +23,7 @@ def build_rec_home(home: Path) -> Path:
 
     config = load_config(home=home)
     with DocumentStore(config.paths.store) as store:
-        write_log(store, make_log())
+        write_log(store, make_log() if log is None else log)
         ds = load_dataset(store)
     before = torch.get_num_threads()
     torch.set_num_threads(1)

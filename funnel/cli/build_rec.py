@@ -84,18 +84,13 @@ def _min(s: float) -> str:
 
 def build_rec(config: Config, *, progress: bool = True) -> dict[str, str]:
     """Fit the funnel on the home's log and publish it at ``config.paths.rec_funnel``; -> summary lines."""
-    from funnel.core.store import DocumentStore
     from funnel.ranking.rec.build import FIT_PIECES, fit_funnel
     from funnel.ranking.rec.service import LOG_FILE, log_fingerprint
-    from funnel.ranking.rec.store_log import load_dataset, pick_dataset
+    from funnel.ranking.rec.store_log import read_home_log
 
     t0 = time.perf_counter()
     paths = config.paths
-    if not paths.store.exists():
-        raise InputError(f"{paths.store}: no document store; run `funnel ingest movielens [PATH]` first")
-    with DocumentStore(paths.store, readonly=True) as store:
-        dataset = pick_dataset(store)
-        ds = load_dataset(store, dataset)
+    dataset, ds = read_home_log(paths.store)
     n_inter = int(sum(len(s) for s in ds.sequences))
     n_targets = sum(1 for s in ds.sequences if len(s) >= 3)
     if n_targets < 2:

@@ -35,14 +35,13 @@ import numpy as np
 
 from funnel.core.config import Config
 from funnel.core.errors import InputError
-from funnel.core.store import DocumentStore
 
 from .build import FittedFunnel
 from .features import build_context
 from .funnel import Batch, Funnel, FunnelConfig, recommend
 from .rerank import RerankConfig
 from .split import RecDataset
-from .store_log import load_dataset, pick_dataset
+from .store_log import read_home_log
 
 log = logging.getLogger(__name__)
 LOG_FILE = "log.json"  # next to funnel.json: which log the funnel was fitted on
@@ -105,11 +104,7 @@ class RecService:
         """Read the home's log and its fitted funnel; `InputError` saying what to run when one is missing
         or when they do not belong together."""
         paths = config.paths
-        if not paths.store.exists():
-            raise InputError(f"{paths.store}: no document store; run `funnel ingest movielens [PATH]` first")
-        with DocumentStore(paths.store, readonly=True) as store:
-            dataset = pick_dataset(store)
-            ds = load_dataset(store, dataset)
+        dataset, ds = read_home_log(paths.store)
         folder = Path(paths.rec_funnel)
         if not (folder / "funnel.json").exists():
             raise InputError(f"{folder}: no fitted recommendation funnel; run `funnel build --task rec`")

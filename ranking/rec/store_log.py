@@ -67,6 +67,15 @@ def pick_dataset(store: DocumentStore, dataset: str | None = None) -> str:
     return next(iter(logged))
 
 
+def read_home_log(store_path) -> tuple[str, RecDataset]:
+    """The home's one interaction log -> (dataset name, `load_dataset`); errors say what to run."""
+    if not Path(store_path).exists():
+        raise InputError(f"{store_path}: no document store; run `funnel ingest movielens [PATH]` first")
+    with DocumentStore(store_path, readonly=True) as store:
+        dataset = pick_dataset(store)
+        return dataset, load_dataset(store, dataset)
+
+
 def load_dataset(store: DocumentStore, dataset: str | None = None) -> RecDataset:
     """The store's interaction log (one dataset: see `pick_dataset`), its items (documents of source
     ``dataset``) and users, indexed by `split.build_dataset`: the same ids and order as any fit on it."""

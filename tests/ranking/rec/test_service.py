@@ -3,16 +3,15 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from funnel.core.config import load_config
 from funnel.core.errors import InputError
 from funnel.core.store import DocumentStore
-from funnel.ranking.rec.build import FunnelRecipe, fit_funnel
+from funnel.ranking.rec.build import FunnelRecipe
 from funnel.ranking.rec.funnel import FunnelConfig
 from funnel.ranking.rec.rerank import RerankConfig
-from funnel.ranking.rec.service import LOG_FILE, RecService, log_fingerprint
-from funnel.ranking.rec.store_log import item_document, load_dataset
+from funnel.ranking.rec.service import RecService
+from funnel.ranking.rec.store_log import item_document
 from funnel.ranking.rec.two_tower import TwoTower
 
 RECIPE = FunnelRecipe(
@@ -35,22 +34,10 @@ def write_log(store: DocumentStore, log) -> None:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, synthetic_log):
-    import json
+    from tests.rec_home import build_rec_home
 
-    home = tmp_path_factory.mktemp("rechome")
-    config = load_config(home=home, overrides=["rec.max_k=10", "rec.default_k=5"])
-    with DocumentStore(config.paths.store) as store:
-        write_log(store, synthetic_log)
-        ds = load_dataset(store)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        fitted = fit_funnel(ds, RECIPE)
-    finally:
-        torch.set_num_threads(before)
-    fitted.save(config.paths.rec_funnel)
-    (config.paths.rec_funnel / LOG_FILE).write_text(json.dumps(log_fingerprint(ds, "movielens")))
-    return config
+    home = build_rec_home(tmp_path_factory.mktemp("rechome"), synthetic_log)
+    return load_config(home=home, overrides=["rec.max_k=10", "rec.default_k=5"])
 
 
 @pytest.fixture(scope="module")
