@@ -102,19 +102,8 @@ def search_page(service, profile: str) -> None:
     frames = fi.stage_frames(service, result)
     timing = pd.DataFrame([{"stage": f"{i + 1}. {s}", "ms": ms, "candidates": n}
                            for i, (s, ms, n, _) in enumerate(frames)])
-    c1, c2 = st.columns(2)
-    with c1:
-        st.markdown("**Time per stage**")
-        st.altair_chart(alt.Chart(timing).mark_bar().encode(
-            x=alt.X("ms:Q", title="milliseconds"), y=alt.Y("stage:N", sort=None),
-            tooltip=["stage", "ms", "candidates"]), width="stretch")
-    with c2:
-        st.markdown("**Rank of the final results through the stages**")
-        paths = fi.rank_paths(result)
-        st.altair_chart(alt.Chart(paths).mark_line(point=True).encode(
-            x=alt.X("stage:N", sort=None), y=alt.Y("rank:Q", scale=alt.Scale(reverse=True)),
-            color=alt.Color("doc_id:N", legend=None), tooltip=["doc_id", "stage", "rank"]),
-            width="stretch")
+    stage_charts(timing, fi.rank_paths(result), "doc_id", ["doc_id", "stage", "rank"],
+                 "Rank of the final results through the stages")
 
     if judged is not None and any(g > 0 for g in judged.values()):
         relevant = [d for d, g in judged.items() if g > 0]
@@ -133,6 +122,21 @@ def search_page(service, profile: str) -> None:
     doc_id = st.selectbox("Result", list(labels), format_func=labels.get, key="inspect")
     rate_result(service, judgements, query, doc_id, judged)
     inspect_result(service, result, doc_id)
+
+
+def stage_charts(timing: pd.DataFrame, paths: pd.DataFrame, key: str, tooltip: list[str], title: str) -> None:
+    """Side by side: milliseconds per stage, and each shown result's rank through the stages."""
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Time per stage**")
+        st.altair_chart(alt.Chart(timing).mark_bar().encode(
+            x=alt.X("ms:Q", title="milliseconds"), y=alt.Y("stage:N", sort=None),
+            tooltip=["stage", "ms", "candidates"]), width="stretch")
+    with c2:
+        st.markdown(f"**{title}**")
+        st.altair_chart(alt.Chart(paths).mark_line(point=True).encode(
+            x=alt.X("stage:N", sort=None), y=alt.Y("rank:Q", scale=alt.Scale(reverse=True)),
+            color=alt.Color(f"{key}:N", legend=None), tooltip=tooltip), width="stretch")
 
 
 def rate_result(service, judgements: rel.Judgements, query: str, doc_id: str, judged) -> None:
@@ -445,19 +449,8 @@ def recommend_page(rec) -> None:
     st.markdown(f"**History** ({len(history)} interactions, newest last)")
     st.dataframe(dr.history_frame(history), hide_index=True, width="stretch", height=240)
 
-    timing, paths = dr.stage_timing(result), dr.rank_paths(result)
-    c1, c2 = st.columns(2)
-    with c1:
-        st.markdown("**Time per stage**")
-        st.altair_chart(alt.Chart(timing).mark_bar().encode(
-            x=alt.X("ms:Q", title="milliseconds"), y=alt.Y("stage:N", sort=None),
-            tooltip=["stage", "ms", "candidates"]), width="stretch")
-    with c2:
-        st.markdown("**Rank of the shown items through the stages**")
-        st.altair_chart(alt.Chart(paths).mark_line(point=True).encode(
-            x=alt.X("stage:N", sort=None), y=alt.Y("rank:Q", scale=alt.Scale(reverse=True)),
-            color=alt.Color("item_id:N", legend=None), tooltip=["item_id", "title", "stage", "rank"]),
-            width="stretch")
+    stage_charts(dr.stage_timing(result), dr.rank_paths(result), "item_id", ["item_id", "title", "stage", "rank"],
+                 "Rank of the shown items through the stages")
 
     st.subheader("Each stage's candidates")
     frames = dr.stage_frames(result, rec.item)
