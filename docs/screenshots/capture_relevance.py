@@ -14,18 +14,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import urllib.request
-from dataclasses import replace
 from pathlib import Path
 
+from dashboard_browser import DashboardBrowser
 from funnel.core.config import load_config
-from funnel.core.procs import stop_process
 from funnel.core.ratings import save_rating
 from funnel.core.store import DocumentStore
-from funnel.dashboard.launch import run_dashboard
-
-OUT = Path(__file__).resolve().parent
 # query -> {page path: grade 0-3}
 RATINGS = {
     "list comprehension": {"tutorial/datastructures.html": 3, "reference/expressions.html": 2,
@@ -54,13 +48,6 @@ def doc_ids_by_path(store) -> dict[str, str]:
 
 
 def main(home: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
     config = load_config(None, [], home=str(home))
     with DocumentStore(config.paths.store, readonly=True) as store:
         ids = doc_ids_by_path(store)
@@ -74,71 +61,25 @@ def main(home: Path) -> None:
     subprocess.run(funnel + ["--set", "bm25.b=0.75"] + ev + ["--run-file", str(config.paths.runs / "bm25-k0.9-b0.75.trec")],
                    check=True)
 
-    port = 8599
-    proc = run_dashboard(replace(config, serve=replace(config.serve, dashboard_port=port)),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1400,1500", f"--user-data-dir={home / '.chromium-profile'}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-    wait = WebDriverWait(driver, 120)
-
-    def text(t: str):
-        return wait.until(ec.presence_of_element_located((By.XPATH, f"//*[contains(normalize-space(.), {t!r})]")))
-
-    def click(xpath: str):
-        el = wait.until(ec.element_to_be_clickable((By.XPATH, xpath)))
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", el)
-        el.click()
-
-    def page(name: str):
-        click(f"//section[@data-testid='stSidebar']//label[normalize-space(.)={name!r}]")
-
-    def shot(name: str, scroll_to: str | None = None):
-        if scroll_to:
-            el = driver.find_element(By.XPATH, f"//*[contains(normalize-space(.), {scroll_to!r})][not(*)]")
-            driver.execute_script("arguments[0].scrollIntoView();", el)
-        time.sleep(2.0)  # charts and tables finish drawing
-        driver.save_screenshot(str(OUT / name))
-        print("saved", OUT / name)
-
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        driver.get(f"http://127.0.0.1:{port}")
-        box = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "input[aria-label='Query']")))
-        box.send_keys("list comprehension", Keys.ENTER)
-        text("Judged query py1")
-        text("relevant (3)")
-        WebDriverWait(driver, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "canvas, svg.marks")) >= 2)
-        shot("dashboard_demo_judged.png", "Each stage's ranking")
+    with DashboardBrowser(config, port=8599) as b:
+        b.query("list comprehension")
+        b.text("Judged query py1")
+        b.text("relevant (3)")
+        b.charts(2)
+        b.shot("dashboard_demo_judged.png", "Each stage's ranking")
         # one more rating, given in the browser: the first result (6. Expressions) confirmed at 2
-        click("//label[normalize-space(.)='2 relevant']")
-        click("//button[normalize-space(.)='Save rating']")
-        text("Saved: query py1")
-        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".funnel-doc mark"))
-        shot("dashboard_demo_bm25.png", "per query term")
-        page("Queries")
-        text("queries, worst first")
-        shot("dashboard_demo_queries.png")
-        page("Compare")
-        text("bm25-k0.9-b0.4.trec vs bm25-k0.9-b0.75.trec")
-        text("Both rankings of")
-        shot("dashboard_demo_compare.png", "Per query")
-    finally:
-        driver.quit()
-        stop_process(proc)
-
+        b.click("//label[normalize-space(.)='2 relevant']")
+        b.click("//button[normalize-space(.)='Save rating']")
+        b.text("Saved: query py1")
+        b.text("per query term")
+        b.shot("dashboard_demo_bm25.png", "per query term")
+        b.page("Queries")
+        b.text("queries, worst first")
+        b.shot("dashboard_demo_queries.png")
+        b.page("Compare")
+        b.text("bm25-k0.9-b0.4.trec vs bm25-k0.9-b0.75.trec")
+        b.text("Both rankings of")
+        b.shot("dashboard_demo_compare.png", "Per query")
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))

@@ -12,20 +12,13 @@ next to this script. Needs Debian's chromium and chromium-driver.
 """
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
-import urllib.request
-from dataclasses import replace
 from pathlib import Path
 
+from dashboard_browser import DashboardBrowser
 from funnel.core.config import load_config
 from funnel.core.judgements import read_qrels, read_queries
-from funnel.core.procs import stop_process
-from funnel.dashboard.launch import run_dashboard
 from funnel.ranking.serving.pipeline import Pipeline
-
-OUT = Path(__file__).resolve().parent
 
 
 def climbing_query(config, data: Path, n: int = 60) -> tuple[str, str]:
@@ -50,76 +43,23 @@ def climbing_query(config, data: Path, n: int = 60) -> tuple[str, str]:
 
 
 def main(home: Path, data: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
     config = load_config(None, [], home=str(home))
     qid, query = climbing_query(config, data)
-
-    port = 8598
-    proc = run_dashboard(replace(config, serve=replace(config.serve, dashboard_port=port)),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1400,1700", f"--user-data-dir={home / '.chromium-profile'}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-    wait = WebDriverWait(driver, 300)
-
-    def text(t: str):
-        return wait.until(ec.presence_of_element_located((By.XPATH, f"//*[contains(normalize-space(.), {t!r})]")))
-
-    def click(xpath: str):
-        el = wait.until(ec.element_to_be_clickable((By.XPATH, xpath)))
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", el)
-        el.click()
-
-    def page(name: str):
-        click(f"//section[@data-testid='stSidebar']//label[normalize-space(.)={name!r}]")
-
-    def shot(name: str, scroll_to: str | None = None):
-        if scroll_to:
-            el = driver.find_element(By.XPATH, f"//*[contains(normalize-space(.), {scroll_to!r})][not(*)]")
-            driver.execute_script("arguments[0].scrollIntoView();", el)
-        time.sleep(3.0)  # charts and tables finish drawing
-        driver.save_screenshot(str(OUT / name))
-        print("saved", OUT / name)
-
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        driver.get(f"http://127.0.0.1:{port}")
-        box = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "input[aria-label='Query']")))
-        box.send_keys(query, Keys.ENTER)
-        text(f"Judged query {qid}")
-        text("Each stage's ranking")
-        shot("dashboard_scifact_stages.png", "Relevant judged documents through the stages")
-        WebDriverWait(driver, 120).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "canvas, svg.marks")) >= 2)
-        shot("dashboard_scifact_inspect.png", "LightGBM feature contributions")
-        page("Queries")
-        text("queries, worst first")
-        shot("dashboard_scifact_queries.png")
-        page("Compare")
-        click("//label[normalize-space(.)='two configurations']")
-        click("//button[normalize-space(.)='Run both configurations']")
-        text("Both rankings of")
-        shot("dashboard_scifact_compare.png", "Per query")
-    finally:
-        driver.quit()
-        stop_process(proc)
+    with DashboardBrowser(config, port=8598, height=1700) as b:
+        b.query(query)
+        b.text(f"Judged query {qid}")
+        b.text("Each stage's ranking")
+        b.shot("dashboard_scifact_stages.png", "Relevant judged documents through the stages")
+        b.charts(2)
+        b.shot("dashboard_scifact_inspect.png", "LightGBM feature contributions")
+        b.page("Queries")
+        b.text("queries, worst first")
+        b.shot("dashboard_scifact_queries.png")
+        b.page("Compare")
+        b.click("//label[normalize-space(.)='two configurations']")
+        b.click("//button[normalize-space(.)='Run both configurations']")
+        b.text("Both rankings of")
+        b.shot("dashboard_scifact_compare.png", "Per query")
 
 
 if __name__ == "__main__":
