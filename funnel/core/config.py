@@ -279,6 +279,9 @@ class PipelineConfig:
     # concurrent requests' cross-encoder pairs and query encodings run as one batch, gathered for at most this
     # long (`funnel.ranking.serving.batching`; a lone request never waits); 0: each request runs its own
     batch_wait_ms: float = 3.0
+    # with batching: requests running their Python parts at once (0: one per core); one waiting for a batched model
+    # call gives its place up. More threads than cores in Python only fight over the GIL (`batching.CpuGate`)
+    cpu_slots: int = 0
     cpu_fine_k: int = 3  # cross-encoder depth of the `cpu` profile (whole query p95 291 ms on an AMD EPYC 2-core VM; 4: 322 ms, 6: 372 ms)
     gpu_fine_k: int = 100  # cross-encoder depth of the `gpu` profile (fp16/bf16)
     cpu_fine_max_length: int = 128  # cross-encoder tokens per pair in the `cpu` profile

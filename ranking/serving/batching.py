@@ -9,13 +9,21 @@ queued, waits at most ``wait_ms`` after the first for the rest of the requests t
 pipeline, and runs them as one call (the model is then only ever used by that thread).
 
 A lone request never waits: the batcher stops gathering as soon as it holds an item from every
-request in the pipeline (`active`). Results equal the unbatched call's up to float rounding: pairs
+request in the pipeline (`active`).
+
+The rest of a request is Python holding the GIL. Twenty request threads doing it at once starve the
+batcher threads, which need the GIL back after every torch op (a convoy: throughput fell below the
+locked server's). So a `CpuGate` lets only a few requests (one per core) run their Python parts at a
+time; a request gives its place up while it waits for a batched model call, so the batch still fills
+from every request in flight. Results equal the unbatched call's up to float rounding: pairs
 are padded to the longest in their batch, and padding is masked out of attention and pooling.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable, Sequence
@@ -36,6 +44,42 @@ class _Slot:
         self.error: BaseException | None = None
 
 
+class CpuGate:
+    """At most `n` threads at once between `hold` and its end, minus those inside `released`."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self._sem = threading.Semaphore(n)
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def hold(self):
+        if getattr(self._local, "held", False):  # re-entered by the same thread (a pipeline inside a pipeline)
+            yield
+            return
+        self._sem.acquire()
+        self._local.held = True
+        try:
+            yield
+        finally:
+            self._local.held = False
+            self._sem.release()
+
+    @contextlib.contextmanager
+    def released(self):
+        """Give the place up meanwhile (waiting for another thread's work), when this thread holds one."""
+        if not getattr(self._local, "held", False):
+            yield
+            return
+        self._local.held = False
+        self._sem.release()
+        try:
+            yield
+        finally:
+            self._sem.acquire()
+            self._local.held = True
+
+
 class MicroBatcher:
     """`batcher(item) -> result`, computed as ``fn([item, ...])[i]`` on one background thread over the
     items that concurrent callers submitted within ``wait_ms`` of the first.
@@ -45,8 +89,9 @@ class MicroBatcher:
     """
 
     def __init__(self, fn: Callable[[list], Sequence], wait_ms: float, *, active: Callable[[], int] | None = None,
-                 max_items: int = 64, name: str = "funnel-batcher"):
+                 max_items: int = 64, name: str = "funnel-batcher", gate: CpuGate | None = None):
         self.fn = fn
+        self.gate = gate  # the callers' CpuGate, given up while they wait
         self.wait_s = max(float(wait_ms), 0.0) / 1000
         self.active = active or (lambda: 1 << 30)
         self.max_items = max_items
@@ -70,7 +115,8 @@ class MicroBatcher:
                 self._thread.start()
             self._queue.append(slot)
             self._cond.notify_all()
-        slot.done.wait()
+        with self.gate.released() if self.gate is not None else contextlib.nullcontext():
+            slot.done.wait()
         if slot.error is not None:
             raise slot.error
         return slot.result
@@ -119,11 +165,11 @@ class BatchedCrossEncoder:
     run as one `score_pairs` call. Everything else (model, tokenizer, device, ...) is the wrapped one's."""
 
     def __init__(self, encoder, wait_ms: float, *, active: Callable[[], int] | None = None,
-                 batch_size: int = 32, max_requests: int = 64):
+                 batch_size: int = 32, max_requests: int = 64, gate: CpuGate | None = None):
         self.encoder = encoder
         self.batch_size = batch_size
         self.batcher = MicroBatcher(self._score_many, wait_ms, active=active, max_items=max_requests,
-                                    name="funnel-cross-encoder-batcher")
+                                    name="funnel-cross-encoder-batcher", gate=gate)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.encoder, name)
@@ -149,10 +195,10 @@ class BatchedQueryEncoder:
     requests run as one. Everything else is the wrapped encoder's."""
 
     def __init__(self, encoder, wait_ms: float, *, active: Callable[[], int] | None = None,
-                 max_requests: int = 64):
+                 max_requests: int = 64, gate: CpuGate | None = None):
         self.encoder = encoder
         self.batcher = MicroBatcher(self._encode_many, wait_ms, active=active, max_items=max_requests,
-                                    name="funnel-query-encoder-batcher")
+                                    name="funnel-query-encoder-batcher", gate=gate)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.encoder, name)
@@ -172,19 +218,23 @@ class BatchedQueryEncoder:
         self.batcher.close()
 
 
-def enable_batching(pipeline, wait_ms: float, *, batch_size: int = 32) -> list:
+def enable_batching(pipeline, wait_ms: float, *, batch_size: int = 32, cpu_slots: int = 0) -> list:
     """Route `pipeline`'s fine-stage cross-encoder and dense query encoder through micro-batchers
-    (nothing when ``wait_ms`` <= 0). Returns the batchers made (for `close`)."""
+    (nothing when ``wait_ms`` <= 0), and give the pipeline a `CpuGate` of ``cpu_slots`` places (0: one
+    per core) when it has a model to batch. Returns the batchers made (for `close`)."""
     if wait_ms <= 0:
         return []
+    gate = CpuGate(cpu_slots or os.cpu_count() or 1)
     made = []
     for stage, _ in pipeline.stages:
         if stage.name == "fine" and not isinstance(stage.encoder, BatchedCrossEncoder):
             stage.encoder = BatchedCrossEncoder(stage.encoder, wait_ms, active=pipeline.running,
-                                                batch_size=getattr(stage, "batch_size", batch_size))
+                                                batch_size=getattr(stage, "batch_size", batch_size), gate=gate)
             made.append(stage.encoder)
         dense = stage if stage.name == "dense" else getattr(stage, "dense", None)
         if dense is not None and not isinstance(dense.encoder, BatchedQueryEncoder):
-            dense.encoder = BatchedQueryEncoder(dense.encoder, wait_ms, active=pipeline.running)
+            dense.encoder = BatchedQueryEncoder(dense.encoder, wait_ms, active=pipeline.running, gate=gate)
             made.append(dense.encoder)
+    if made:
+        pipeline.gate = gate
     return made

@@ -13,6 +13,7 @@ Every stage appends a `StageTrace` (its ranked ids, scores, milliseconds) to the
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -49,6 +50,7 @@ class Pipeline:
     profile: str = "cpu"
     resources: dict = field(default_factory=dict)  # what from_config opened (retriever, docs, store, ...)
     batchers: list = field(default_factory=list)  # micro-batched model wrappers (`funnel.ranking.serving.batching`)
+    gate: object = None  # a batching.CpuGate: how many requests run their Python parts at once (None: no limit)
 
     def __post_init__(self):
         self._running = 0  # requests inside `run` now (threads share a pipeline): what a batcher waits for
@@ -65,13 +67,14 @@ class Pipeline:
         with self._running_lock:
             self._running += 1
         try:
-            cands = Candidates.empty()
-            last = len(self.stages) - 1
-            for i, (stage, k) in enumerate(self.stages):
-                cands = stage.rank(request, cands, request.k if i == last else max(k, request.k))
-            if self.stages and self.stages[-1][0].name != "rerank":
-                cands = cands.take(np.arange(min(request.k, len(cands))))
-            return cands
+            with self.gate.hold() if self.gate is not None else contextlib.nullcontext():
+                cands = Candidates.empty()
+                last = len(self.stages) - 1
+                for i, (stage, k) in enumerate(self.stages):
+                    cands = stage.rank(request, cands, request.k if i == last else max(k, request.k))
+                if self.stages and self.stages[-1][0].name != "rerank":
+                    cands = cands.take(np.arange(min(request.k, len(cands))))
+                return cands
         finally:
             with self._running_lock:
                 self._running -= 1
@@ -134,7 +137,8 @@ class Pipeline:
                                   lookup_ord=retriever.reader.ord_of), pc.final_k))
         pipeline = cls(plan, profile, res)
         # concurrent requests (the server's threads) share one forward pass per model; a lone caller never waits
-        pipeline.batchers = enable_batching(pipeline, pc.batch_wait_ms, batch_size=config.fine.batch_size)
+        pipeline.batchers = enable_batching(pipeline, pc.batch_wait_ms, batch_size=config.fine.batch_size,
+                                            cpu_slots=pc.cpu_slots)
         return pipeline
 
 

@@ -110,3 +110,23 @@ def test_batched_query_encoder_encodes_what_the_unbatched_one_encodes(one_thread
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
     assert batched.batcher.calls < len(QUERIES) * 3
     batched.close()
+
+
+def test_cpu_gate_admits_n_and_a_waiting_caller_gives_its_place_up():
+    from funnel.ranking.serving.batching import CpuGate
+
+    gate = CpuGate(1)
+    inside, peak = [0], [0]
+    batcher = MicroBatcher(lambda items: [time.sleep(0.02) or i for i in items], wait_ms=5, active=lambda: 4, gate=gate)
+
+    def request(i):
+        with gate.hold():
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+            time.sleep(0.005)
+            inside[0] -= 1
+            return batcher(i)  # waits for the batch without its place: the others get in meanwhile
+
+    assert run_together(request, list(range(8)), threads=4) == list(range(8))
+    assert peak[0] == 1 and batcher.calls < 8
+    batcher.close()
