@@ -1,5 +1,6 @@
 """Recommendation at request time: `RecService` loads the home's interaction log (the store) and the fitted
-funnel (``HOME/models/rec``) once, and answers one user at a time; the API, the dashboard and
+funnel (``HOME/models/rec``) once, and answers one user at a time through the funnel's stages, which have
+search's shape (`stages.rec_stages`, looped by `serving.stages.run_stages`); the API, the dashboard and
 `funnel recommend` all call it.
 
 Requests:
@@ -35,12 +36,14 @@ import numpy as np
 
 from funnel.core.config import Config
 from funnel.core.errors import InputError
+from funnel.ranking.serving.stages import Request, run_stages
 
 from .build import FittedFunnel
 from .features import build_context
-from .funnel import Batch, Funnel, FunnelConfig, recommend
+from .funnel import Funnel, FunnelConfig
 from .rerank import RerankConfig
 from .split import RecDataset
+from .stages import rec_stages
 from .store_log import read_home_log
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,7 @@ class RecService:
         # the whole log is known at serving (build_context "all"), built once
         self._funnel = Funnel(fitted.routes(), build_context(ds, "all"), fitted.coarse, [fitted.sasrec],
                               fitted.fine, self.funnel_config)
+        self._stages = rec_stages(self._funnel, ds)  # search's stage shape; the request's k sets rerank's
         # a list can only be as long as the fine stage's (coarse_k survivors)
         self.max_k = min(config.rec.max_k, fitted.config.coarse_k)
         self.default_k = min(config.rec.default_k, self.max_k)
@@ -163,8 +167,8 @@ class RecService:
 
     # -- recommend --------------------------------------------------------------------------------
 
-    def _request(self, user: str | None, history: list[str] | None) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """-> (history item indices, their timestamps, user index or -1, request time)."""
+    def _request(self, user: str | None, history: list[str] | None, k: int) -> tuple[Request, np.ndarray]:
+        """-> (the stages' request, the history as item indices)."""
         u = self._users.get(str(user)) if user is not None else None
         if history is None:
             if u is None:
@@ -173,7 +177,8 @@ class RecService:
             seq, ts = self.ds.sequences[u], self.ds.timestamps[u]
             if len(seq) == 0:
                 raise InputError(f"user {user!r} has no logged interactions; pass a history")
-            return seq, ts, u, int(ts[-1]) + 1
+            return Request(history=self.ds.item_ids[seq].tolist(), k=k, user=str(user), history_ts=ts,
+                           now=int(ts[-1]) + 1), seq
         ids = [str(i).strip() for i in history]
         if not ids or not all(ids):
             raise InputError("history: expected a non-empty list of item ids, oldest first")
@@ -181,7 +186,9 @@ class RecService:
         if unknown:
             raise InputError(f"history: unknown item ids {sorted(set(unknown), key=unknown.index)[:10]}")
         seq = np.array([self._items[i] for i in ids], np.int64)
-        return seq, np.full(len(seq), self.now, np.int64), (-1 if u is None else u), self.now
+        # a known user keeps their features; an unknown one reads as unknown (the stages map ids to indices)
+        return Request(history=ids, k=k, user=None if user is None else str(user),
+                       history_ts=np.full(len(seq), self.now, np.int64), now=self.now), seq
 
     def recommend(self, user: str | None = None, history: list[str] | None = None, k: int = 10,
                   explain: bool = False) -> dict:
@@ -190,26 +197,23 @@ class RecService:
         ``score``: the fine stage's score (None for a pinned item that did not reach it)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.max_k:
             raise InputError(f"k: expected an integer in 1..{self.max_k}, got {k!r}")
-        seq, ts, u, now = self._request(user, history)
-        funnel = replace(self._funnel, config=replace(self.funnel_config,
-                                                      rerank=replace(self.funnel_config.rerank, k=int(k))))
-        batch = Batch([seq], [ts], np.array([u], np.int64), np.array([now], np.int64))
+        request, seq = self._request(user, history, int(k))
         with self._lock:
-            out = recommend(funnel, batch, trace=explain)
-        before = out.stages.get("fine") or out.stages.get("coarse") or out.stages["recall"]
-        score_of = {int(i): float(s) for i, s in zip(before.items[0], before.scores[0])}
-        final = [int(i) for i in out.stages["rerank"].items[0] if i > 0]
+            out = run_stages(self._stages, request)
+        traces = {t.stage: t for t in out.trace}
+        before = traces.get("fine") or traces.get("coarse") or traces["recall"]
+        score_of = dict(zip(before.doc_ids, before.scores.tolist()))
         items = []
-        for rank, i in enumerate(final, 1):
+        for rank, i in enumerate(out.ords.tolist(), 1):
             row = self._item_row(i)
             items.append({"rank": rank, "item_id": row["item_id"], "title": row["title"], "genres": row["genres"],
-                          "score": score_of.get(i)})
+                          "score": score_of.get(row["item_id"])})
         result = {"user": None if user is None else str(user), "k": int(k), "items": items,
-                  "ms": {name: round(float(ms), 3) for name, ms in out.ms.items()}}
+                  "ms": {t.stage: round(float(t.ms), 3) for t in out.trace}}
         if explain:
-            ids = self.ds.item_ids
-            result["stages"] = {name: [str(ids[i]) for i in c.items[0] if i > 0] for name, c in out.stages.items()}
-            result["trace"] = self._trace(out.traces[0], before.items[0], seq)
+            result["stages"] = {t.stage: list(t.doc_ids) for t in out.trace}
+            fine_items = np.array([self._items[d] for d in before.doc_ids], np.int64)
+            result["trace"] = self._trace(traces["rerank"].detail, fine_items, seq)
         return result
 
     def _trace(self, trace: dict, fine_items: np.ndarray, seq: np.ndarray) -> list[dict]:

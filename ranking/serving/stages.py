@@ -7,6 +7,7 @@ is what `--explain`, the API and the dashboard show.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,20 +22,25 @@ class Request:
     profile: str = "cpu"
     pinned: list[str] = field(default_factory=list)  # doc ids forced to the top, in order
     blocked: list[str] = field(default_factory=list)  # doc ids never shown
+    # recommendation only (search leaves them unset): who asks and when, for the user and time features
+    user: str | None = None  # user id; None or an id the log does not know: features unknown (cold start)
+    history_ts: Sequence[int] | None = None  # Unix seconds of each history item, oldest first
+    now: int | None = None  # request time, Unix seconds
 
 
 @dataclass
 class StageTrace:
     stage: str
     doc_ids: list[str]
-    scores: np.ndarray  # float32 (n,)
+    scores: np.ndarray  # float32 (n,) (recommendation keeps its stages' float64)
     ms: float
+    detail: dict | None = None  # a stage's own record of its decisions (recommendation: the rerank rules)
 
 
 @dataclass
 class Candidates:
     """Candidate documents, best first: parallel arrays plus named per-candidate features."""
-    ords: np.ndarray  # int64 (n,) global doc ordinals in the index
+    ords: np.ndarray  # int64 (n,) global doc ordinals in the index (recommendation: item indices)
     doc_ids: list[str]
     scores: np.ndarray  # float32 (n,) the latest stage's score
     features: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n,)
@@ -60,3 +66,15 @@ class Stage(Protocol):
 
     def rank(self, request: Request, candidates: Candidates, k: int) -> Candidates:
         ...
+
+
+def run_stages(stages: Sequence[tuple[Stage, int]], request: Request) -> Candidates:
+    """Pass a request through ``(stage, k it keeps)`` pairs, recall first: each keeps at least ``request.k``
+    candidates and the last exactly ``request.k`` (cut here when the last is not a rerank stage)."""
+    cands = Candidates.empty()
+    last = len(stages) - 1
+    for i, (stage, k) in enumerate(stages):
+        cands = stage.rank(request, cands, request.k if i == last else max(k, request.k))
+    if stages and stages[-1][0].name != "rerank":
+        cands = cands.take(np.arange(min(request.k, len(cands))))
+    return cands

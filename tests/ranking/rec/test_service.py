@@ -144,3 +144,31 @@ def test_missing_pieces(tmp_path, home):
         store.write_interactions("movielens", [("u", "1", 1, None), ("u", "2", 2, None)])
     with pytest.raises(InputError, match="funnel build --task rec"):
         RecService.load(other)
+
+
+@pytest.mark.parametrize("user, history", [("1", None), ("4", None), (None, ["5", "6", "7"]), ("2", ["38", "39"])])
+def test_same_answer_as_the_batched_funnel(service, user, history):
+    """The service runs the search-shaped stages (`rec.stages`); its answer is the batched `recommend`'s."""
+    from dataclasses import replace
+
+    from funnel.ranking.rec.funnel import Batch, recommend
+
+    ds, k = service.ds, 4
+    if history is None:
+        u = service._users[user]
+        seq, ts, now = ds.sequences[u], ds.timestamps[u], int(ds.timestamps[u][-1]) + 1
+    else:
+        u = service._users[user] if user is not None else -1  # a known user keeps their features
+        seq, now = np.array([service._items[i] for i in history], np.int64), service.now
+        ts = np.full(len(seq), now, np.int64)
+    cfg = service.funnel_config
+    funnel = replace(service._funnel, config=replace(cfg, rerank=replace(cfg.rerank, k=k)))
+    out = recommend(funnel, Batch([seq], [ts], np.array([u]), np.array([now])), trace=True)
+    got = service.recommend(user, history, k=k, explain=True)
+    ids, fine = ds.item_ids, out.stages["fine"]
+    assert got["stages"] == {name: [str(ids[i]) for i in c.items[0] if i > 0] for name, c in out.stages.items()}
+    score_of = {int(i): float(s) for i, s in zip(fine.items[0], fine.scores[0])}
+    assert [(r["item_id"], r["score"]) for r in got["items"]] == [
+        (str(ids[i]), score_of.get(int(i))) for i in out.stages["rerank"].items[0] if i > 0]
+    assert got["trace"] == service._trace(out.traces[0], fine.items[0], seq)
+    assert list(got["ms"]) == list(out.ms)
