@@ -34,7 +34,7 @@ from funnel.ranking.serving.features import DocCache, FeatureContext
 from funnel.ranking.serving.fine import CrossEncoderReranker, fusion_weight
 from funnel.ranking.serving.recall import build_recall
 from funnel.ranking.serving.rerank import Reranker
-from funnel.ranking.serving.stages import Candidates, Request
+from funnel.ranking.serving.stages import Candidates, Request, run_stages
 
 
 log = logging.getLogger(__name__)
@@ -68,13 +68,7 @@ class Pipeline:
             self._running += 1
         try:
             with self.gate.hold() if self.gate is not None else contextlib.nullcontext():
-                cands = Candidates.empty()
-                last = len(self.stages) - 1
-                for i, (stage, k) in enumerate(self.stages):
-                    cands = stage.rank(request, cands, request.k if i == last else max(k, request.k))
-                if self.stages and self.stages[-1][0].name != "rerank":
-                    cands = cands.take(np.arange(min(request.k, len(cands))))
-                return cands
+                return run_stages(self.stages, request)  # the loop search and recommendation share
         finally:
             with self._running_lock:
                 self._running -= 1
