@@ -95,7 +95,9 @@ def main() -> int:
         fusion = json.loads(config.paths.fusion.read_text(encoding="utf-8"))
         notes.append(f"fine_weight {fusion['fine_weight']:g}, chosen by `funnel build` on {fusion['split']} "
                      f"({fusion['queries']} queries): " + ", ".join(f"{w} -> {v:.4f}" for w, v in fusion["sweep"].items())
-                     + f" (coarse alone {fusion['baseline']:.4f})")
+                     + f" (coarse alone {fusion['baseline']:.4f})" +
+                     ("" if fusion.get("cpu_fine", True) else "; the fine stage did not beat the coarse ranker there, "
+                      "so the cpu profile leaves it out"))
     else:
         notes.append(f"fine_weight {fusion_weight(config):g} (config; no fusion.json in the home)")
 
@@ -125,7 +127,7 @@ def main() -> int:
         f"- machine: {machine()}",
         f"- command: `{command()}`",
         f"- data: {args.data} [{args.split}], {full['queries']} judged queries; stages: {' -> '.join(stages)}",
-        f"- candidate counts: recall {pc.recall_k} -> coarse {pc.coarse_k} -> fine {fine_depth} -> final {pc.final_k} "
+        f"- candidate counts: recall {pc.recall_k} -> coarse {pc.coarse_k} -> fine {fine_depth or '(none)'} -> final {pc.final_k} "
         f"(nDCG/Recall of each row: the funnel's list had it stopped after that stage, lists cut at 100)",
         f"- latency: milliseconds per query and stage (p50/p95 over the split, after 3 warm-up queries); "
         f"fine max length {pc.cpu_fine_max_length if args.profile == 'cpu' else pc.gpu_fine_max_length} tokens",

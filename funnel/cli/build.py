@@ -308,7 +308,8 @@ class _Build:
             step = self._start("fusion")
             out = fit_fusion(config, self.data_dir, self.dev_split, config.paths.fusion, progress=self.progress)
             self._done(step, f"fine_weight {out['fine_weight']:g} (nDCG@10 {out['sweep'][str(out['fine_weight'])]:.4f} "
-                             f"on {out['queries']} {self.dev_split} queries; coarse alone {out['baseline']:.4f})")
+                             f"on {out['queries']} {self.dev_split} queries; coarse alone {out['baseline']:.4f}; "
+                             f"cpu profile {'with' if out['cpu_fine'] else 'without'} the fine stage)")
         self.report["total"] = f"{time.perf_counter() - self.t0:.0f} s"
         self._write()
         return self.report

@@ -20,19 +20,26 @@ log = logging.getLogger(__name__)
 DEFAULT_FINE_WEIGHT = 32.0  # without a fitted weight: mostly the coarse order, the cross-encoder breaks near-ties
 
 
-def fusion_weight(config: Config) -> float:
-    """The w of ``fine score = cross-encoder logit + w x coarse score``: ``pipeline.fine_weight`` when
-    set (>= 0), else the weight `funnel build` chose on held-out training queries (``fusion.json``,
-    written by `funnel.ranking.training.fusion`), else DEFAULT_FINE_WEIGHT."""
+def fusion_choice(config: Config) -> tuple[float, bool]:
+    """(w, cpu_fine): the w of ``fine score = cross-encoder logit + w x coarse score``, and whether the
+    `cpu` profile runs the fine stage at all. ``pipeline.fine_weight`` when set (>= 0: the stage always
+    runs), else what `funnel build` chose on held-out training queries (``fusion.json``, written by
+    `funnel.ranking.training.fusion`: the stage is dropped from the `cpu` profile where its best weight
+    did not beat the coarse ranker alone), else (DEFAULT_FINE_WEIGHT, True)."""
     if config.pipeline.fine_weight >= 0:
-        return config.pipeline.fine_weight
+        return config.pipeline.fine_weight, True
     try:
-        return float(json.loads(config.paths.fusion.read_text(encoding="utf-8"))["fine_weight"])
+        meta = json.loads(config.paths.fusion.read_text(encoding="utf-8"))
+        return float(meta["fine_weight"]), bool(meta.get("cpu_fine", True))
     except FileNotFoundError:
-        return DEFAULT_FINE_WEIGHT
+        return DEFAULT_FINE_WEIGHT, True
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("%s: unreadable (%s); fine_weight %g", config.paths.fusion, exc, DEFAULT_FINE_WEIGHT)
-        return DEFAULT_FINE_WEIGHT
+        return DEFAULT_FINE_WEIGHT, True
+
+
+def fusion_weight(config: Config) -> float:
+    return fusion_choice(config)[0]
 
 
 class CrossEncoderReranker:

@@ -31,7 +31,7 @@ from funnel.ranking.evaluate import evaluate
 from funnel.ranking.serving.batching import enable_batching
 from funnel.ranking.serving.coarse import CoarseModel, CoarseRanker
 from funnel.ranking.serving.features import DocCache, FeatureContext
-from funnel.ranking.serving.fine import CrossEncoderReranker, fusion_weight
+from funnel.ranking.serving.fine import CrossEncoderReranker, fusion_choice
 from funnel.ranking.serving.recall import build_recall
 from funnel.ranking.serving.rerank import Reranker
 from funnel.ranking.serving.stages import Candidates, Request, run_stages
@@ -107,7 +107,11 @@ class Pipeline:
                 plan.append((CoarseRanker(CoarseModel.load(config.paths.coarse_model), ctx), pc.coarse_k))
             else:
                 log.info("no coarse model in %s: coarse stage skipped (`funnel train coarse`)", config.paths.coarse_model)
-        if "fine" in wanted:
+        fuse, cpu_fine = fusion_choice(config)
+        if "fine" in wanted and profile == "cpu" and not cpu_fine:
+            log.info("fine stage left out of the cpu profile: on held-out training queries it did not beat the "
+                     "coarse ranker (%s; set pipeline.fine_weight to run it)", config.paths.fusion)
+        elif "fine" in wanted:
             fine_dir = Path(config.fine.model) if config.fine.model else config.paths.cross_encoder
             if (fine_dir / "config.json").exists():
                 from funnel.ranking.models.cross_encoder import load_cross_encoder  # torch: only when a model is served
@@ -117,7 +121,7 @@ class Pipeline:
                                              dtype=config.fine.dtype, cpu_dtype=config.fine.cpu_dtype,
                                              max_length=pc.gpu_fine_max_length if gpu else pc.cpu_fine_max_length)
                 depth = pc.gpu_fine_k if gpu else pc.cpu_fine_k
-                fuse = fusion_weight(config) if len(plan) > 1 else 0.0  # the coarse score is what gets fused
+                fuse = fuse if len(plan) > 1 else 0.0  # the coarse score is what gets fused
                 # on a GPU one batch of every candidate: per-batch kernel launches cost more than padding
                 batch = max(config.fine.batch_size, depth) if encoder.device.type == "cuda" else config.fine.batch_size
                 plan.append((CrossEncoderReranker(encoder, docs.texts, depth=depth,

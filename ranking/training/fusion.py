@@ -12,9 +12,11 @@ fitted on, from one pass of cross-encoder scores per query.
 Files
 -----
 ``HOME/models/fusion.json`` (`config.paths.fusion`), format_version 1: ``fine_weight`` (float, the
-chosen w), ``split`` (judgements it was chosen on), ``queries`` (how many), ``profile`` (whose fine
-depth was swept), ``sweep`` ({w: nDCG@10}), ``baseline`` (nDCG@10 of the coarse stage alone on the
-same queries).
+chosen w), ``cpu_fine`` (bool: the best weight beats the coarse stage alone by at least MIN_GAIN, so
+the `cpu` profile runs the fine stage; where it does not, the stage costs its latency for nothing and
+the `cpu` profile leaves it out), ``split`` (judgements it was chosen on), ``queries`` (how many),
+``profile`` (whose fine depth was swept), ``sweep`` ({w: nDCG@10}), ``baseline`` (nDCG@10 of the
+coarse stage alone on the same queries).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from funnel.ranking.serving.pipeline import Pipeline, cascade_runs
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # read by `funnel.ranking.serving.fine.fusion_weight`
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+MIN_GAIN = 0.002  # nDCG@10 the fine stage must add over the coarse ranker to keep its place in the cpu profile
 
 
 def sweep_fine_weight(pipe: Pipeline, queries: dict[str, str], qrels: dict[str, dict[str, int]],
@@ -78,12 +81,14 @@ def fit_fusion(config: Config, data_dir: str | Path, split: str, out_path: Path,
     finally:
         pipe.close()
     w = best_weight(sweep)
-    out = {"format_version": FORMAT_VERSION, "fine_weight": w, "split": split,
+    out = {"format_version": FORMAT_VERSION, "fine_weight": w, "cpu_fine": sweep[w] >= baseline + MIN_GAIN,
+           "split": split,
            "queries": sum(1 for q in qrels if q in queries), "profile": profile,
            "sweep": {str(k): round(v, 5) for k, v in sweep.items()}, "baseline": round(baseline, 5)}
     tmp = out_path.with_name(out_path.name + ".tmp")
     tmp.write_text(json.dumps(out, indent=2), encoding="utf-8")
     tmp.replace(out_path)
     log.info("fusion: fine_weight %g on %s (nDCG@10 %.4f; coarse alone %.4f; weight 0, the cross-encoder "
-             "alone, %.4f)", w, split, sweep[w], baseline, sweep.get(0.0, float("nan")))
+             "alone, %.4f); the cpu profile %s the fine stage", w, split, sweep[w], baseline,
+             sweep.get(0.0, float("nan")), "keeps" if out["cpu_fine"] else "leaves out")
     return out

@@ -75,7 +75,7 @@ def test_build_of_the_hard_shape_finishes_within_its_budget(tmp_path):
     saved = json.loads((tmp_path / "h" / "build.json").read_text())
     assert float(saved["report"]["total"].split()[0]) <= budget * 60
     assert {row["step"] for row in saved["plan"]} == {"ingest+index", "embed documents", "dual-encoder",
-                                                      "fold encoders", "coarse", "cross-encoder"}
+                                                      "fold encoders", "coarse", "cross-encoder", "fusion"}
     recipe = {row["step"]: row["recipe"] for row in saved["plan"]}
     assert "positives/query/epoch" in recipe["cross-encoder"]  # pairs sampled per query, not hours of steps
     ce = json.loads((tmp_path / "h" / "models" / "cross-encoder" / "funnel_meta.json").read_text())["training"]

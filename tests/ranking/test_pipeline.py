@@ -96,6 +96,26 @@ def test_untrained_stages_are_skipped_and_bad_settings_refused(tiny_home):
         Pipeline.from_config(small_config(tiny_home), "cpu", stages=["recall", "magic"])
 
 
+def test_the_build_s_fusion_choice_can_leave_the_fine_stage_out_of_the_cpu_profile(trained_home, tmp_path):
+    """fusion.json with cpu_fine false: the cpu profile runs without the cross-encoder, the gpu profile
+    keeps it, and a fine_weight set in the config brings it back."""
+    import json
+    from dataclasses import replace
+
+    home = tmp_path / "home"
+    shutil.copytree(trained_home, home)
+    config = small_config(home)
+    config.paths.fusion.write_text(json.dumps({"format_version": 1, "fine_weight": 8.0, "cpu_fine": False}))
+    names = {}
+    for profile, cfg in (("cpu", config), ("gpu", config),
+                         ("cpu set", replace(config, pipeline=replace(config.pipeline, fine_weight=8.0)))):
+        pipe = Pipeline.from_config(cfg, profile.split()[0])
+        names[profile] = pipe.stage_names
+        pipe.close()
+    assert names == {"cpu": ["bm25", "coarse", "rerank"], "gpu": ["bm25", "coarse", "fine", "rerank"],
+                     "cpu set": ["bm25", "coarse", "fine", "rerank"]}
+
+
 def test_gpu_profile_uses_its_depth_and_falls_back_to_cpu(trained_home):
     pipe = Pipeline.from_config(small_config(trained_home), "gpu")
     try:
@@ -164,7 +184,11 @@ def test_cli_build_trains_and_publishes_every_model(tiny_dir, tmp_path):
     models = tmp_path / "h" / "models"
     assert (models / "coarse" / "model.txt").exists() and (models / "cross-encoder" / "model.safetensors").exists()
     assert not [p for p in models.iterdir() if p.name.startswith(".")]  # nothing half-published left behind
+    # the cpu profile runs the cross-encoder where the build found it beats the coarse ranker on held-out queries
+    cpu_fine = json.loads((models / "fusion.json").read_text())["cpu_fine"]
     r = funnel("search", "breast cancer", "--explain", "--json", home=tmp_path / "h")
+    assert r.returncode == 0 and ("fine" in json.loads(r.stdout.splitlines()[0])["stages"]) == cpu_fine, r.stderr
+    r = funnel("--set", "pipeline.fine_weight=8", "search", "breast cancer", "--explain", "--json", home=tmp_path / "h")
     assert r.returncode == 0 and "fine" in json.loads(r.stdout.splitlines()[0])["stages"], r.stderr
     r = funnel("build", "--data", str(tmp_path / "nowhere"), home=tmp_path / "h2")
     assert r.returncode == 2 and "qrels" in r.stderr
