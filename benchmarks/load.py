@@ -29,6 +29,7 @@ import os
 import platform
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -85,15 +86,20 @@ MODES = {
 MODE_NAMES = {"old": "old: locked, unbatched", "new": "new: shared, micro-batched"}
 
 
-def start_server(home: Path, port: int, extra: list[str]) -> tuple[subprocess.Popen, float]:
-    """The server process and its start time in seconds (launch to the first 200 from /health)."""
+def start_server(home: Path, port: int, extra: list[str] = (), log_file: Path | None = None
+                 ) -> tuple[subprocess.Popen, float]:
+    """`funnel serve` over HOME -> (process, seconds from launch to the first 200 from /health). Its
+    stderr goes to `log_file` (default: a new temporary file): a file, not a pipe nobody reads, which
+    blocks the server once full."""
     cmd = [sys.executable, "-m", "funnel.cli.main", "-q", "--home", str(home), *extra, "serve", "--port", str(port)]
+    log_file = log_file or Path(tempfile.mkdtemp(prefix="funnel-serve-")) / "serve.log"
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with open(log_file, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"funnel serve exited: {proc.stderr.read()[-2000:]}")
+            raise SystemExit(f"funnel serve exited: {log_file.read_text(encoding='utf-8')[-2000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                 return proc, time.perf_counter() - t0

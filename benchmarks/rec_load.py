@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import sys
@@ -36,37 +35,13 @@ set_runtime_env()
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.load import free_port, start_server  # noqa: E402
 from benchmarks.report import command, machine, publish  # noqa: E402
 from funnel.core.procs import stop_process  # noqa: E402
 from funnel.core.store import DocumentStore  # noqa: E402
 
 BAR_P95_MS = 50.0
 HISTORY_LEN = 20  # items in a cold-start history
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(home: Path, port: int, log_file: Path) -> tuple[subprocess.Popen, float]:
-    """`funnel serve` over HOME -> (process, seconds from launch to the first 200 from /health)."""
-    cmd = [sys.executable, "-m", "funnel.cli.main", "-q", "--home", str(home), "serve", "--port", str(port)]
-    t0 = time.perf_counter()
-    with open(log_file, "w", encoding="utf-8") as log:  # a file, not a pipe nobody reads (a full pipe blocks)
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"funnel serve exited: {log_file.read_text(encoding='utf-8')[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc, time.perf_counter() - t0
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("funnel serve did not answer /health within 300 s")
 
 
 def prepare_home(home: Path, ingest: str | None, funnel: str | None) -> list[str]:
@@ -145,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     port = free_port()
     log_file = Path(tempfile.mkdtemp(prefix="rec-load-")) / "serve.log"
-    proc, start_s = start_server(home, port, log_file)
+    proc, start_s = start_server(home, port, log_file=log_file)
     base = f"http://127.0.0.1:{port}"
     try:
         health = httpx.get(f"{base}/health", timeout=10).json()
