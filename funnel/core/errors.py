@@ -6,6 +6,7 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import errno
+import re
 from pathlib import Path
 
 
@@ -32,6 +33,7 @@ _STORAGE_ERRNOS = {errno.EROFS: "read-only file system", errno.EACCES: "permissi
                    errno.EPERM: "operation not permitted", errno.ENOSPC: "no space left on the disk",
                    errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit reached"}
 _SQLITE_STORAGE = ("readonly", "read-only", "disk is full", "disk i/o error", "unable to open database")
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 def storage_error(exc: BaseException, store_path: Path | None = None, home: Path | None = None) -> str | None:
@@ -47,6 +49,11 @@ def storage_error(exc: BaseException, store_path: Path | None = None, home: Path
             where = f" {exc.filename}" if exc.filename else (f" under {home}" if home else "")  # a write() names no file
             return (f"cannot write{where}: {_STORAGE_ERRNOS[exc.errno]}; nothing was published, the home "
                     f"still holds (and serves) what it held before")
+        code = _RUST_OS_ERROR.search(str(exc))  # safetensors (Rust) reports the errno only in its message
+        if code and int(code.group(1)) in _STORAGE_ERRNOS and not isinstance(exc, OSError):
+            where = f" under {home}" if home else ""
+            return (f"cannot write{where}: {_STORAGE_ERRNOS[int(code.group(1))]} ({exc}); nothing was published, "
+                    f"the home still holds (and serves) what it held before")
         if isinstance(exc, sqlite3.OperationalError) and any(s in str(exc).lower() for s in _SQLITE_STORAGE):
             where = f" {store_path}" if store_path else " the document store"
             verb = "open" if "unable to open" in str(exc) else "write"
