@@ -66,7 +66,7 @@ def main() -> int:
     from funnel.core.judgements import read_qrels, read_queries
     from funnel.core.config import load_config
     from funnel.ranking.evaluate import format_table
-    from funnel.ranking.serving.fine import fusion_weight
+    from funnel.ranking.serving.fine import fusion_choice
     from funnel.ranking.serving.pipeline import Pipeline, evaluate_pipeline
     from funnel.ranking.training.fusion import best_weight, sweep_fine_weight
 
@@ -99,7 +99,7 @@ def main() -> int:
                      ("" if fusion.get("cpu_fine", True) else "; the fine stage did not beat the coarse ranker there, "
                       "so the cpu profile leaves it out"))
     else:
-        notes.append(f"fine_weight {fusion_weight(config):g} (config; no fusion.json in the home)")
+        notes.append(f"fine_weight {fusion_choice(config)[0]:g} (config; no fusion.json in the home)")
 
     pipe = Pipeline.from_config(config, args.profile)
     full = evaluate_pipeline(pipe, queries, qrels, progress=True)

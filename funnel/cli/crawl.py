@@ -37,38 +37,35 @@ def register(sub) -> None:
     c.set_defaults(handler=_crawl)
 
 
-def _ingest_beir(args, config) -> int:
-    from funnel.crawler.beir import ingest_beir
+def _ingest(path, load) -> dict:
+    """Open the store at `path` and run ``load(store) -> counts``; a refused first ingest leaves no empty
+    store behind."""
     from funnel.core.store import DocumentStore
 
-    path = config.paths.store
     first = not path.exists()
     try:
         with DocumentStore(path) as store:
-            counts = ingest_beir(args.dir, store, name=args.name)
+            return load(store)
     except BaseException:
-        if first:  # a refused first ingest leaves no empty store behind
+        if first:
             for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
                 leftover.unlink(missing_ok=True)
         raise
+
+
+def _ingest_beir(args, config) -> int:
+    from funnel.crawler.beir import ingest_beir
+
+    counts = _ingest(config.paths.store, lambda store: ingest_beir(args.dir, store, name=args.name))
     print(f"ingested into {config.paths.store}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
 
 def _ingest_movielens(args, config) -> int:
-    from funnel.core.store import DocumentStore
     from funnel.ranking.rec.store_log import ingest_movielens
 
     path = config.paths.store
-    first = not path.exists()
-    try:
-        with DocumentStore(path) as store:
-            counts = ingest_movielens(store, args.path)
-    except BaseException:
-        if first:  # a refused first ingest leaves no empty store behind
-            for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-                leftover.unlink(missing_ok=True)
-        raise
+    counts = _ingest(path, lambda store: ingest_movielens(store, args.path))
     print(f"ingested MovieLens into {path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print("next: `funnel build --task rec` to fit the recommendation funnel; `funnel index` makes the movies searchable")
     return 0

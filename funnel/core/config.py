@@ -287,7 +287,7 @@ class PipelineConfig:
     cpu_fine_max_length: int = 128  # cross-encoder tokens per pair in the `cpu` profile
     gpu_fine_max_length: int = 256  # ... and in the `gpu` profile
     # fine score = cross-encoder logit + fine_weight x coarse score; -1: the weight `funnel build` chose on
-    # held-out training queries (HOME/models/fusion.json), 32 without one (`funnel.ranking.serving.fine.fusion_weight`)
+    # held-out training queries (HOME/models/fusion.json), 32 without one (`funnel.ranking.serving.fine.fusion_choice`)
     fine_weight: float = -1.0
     stages: str = "recall,coarse,fine,rerank"  # drop a name to skip that stage
 

@@ -38,15 +38,12 @@ def fusion_choice(config: Config) -> tuple[float, bool]:
         return DEFAULT_FINE_WEIGHT, True
 
 
-def fusion_weight(config: Config) -> float:
-    return fusion_choice(config)[0]
-
 
 class CrossEncoderReranker:
     """Fine-ranking stage: rescores the top `depth` candidates with the cross-encoder.
 
     The final score is ``ce + fuse_weight * coarse`` when ``fuse_weight`` is set (the cross-encoder's
-    logit plus the previous stage's score, weighted: `fusion_weight`), or the cross-encoder logit
+    logit plus the previous stage's score, weighted: `fusion_choice`), or the cross-encoder logit
     alone when it is 0. Candidates below `depth` keep the previous stage's order after the rescored ones (their
     scores shifted to sit below), so a shallow depth (the `cpu` profile's 6) still returns k results;
     their ``ce`` feature is 0 and ``ce_scored`` tells the two apart.

@@ -32,7 +32,7 @@ from funnel.ranking.evaluate import evaluate
 from funnel.ranking.serving.pipeline import Pipeline, cascade_runs
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1  # read by `funnel.ranking.serving.fine.fusion_weight`
+FORMAT_VERSION = 1  # read by `funnel.ranking.serving.fine.fusion_choice`
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 MIN_GAIN = 0.002  # nDCG@10 the fine stage must add over the coarse ranker to keep its place in the cpu profile
 

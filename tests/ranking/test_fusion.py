@@ -3,20 +3,20 @@ import json
 from dataclasses import replace
 
 from funnel.core.config import load_config
-from funnel.ranking.serving.fine import DEFAULT_FINE_WEIGHT, fusion_weight
+from funnel.ranking.serving.fine import DEFAULT_FINE_WEIGHT, fusion_choice
 from funnel.ranking.training.fusion import best_weight
 
 
 def test_the_config_wins_then_the_build_then_the_default(tmp_path):
     config = load_config(None, [f'paths.home="{tmp_path}"'])
-    assert fusion_weight(config) == DEFAULT_FINE_WEIGHT  # nothing fitted
+    assert fusion_choice(config) == (DEFAULT_FINE_WEIGHT, True)  # nothing fitted
     config.paths.models.mkdir(parents=True)
-    config.paths.fusion.write_text(json.dumps({"format_version": 1, "fine_weight": 4.0}))
-    assert fusion_weight(config) == 4.0
+    config.paths.fusion.write_text(json.dumps({"format_version": 1, "fine_weight": 4.0, "cpu_fine": False}))
+    assert fusion_choice(config) == (4.0, False)
     set_to_zero = replace(config, pipeline=replace(config.pipeline, fine_weight=0.0))
-    assert fusion_weight(set_to_zero) == 0.0  # 0 is a weight (the cross-encoder alone), not "unset"
+    assert fusion_choice(set_to_zero) == (0.0, True)  # 0 is a weight (the cross-encoder alone), not "unset"
     config.paths.fusion.write_text("{not json")
-    assert fusion_weight(config) == DEFAULT_FINE_WEIGHT
+    assert fusion_choice(config) == (DEFAULT_FINE_WEIGHT, True)
 
 
 def test_ties_go_to_the_larger_weight():
