@@ -8,6 +8,7 @@ dictionary, postings, document lengths and ids, and give bit-identical BM25 scor
 ``benchmarks/results/spark_index.md``.
 
     .venv/bin/python benchmarks/spark_index.py [--scifact DIR] [--shards 4]
+    .venv/bin/python benchmarks/spark_index.py --synthetic 100000,300000,1000000 [--work DIR]
 """
 from __future__ import annotations
 
@@ -73,22 +74,70 @@ def prepare_javadoc(home: Path) -> list[str]:
     return titles[:: max(1, len(titles) // 500)][:500]
 
 
-RUSAGE_WRAP = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
-               "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+class TreeMemory:
+    """Peak resident memory of a process tree, sampled every `every_s` seconds in a thread: the
+    driver (the root process and any JVM it started) apart from everything else in the tree (in local
+    mode: the executors' Python workers under the driver's JVM; on a standalone cluster, the executors
+    run under the workers' JVMs, outside the driver's tree)."""
+
+    def __init__(self, pid: int, every_s: float = 0.2):
+        import threading
+
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.driver_mb = self.other_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every_s: float) -> None:
+        import psutil
+
+        while not self._stop.wait(every_s):
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                driver = other = 0
+                for p in procs:
+                    try:
+                        rss = p.memory_info().rss
+                        is_driver = p.pid == self.root.pid or (p.ppid() == self.root.pid and "java" in p.name())
+                    except psutil.Error:
+                        continue
+                    if is_driver:
+                        driver += rss
+                    else:
+                        other += rss
+            except psutil.Error:
+                continue
+            self.driver_mb = max(self.driver_mb, driver / 2**20)
+            self.other_mb = max(self.other_mb, other / 2**20)
+
+    def stop(self) -> "TreeMemory":
+        self._stop.set()
+        self._thread.join()
+        return self
 
 
-def timed_cli(args: list[str], env: dict | None = None) -> tuple[float, float]:
-    """Run `funnel ARGS` in a fresh driver process: (seconds, peak RSS in MB of its largest process)."""
+def timed_run(argv: list[str], env: dict | None = None) -> tuple[float, TreeMemory]:
+    """Run `argv` as a fresh process: (seconds, its sampled peak memory)."""
     import subprocess
 
     t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, "-c", RUSAGE_WRAP, sys.executable, "-m", "funnel.cli.main", *args],
-                         capture_output=True, text=True, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    mem = TreeMemory(proc.pid)
+    out = proc.communicate()[0]
     t = time.perf_counter() - t0
-    if run.returncode:
-        raise SystemExit(f"funnel {' '.join(args)} failed:\n{run.stdout}\n{run.stderr[-3000:]}")
-    kb = int(run.stdout.rsplit("MAXRSS_KB", 1)[1].split()[0])
-    return t, kb / 1024
+    mem.stop()
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{out[-3000:]}")
+    return t, mem
+
+
+LOCAL_BUILD = ("import sys; from funnel.core.store import DocumentStore; from funnel.index.analyze import Analyzer; "
+               "from funnel.index.builder import build_index; "
+               "store = DocumentStore(sys.argv[1], readonly=True); "
+               "build_index(store, sys.argv[2], Analyzer(), incremental=False, progress=False); store.close()")
 
 
 def latency(retriever, queries: list[str], k: int = 10) -> tuple[float, float]:
@@ -102,67 +151,85 @@ def latency(retriever, queries: list[str], k: int = 10) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def synthetic(args) -> str:
-    """Local builder vs sharded Spark builds (local[1], local[2], a 2-worker standalone cluster) on the
-    synthetic corpus; query latency of the single index vs 4 shards. Returns a Markdown section."""
-    import resource
+def synthetic_store(work: Path, n: int) -> Path:
+    """HOME for the first `n` documents of the synthetic corpus, with its store and Parquet export."""
+    from benchmarks.synthetic_corpus import make_store
 
-    from benchmarks.synthetic_corpus import make_store, vocabulary
+    home = (work / f"synthetic-{n}").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    make_store(home, n)
+    if not (home / "parquet" / "docs.parquet").exists():
+        with DocumentStore(home / "store.sqlite", readonly=True) as store:
+            store.export_parquet(home / "parquet")
+    return home
+
+
+def synthetic(args) -> str:
+    """Local builder vs sharded Spark builds on the synthetic corpus at each size of `args.synthetic`:
+    the 2-worker standalone cluster at every size (its driver's memory as N grows), local[1] and
+    local[2] at the largest; sharded = single index on every query; query latency of 1 vs N shards.
+    Returns a Markdown section."""
+    from benchmarks.synthetic_corpus import vocabulary
     from funnel.pipelines.standalone import cluster_env, start_cluster
 
-    n = args.synthetic
-    home = (Path(args.work) / f"synthetic-{n}").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    make_store(home, n)
-    print(f"store: {time.perf_counter() - t0:.0f}s", flush=True)
-    with DocumentStore(home / "store.sqlite", readonly=True) as store:
-        store.export_parquet(home / "parquet")
-        shutil.rmtree(home / "index-local", ignore_errors=True)
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        t0 = time.perf_counter()
-        build_index(store, home / "index-local", Analyzer(), incremental=False, progress=False)
-        t_local = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rows = [f"| local builder (1 process) | 1 | {t_local:.1f} | {n / t_local:,.0f} | 1.00 | "
-            f"{rss:,.0f} (benchmark process; {rss0:,.0f} before) |"]
-    print(rows[-1], flush=True)
-    base = ["--home", str(home), "-q", "pipeline", "index", "--input", str(home / "parquet"), "--shards", "4"]
-    runs = [("Spark local[1]", "local[1]", None), ("Spark local[2]", "local[2]", None)]
-    cluster = None
-    try:
-        if not args.no_cluster:
-            cluster = start_cluster(home / "cluster", workers=2, cores=1, memory="2g")
-            runs.append(("Spark standalone, 2 workers x 1 core", cluster.master_url, cluster_env()))
-        for name, master, env in runs:
-            t, mb = timed_cli(base + ["--master", master], env)
-            rows.append(f"| {name} | 4 | {t:.1f} | {n / t:,.0f} | {t_local / t:.2f} | {mb:,.0f} |")
-            print(rows[-1], flush=True)
-    finally:
-        if cluster is not None:
-            cluster.stop()
+    sizes = sorted(int(x) for x in str(args.synthetic).split(","))
+    work = Path(args.work)
     rng = np.random.default_rng(1)
     words = vocabulary(300_000)  # the generator's words, same seed: ranks 100-20,000 are mid-frequency terms
     queries = [" ".join(words[rng.integers(100, 20_000, 3)]) for _ in range(args.queries)]
-    single, sharded = Bm25Retriever.open(home / "index-local"), Bm25Retriever.open(home / "index")
-    same = all(a.doc_ids == b.doc_ids and np.array_equal(a.scores, b.scores)
-               for a, b in ((single.search(q, 10), sharded.search(q, 10)) for q in queries))
-    lat = [("1 (single index)", single), (f"{len(sharded.shards)} shards, scatter-gather in one process", sharded)]
-    lat_rows = [f"| {name} | {p50:.2f} | {p99:.2f} |" for name, r in lat for p50, p99 in [latency(r, queries)]]
+    rows, lat_rows, same_all = [], [], []
+    cluster = start_cluster(work / "cluster", workers=2, cores=1, memory="4g") if not args.no_cluster else None
+    try:
+        for n in sizes:
+            home = synthetic_store(work, n)
+            load = os.getloadavg()[0]
+            shutil.rmtree(home / "index-local", ignore_errors=True)
+            t_local, mem = timed_run([sys.executable, "-c", LOCAL_BUILD, str(home / "store.sqlite"),
+                                      str(home / "index-local")])
+            rows.append(f"| {n:,} | local builder (1 process) | 1 | {t_local:.1f} | {n / t_local:,.0f} | 1.00 | "
+                        f"{mem.driver_mb:,.0f} | - | {load:.1f} |")
+            print(rows[-1], flush=True)
+            base = [sys.executable, "-m", "funnel.cli.main", "--home", str(home), "-q", "pipeline", "index",
+                    "--input", str(home / "parquet"), "--shards", str(args.shards)]
+            runs = [("Spark local[1]", "local[1]", None), ("Spark local[2]", "local[2]", None)] if n == sizes[-1] else []
+            if cluster is not None:
+                runs.append(("Spark standalone, 2 workers x 1 core", cluster.master_url, cluster_env()))
+            for name, master, env in runs:
+                load = os.getloadavg()[0]
+                t, mem = timed_run(base + ["--master", master], env)
+                workers = f"{mem.other_mb:,.0f}" if master.startswith("local") else "(on the workers)"
+                rows.append(f"| {n:,} | {name} | {args.shards} | {t:.1f} | {n / t:,.0f} | {t_local / t:.2f} | "
+                            f"{mem.driver_mb:,.0f} | {workers} | {load:.1f} |")
+                print(rows[-1], flush=True)
+            single, sharded = Bm25Retriever.open(home / "index-local"), Bm25Retriever.open(home / "index")
+            same_all.append(all(a.doc_ids == b.doc_ids and np.array_equal(a.scores, b.scores)
+                                for a, b in ((single.search(q, 10), sharded.search(q, 10)) for q in queries)))
+            if n == sizes[-1]:
+                lat = [("1 (single index)", single),
+                       (f"{len(sharded.shards)} shards, scatter-gather in one process", sharded)]
+                lat_rows = [f"| {name} | {p50:.2f} | {p99:.2f} |" for name, r in lat for p50, p99 in [latency(r, queries)]]
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    sizes_s = ", ".join(f"{n:,}" for n in sizes)
     return "\n".join([
-        f"## Synthetic corpus, {n:,} documents", "",
-        f"Command: `.venv/bin/python benchmarks/spark_index.py --synthetic {n}` "
+        f"## Synthetic corpus, {sizes_s} documents", "",
+        f"Command: `.venv/bin/python benchmarks/spark_index.py --synthetic {args.synthetic} --shards {args.shards}` "
         "(corpus: `benchmarks/synthetic_corpus.py`, Zipfian vocabulary of 300k pseudo-words, s = 1.07, "
-        "log-normal lengths, median ~165 tokens).",
-        "Spark rows: `funnel pipeline index --shards 4 --input PARQUET --master M` in a fresh driver process "
-        "(JVM start included), each executor writing its shard; the local builder reads the SQLite store. "
-        "Peak MB: the largest single process of the run that the driver process reaped (getrusage "
-        "RUSAGE_CHILDREN): the Python driver and, in local mode, Python workers; the JVMs are not counted "
-        "(pyspark does not wait for its JVM), so this is the Python side only. Local builder: the benchmark "
-        "process's own peak.", "",
-        "| build | shards | seconds | docs/s | vs local | peak MB |", "|---|---|---|---|---|---|", *rows, "",
-        f"Query latency, BM25 top 10, {len(queries)} three-word queries of mid-frequency terms; sharded and "
-        f"single index give identical ids and scores on all of them: {same}.", "",
+        "log-normal lengths, median ~165 tokens; each size is the first N documents of the same corpus).", "",
+        "Every build runs as a fresh process, timed from launch to exit (JVM start included). Local builder: "
+        "`funnel index --rebuild`'s code, reading the SQLite store, holding the whole index in memory. Spark: "
+        f"`funnel pipeline index --shards {args.shards} --input PARQUET --master M`, each executor writing its shard "
+        "to the shared folder; the driver receives counts only and reads the shards' term dictionaries one at a "
+        "time for the global document frequencies (no postings). Driver MB: peak resident memory (sampled every "
+        "0.2 s) of the driver process plus the JVM it starts; in local mode that JVM also runs the executors, "
+        "whose Python workers are the next column; on the standalone cluster the executors run under the workers "
+        "(not the driver). Load: the 1-minute load average before the row (2 cores).", "",
+        "| docs | build | shards | seconds | docs/s | vs local builder | driver MB | local-mode Python workers MB | load |",
+        "|---|---|---|---|---|---|---|---|---|", *rows, "",
+        f"Sharded and single index give identical ids and scores on all {len(queries)} three-word queries of "
+        f"mid-frequency terms at every size: {all(same_all)} ({', '.join(str(x) for x in same_all)}).", "",
+        f"Query latency at {sizes[-1]:,} documents, BM25 top 10, the same queries:", "",
         "| index | p50 ms | p99 ms |", "|---|---|---|", *lat_rows, ""])
 
 
@@ -172,8 +239,8 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--work", default=str(ROOT / ".funnel" / "bench"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "spark_index.md"))
-    ap.add_argument("--synthetic", type=int, default=0, metavar="N",
-                    help="only the synthetic-corpus section with N documents (replaces that section of --out)")
+    ap.add_argument("--synthetic", default="", metavar="N[,N...]",
+                    help="only the synthetic-corpus section, at these sizes (replaces that section of --out)")
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--no-cluster", action="store_true")
     args = ap.parse_args()

@@ -35,7 +35,7 @@ import numpy as np
 from funnel.core.errors import FunnelError
 from funnel.index.analyze import Analyzer
 from funnel.index.builder import IndexWriter, read_manifest
-from funnel.index.segments import FORMAT_VERSION, SegmentData, _fsync_dir, save_npy
+from funnel.index.segments import FORMAT_VERSION, SegmentData, _fsync_dir, read_segment, save_npy
 
 SHARDED = "sharded"
 
@@ -50,26 +50,33 @@ def shard_name(shard: int) -> str:
 
 def write_shard(index_dir: str | Path, shard: int, seg: SegmentData, analyzer: Analyzer) -> dict:
     """Publish `seg` as shard `shard` of `index_dir` (runs on a Spark executor) and return its summary
-    for the top-level manifest: name, segments, counts, seq range, and its terms with their df."""
+    for the top-level manifest: name, segments, counts and seq range. The terms and their document
+    frequencies stay in the shard's files (the driver reads them one shard at a time, `global_df`)."""
     name = shard_name(shard)
     max_seq = int(seg.meta.get("max_seq", 0))
     manifest = IndexWriter(Path(index_dir) / name, analyzer).rebuild(seg, max_seq, clean=False)
-    offsets = np.asarray(seg.offsets)
     return {"name": name, "segments": manifest["segments"], "n_docs": seg.n_docs,
             "sum_doc_len": int(np.asarray(seg.doc_lens, np.int64).sum()),
-            "min_seq": int(seg.meta.get("min_seq", 0)), "max_seq": max_seq,
-            "terms": list(seg.terms), "df": np.diff(offsets).astype(np.int64)}  # no deletes: df = list length
+            "min_seq": int(seg.meta.get("min_seq", 0)), "max_seq": max_seq}
 
 
-def global_df(summaries: list[dict]) -> tuple[list[str], np.ndarray]:
-    """Union term dictionary (sorted) and summed document frequencies of the shards."""
-    terms = sorted(set().union(*(s["terms"] for s in summaries)))
-    pos = {t: i for i, t in enumerate(terms)}
-    df = np.zeros(len(terms), dtype=np.int64)
+def global_df(index_dir: str | Path, summaries: list[dict]) -> tuple[list[str], np.ndarray]:
+    """Union term dictionary (sorted) and summed document frequencies of the shards.
+
+    Read from the shards' own segment files one shard at a time, so the driver holds one running
+    term -> df table (the vocabulary), never the shards' dictionaries all at once nor any postings:
+    its memory follows the vocabulary, not the number of documents or shards.
+    """
+    df_of: dict[str, int] = {}
     for s in summaries:
-        idx = np.fromiter((pos[t] for t in s["terms"]), dtype=np.int64, count=len(s["terms"]))
-        np.add.at(df, idx, np.asarray(s["df"], np.int64))
-    return terms, df
+        for entry in s["segments"]:
+            seg = read_segment(Path(index_dir) / s["name"] / entry["name"])  # postings mmap'd, never read
+            df = np.diff(np.asarray(seg.offsets, np.int64)).tolist()  # no deletes in a fresh shard
+            for term, n in zip(seg.terms, df):
+                df_of[term] = df_of.get(term, 0) + n
+            del seg
+    terms = sorted(df_of)
+    return terms, np.fromiter((df_of[t] for t in terms), dtype=np.int64, count=len(terms))
 
 
 def publish_shards(index_dir: str | Path, analyzer: Analyzer, summaries: list[dict], max_seq: int) -> dict:
@@ -80,7 +87,7 @@ def publish_shards(index_dir: str | Path, analyzer: Analyzer, summaries: list[di
     with writer._locked(clean_first=False):  # the new shards are not named yet: cleaning now would remove them
         old = read_manifest(index_dir, damaged_ok=True)
         gen = (old["generation"] if old else 0) + 1
-        terms, df = global_df(summaries)
+        terms, df = global_df(index_dir, summaries)
         stats_name = f"stats-{gen:06d}"
         tmp = index_dir / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
