@@ -94,13 +94,28 @@ class SearchResult:
 
 def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
     """A window of `text` around the first query word it contains (case-insensitive), else its start."""
-    text = " ".join(text.split())
+    return snippet_of(collapse_spaces(text), query_words(query), width)
+
+
+def collapse_spaces(text: str) -> str:
+    """Every run of whitespace as one space, none at the ends: the text a snippet is cut from."""
+    return " ".join(text.split())
+
+
+def query_words(query: str) -> list[str]:
+    """The query's words of 3 or more characters, longest first, lower-cased: what `snippet` looks for."""
+    return [w.lower() for w in sorted(re.findall(r"\w{3,}", query), key=len, reverse=True)]
+
+
+def snippet_of(text: str, words: list[str], width: int = SNIPPET_CHARS) -> str:
+    """`snippet` of an already collapsed text (`collapse_spaces`) for `query_words`: a search computes the
+    words once for its ten hits, and takes each text collapsed from `HitDocs`."""
     if len(text) <= width:
         return text
     pos = -1
     low = text.lower()  # once per hit, not once per query word
-    for word in sorted(re.findall(r"\w{3,}", query), key=len, reverse=True):
-        pos = low.find(word.lower())
+    for word in words:
+        pos = low.find(word)
         if pos >= 0:
             break
     start = max(0, pos - width // 4) if pos >= 0 else 0
@@ -110,6 +125,42 @@ def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
         start = space + 1 if 0 <= space < start + 20 else start
     out = text[start:start + width].rstrip()
     return ("… " if start > 0 else "") + out + (" …" if start + width < len(text) else "")
+
+
+class HitDocs:
+    """What a hit shows of a document, (title, URL, text with collapsed spaces), kept by doc id for one
+    index generation (one `_Loaded`): reading ten rows from SQLite and collapsing their texts on every
+    search cost more CPU than the BM25 search itself. A document the store no longer holds is None.
+
+    Bounded by the characters held (``max_chars``): past it the cache is emptied and refills from the
+    store (the same policy as the retriever's term cache). Safe to share between request threads: a
+    lookup is one dict read; filling is under a lock.
+    """
+
+    def __init__(self, store: DocumentStore, max_chars: int = 32_000_000):
+        self.store = store
+        self.max_chars = max_chars
+        self._docs: dict[str, tuple[str, str | None, str] | None] = {}
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def get(self, doc_ids: list[str]) -> list[tuple[str, str | None, str] | None]:
+        docs = self._docs
+        missing = [d for d in doc_ids if d not in docs]
+        if missing:
+            rows = self.store.get_many(missing)
+            fresh = {}
+            for d in missing:
+                doc = rows.get(d)
+                fresh[d] = None if doc is None else (doc.title, doc.url, collapse_spaces(doc.text))
+            with self._lock:
+                added = sum(len(v[2]) + len(v[0] or "") for v in fresh.values() if v is not None)
+                if self._chars + added > self.max_chars:
+                    self._docs, self._chars = {}, 0
+                self._docs.update(fresh)
+                self._chars += added
+            return [fresh[d] if d in fresh else docs.get(d) for d in doc_ids]
+        return [docs[d] for d in doc_ids]
 
 
 def stage_tables(trace: list[StageTrace], depth: int) -> list[StageTable]:
@@ -224,6 +275,7 @@ class _Loaded:
         first = next(iter(pipelines.values()))
         self.retriever = first.resources["retriever"]
         self.store: DocumentStore = first.resources["store"]
+        self.hit_docs = HitDocs(self.store)
         self.generation: int | None = self.retriever.reader.manifest.get("generation")
         self.dense_generation: int | None = _dense_generation(pipelines)
         self.users = 0  # requests running on it (guarded by the service's swap lock)
@@ -406,12 +458,12 @@ class SearchService:
         cands = self._rank(loaded, query, k, profile)
         n = min(k, len(cands))
         ids = cands.doc_ids[:n]
-        docs = loaded.store.get_many(ids)
+        words = query_words(query)
+        scores = cands.scores[:n].tolist()
         hits = []
-        for i, doc_id in enumerate(ids):
-            doc = docs.get(doc_id)
-            hits.append(Hit(i + 1, doc_id, float(cands.scores[i]), doc.title if doc else "",
-                            doc.url if doc else None, snippet(doc.text, query) if doc else ""))
+        for i, (doc_id, doc) in enumerate(zip(ids, loaded.hit_docs.get(ids))):
+            hits.append(Hit(i + 1, doc_id, scores[i], doc[0] if doc else "", doc[1] if doc else None,
+                            snippet_of(doc[2], words) if doc else ""))
         result = SearchResult(query, k, profile, (time.perf_counter() - t0) * 1000, hits, candidates=cands)
         if explain:
             result.stages = stage_tables(cands.trace, explain_depth or k)
