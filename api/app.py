@@ -12,7 +12,9 @@ hold, an unknown parameter), 404 for a user id the interaction log does not hold
 without a history), and 404 too when this home has no fitted recommendation funnel (search keeps
 working; the message says what to build). A home with a fitted funnel and no search index serves
 /recommend alone; /search and /doc answer 404 saying what to build. Not 503: nothing here is
-temporary, and a 5xx stays reserved for bugs (the fuzz test's invariant).
+temporary, and a 5xx stays reserved for bugs (the fuzz test's invariant). The one exception: a front
+over shard servers (``serve.shard_urls``) answers /search 503 naming the shard and its URL when one is
+down, slow or serving another generation (`funnel.index.remote.ShardError`).
 """
 # No `from __future__ import annotations`: FastAPI must see the per-app request model, not a string.
 import json
@@ -34,6 +36,7 @@ from funnel.api import schemas
 from funnel.api.service import offered_profiles, SearchResult, SearchService
 from funnel.core.config import apply_overrides, Config
 from funnel.core.errors import FunnelError, InputError
+from funnel.index.remote import ShardError
 
 
 log = logging.getLogger(__name__)
@@ -344,6 +347,11 @@ def create_app(service: SearchService | None, rec=None, *, config: Config | None
             message = f"method {request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
         return JSONResponse(status_code=exc.status_code, content={"error": message, "detail": None},
                             headers=headers or None)
+
+    @app.exception_handler(ShardError)
+    async def _on_shard(request: Request, exc: ShardError):
+        log.warning("search failed: %s", exc)
+        return JSONResponse(status_code=503, content={"error": str(exc), "detail": None})
 
     @app.exception_handler(FunnelError)
     async def _on_funnel(request: Request, exc: FunnelError):

@@ -8,7 +8,9 @@ exactly like one full build of the same documents.
 A sharded index (`funnel.index.shards`) opens through the same constructors (`IndexReader(path)`,
 `Bm25Retriever.open(path)`): one `Bm25Retriever` per shard, each scoring with the global statistics
 of the top-level manifest; a query is scattered to every shard and the shards' top k are gathered by
-(score, global ordinal), which gives the single index's ids and scores.
+(score, global ordinal), which gives the single index's ids and scores. `open_shard` opens one shard
+alone with those global statistics (what `funnel serve --shard I` serves); `funnel.index.remote`
+gathers such shard servers' answers over HTTP with the same merge.
 """
 from __future__ import annotations
 
@@ -282,9 +284,8 @@ class ShardedIndexReader:
         if self.n_docs != sum(s.n_docs for s in self.shards) or self.sum_len != sum(s.sum_len for s in self.shards):
             raise FunnelError(f"{self.dir / 'manifest.json'}: statistics disagree with the shards' documents: "
                               "rebuild with `funnel pipeline index --shards N`")
-        self.avg_len = self.sum_len / max(self.n_docs, 1)  # as IndexReader computes it: identical floats
-        terms, dfs = read_stats(self.dir, manifest)
-        self.stats = CollectionStats(self.n_docs, self.avg_len, terms, dfs)
+        self.stats = collection_stats(self.dir, manifest)
+        self.avg_len = self.stats.avg_len
         self._ord_of: dict[str, int] | None = None
 
     @property
@@ -300,27 +301,80 @@ class ShardedIndexReader:
         return self._ord_of.get(doc_id)
 
 
+def collection_stats(index_dir: str | Path, manifest: dict) -> CollectionStats:
+    """The whole collection's BM25 statistics a sharded index's top-level manifest names."""
+    st = manifest["stats"]
+    n_docs, sum_len = int(st["n_docs"]), int(st["sum_doc_len"])
+    terms, dfs = read_stats(index_dir, manifest)
+    return CollectionStats(n_docs, sum_len / max(n_docs, 1), terms, dfs)  # as IndexReader computes it: identical floats
+
+
+def open_shard(index_dir: str | Path, shard: int, config: BM25Config | None = None,
+               manifest: dict | None = None) -> Bm25Retriever:
+    """Shard `shard` of the sharded index at `index_dir` alone, scoring with the global statistics, so a
+    document gets the single index's BM25 score; its ordinals are the shard's own (0 .. its n_total - 1).
+    ``manifest``: the top-level manifest already read (default: read it now)."""
+    index_dir = Path(index_dir)
+    manifest = manifest or read_manifest(index_dir)
+    if manifest is None:
+        raise FunnelError(f"no index at {index_dir}: build a sharded one with `funnel pipeline index --shards N`")
+    if not is_sharded(manifest):
+        raise FunnelError(f"{index_dir} is a single index, not a sharded one: build one with "
+                          "`funnel pipeline index --shards N`, or serve it whole with `funnel serve`")
+    entries = manifest["shards"]
+    if not 0 <= shard < len(entries):
+        raise FunnelError(f"shard {shard} is out of range: {index_dir} has {len(entries)} shards "
+                          f"(0 to {len(entries) - 1})")
+    entry = entries[shard]
+    reader = IndexReader(index_dir / entry["name"], manifest=shard_manifest(manifest, entry))
+    if reader.n_docs != entry["n_docs"]:
+        raise FunnelError(f"{index_dir / entry['name']}: {reader.n_docs} documents but the top-level manifest "
+                          f"says {entry['n_docs']}: rebuild with `funnel pipeline index --shards N`")
+    return Bm25Retriever(reader, config, stats=collection_stats(index_dir, manifest))
+
+
+def gather_hits(hits: list[Hits], bases: np.ndarray, doc_id_array: np.ndarray, k: int | None) -> Hits:
+    """Shards' hits (shard-local ordinals; shard i's first document is global ordinal ``bases[i]``) ->
+    the global top k, best first, ties by lower global ordinal, as `top_k` orders one index."""
+    if not hits:
+        return Hits(np.zeros(0, np.int64), np.zeros(0, np.float64), [])
+    ords = np.concatenate([np.asarray(h.ords, np.int64) + base for h, base in zip(hits, bases)])
+    scores = np.concatenate([np.asarray(h.scores) for h in hits])
+    order = np.lexsort((ords, -scores))[:k]
+    ords = ords[order]
+    return Hits(ords, scores[order], doc_id_array[ords].tolist())
+
+
 class ShardedBm25Retriever:
     """`Bm25Retriever`'s methods over a sharded index: scatter to one retriever per shard (global
-    statistics), gather the top k by (score desc, global ordinal asc), as `top_k` orders one index."""
+    statistics), gather the top k by (score desc, global ordinal asc), as `top_k` orders one index.
+
+    ``shards`` (default: a `Bm25Retriever` per shard of `reader`, in this process): anything with their
+    ``search_terms``, ``score_terms`` and ``boolean_and`` over shard-local ordinals, in shard order
+    (`funnel.index.remote.ShardClient`: a `funnel serve --shard` process)."""
 
     def __init__(self, reader: ShardedIndexReader, config: BM25Config | None = None,
-                 analyzer: Analyzer | None = None):
+                 analyzer: Analyzer | None = None, shards: list | None = None):
         self.reader = reader
         self.config = config or BM25Config()
         self.analyzer = analyzer or index_analyzer(reader)
-        self.shards = [Bm25Retriever(s, self.config, self.analyzer, stats=reader.stats) for s in reader.shards]
+        self.shards = shards if shards is not None else [
+            Bm25Retriever(s, self.config, self.analyzer, stats=reader.stats) for s in reader.shards]
         self._idf = SCORERS[self.config.scorer][0] if self.config.scorer in SCORERS else None
 
     @classmethod
     def open(cls, index_dir: str | Path, config: BM25Config | None = None) -> "ShardedBm25Retriever":
         return cls(ShardedIndexReader(index_dir), config)
 
+    def _scatter(self, call) -> list:
+        """``call(shard)`` for every shard, in shard order (in this process: one after the other)."""
+        return [call(s) for s in self.shards]
+
     def score_terms(self, terms: list[str], term_weights: list[float] | None = None) -> np.ndarray:
         """(n_total,) float64 scores of every document, by global ordinal."""
         if not self.shards:
             return np.zeros(0, dtype=np.float64)
-        return np.concatenate([s.score_terms(terms, term_weights) for s in self.shards])
+        return np.concatenate(self._scatter(lambda s: s.score_terms(terms, term_weights)))
 
     def score(self, query: str) -> np.ndarray:
         return self.score_terms(self.analyzer(query))
@@ -329,17 +383,10 @@ class ShardedBm25Retriever:
         return self.search_terms(self.analyzer(query), k)
 
     def search_terms(self, terms: list[str], k: int = 10) -> Hits:
-        return self._gather([s.search_terms(terms, k) for s in self.shards], k)
+        return self._gather(self._scatter(lambda s: s.search_terms(terms, k)), k)
 
     def boolean_and(self, query: str, k: int | None = None) -> Hits:
-        return self._gather([s.boolean_and(query, k) for s in self.shards], k)
+        return self._gather(self._scatter(lambda s: s.boolean_and(query, k)), k)
 
     def _gather(self, hits: list[Hits], k: int | None) -> Hits:
-        """Shards' hits (shard-local ordinals) -> the global top k."""
-        if not hits:
-            return Hits(np.zeros(0, np.int64), np.zeros(0, np.float64), [])
-        ords = np.concatenate([np.asarray(h.ords, np.int64) + base for h, base in zip(hits, self.reader.bases)])
-        scores = np.concatenate([np.asarray(h.scores) for h in hits])
-        order = np.lexsort((ords, -scores))[:k]  # best first, ties by lower global ordinal
-        ords = ords[order]
-        return Hits(ords, scores[order], self.reader.doc_id_array[ords].tolist())
+        return gather_hits(hits, self.reader.bases, self.reader.doc_id_array, k)

@@ -215,6 +215,10 @@ class ServeConfig:
     # true: one request at a time per profile's pipeline (the server before issue 21; kept for the load
     # benchmark's side-by-side); false: requests share the pipeline (`funnel.api.service`)
     pipeline_lock: bool = False
+    # a front over `funnel serve --shard I` processes: their base URLs, comma-separated, one per shard in shard
+    # order (shard 0 first); "" = score the home's index in this process (`funnel.index.remote`)
+    shard_urls: str = ""
+    shard_timeout_s: float = 5.0  # a query waits this long for every shard; later, it is answered 503 naming the shard
 
 
 @dataclass(frozen=True)
@@ -523,6 +527,12 @@ def _device(value: Any) -> str | None:
     return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value) else "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
 
+def _urls(value: Any) -> str | None:
+    urls = [u.strip() for u in value.split(",") if u.strip()]
+    ok = all(re.fullmatch(r"https?://[^\s/,]+/?", u) for u in urls)
+    return None if ok else "comma-separated base URLs, e.g. 'http://10.0.0.5:8101,http://10.0.0.6:8101'"
+
+
 def _pinned(value: Any) -> str | None:
     pairs = [p.strip() for p in value.split(",") if p.strip()]
     ok = all(re.fullmatch(r"[^:\s]+:\d+", p) for p in pairs)
@@ -552,7 +562,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "pagerank.damping": _number(0, 1, hi_open=True), "pagerank.tol": _POSITIVE, "pagerank.max_iter": _number(1),
     "serve.port": _PORT, "serve.dashboard_port": _PORT, "serve.max_query_chars": _number(1),
     "serve.max_k": _number(1), "serve.default_k": _number(1), "serve.default_profile": _choice("cpu", "gpu"),
-    "serve.workers": _number(1), "serve.reload_check_s": _number(0), "pipeline.batch_wait_ms": _number(0, 1000),
+    "serve.workers": _number(1), "serve.reload_check_s": _number(0), "serve.shard_urls": _urls,
+    "serve.shard_timeout_s": _POSITIVE, "pipeline.batch_wait_ms": _number(0, 1000),
     "coarse.train_depth": _number(1), "coarse.num_leaves": _number(2), "coarse.learning_rate": _POSITIVE,
     "coarse.n_estimators": _number(1),
     "fine.max_length": _number(1), "fine.group_size": _number(2), "fine.negatives_depth": _number(1),

@@ -26,6 +26,7 @@ from funnel.core.config import Config
 from funnel.core.errors import FunnelError
 from funnel.core.store import DocumentStore
 from funnel.index.pagerank import load_pagerank
+from funnel.index.remote import RemoteShardedRetriever
 from funnel.index.searcher import Bm25Retriever
 from funnel.ranking.evaluate import evaluate
 from funnel.ranking.serving.batching import enable_batching
@@ -82,6 +83,9 @@ class Pipeline:
         store = self.resources.get("store")
         if store is not None:
             store.close()
+        close = getattr(self.resources.get("retriever"), "close", None)  # a front's HTTP client and threads
+        if close is not None:
+            close()
 
     @classmethod
     def from_config(cls, config: Config, profile: str = "cpu", *, stages: list[str] | None = None,
@@ -95,7 +99,9 @@ class Pipeline:
         bad = [s for s in wanted if s not in STAGE_NAMES]
         if bad:
             raise FunnelError(f"pipeline.stages: unknown stage(s) {bad}; known: {', '.join(STAGE_NAMES)}")
-        retriever = Bm25Retriever.open(config.paths.index, config.bm25)
+        sc = config.serve
+        retriever = (RemoteShardedRetriever.open(config.paths.index, sc.shard_urls, config.bm25, sc.shard_timeout_s)
+                     if sc.shard_urls else Bm25Retriever.open(config.paths.index, config.bm25))  # a front: shard servers
         store = DocumentStore(config.paths.store, readonly=True)
         docs = DocCache(store, retriever.analyzer)
         res = {"retriever": retriever, "store": store, "docs": docs}

@@ -2,17 +2,10 @@
 `funnel serve` process on 127.0.0.1."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-
-import httpx
 import pytest
 
 from funnel.core.config import load_config
-from funnel.core.procs import stop_process
-from tests.servers import free_port
+from tests.servers import funnel_serve
 
 
 @pytest.fixture(scope="session")
@@ -42,27 +35,8 @@ def client(service):
 
 def _serve(tiny_home, *extra: str):
     """`funnel serve` in its own process, as a user starts it; yields its base URL."""
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "funnel.cli.main", "-q", "--home", str(tiny_home),
-                             "--set", 'pipeline.recall="bm25"', "serve", "--port", str(port), *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"funnel serve exited early:\n{proc.stdout.read().decode(errors='replace')}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("funnel serve did not answer /health within 90 s")
-        time.sleep(0.2)
-    yield base
-    stop_process(proc)
+    with funnel_serve(tiny_home, extra, ("--set", 'pipeline.recall="bm25"')) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")
