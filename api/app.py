@@ -30,6 +30,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from funnel.api import schemas
@@ -369,6 +370,13 @@ def create_app(service: SearchService | None, rec=None, *, config: Config | None
         metrics.observe_search(result)
         return _json_hits(result, req.explain)
 
+    async def search(req) -> dict[str, Any]:
+        # BM25 alone is a short burst of CPU: run it on the event loop, since a worker thread's hand-off cost
+        # more than the search; a model or a remote shard waits in a thread (`SearchService.runs_on_loop`)
+        if service is not None and service.runs_on_loop(req.profile):
+            return run_search(req)
+        return await run_in_threadpool(run_search, req)
+
     def no_query_params(request: Request) -> None:
         if request.query_params:
             names = ", ".join(sorted(set(request.query_params.keys())))
@@ -377,15 +385,15 @@ def create_app(service: SearchService | None, rec=None, *, config: Config | None
 
     @app.get("/search", response_model=schemas.SearchResponse, responses={**errors, **unavailable},
              summary="Search (parameters in the query string)")
-    def search_get(req: Annotated[SearchRequest, Query()]):  # type: ignore[valid-type]
-        return run_search(req)
+    async def search_get(req: Annotated[SearchRequest, Query()]):  # type: ignore[valid-type]
+        return await search(req)
 
     @app.post("/search", response_model=schemas.SearchResponse,
               responses={413: {"model": schemas.ErrorResponse, "description": "body too large"}, **errors,
                          **unavailable},
               summary="Search (parameters as a JSON body)")
-    def search_post(req: SearchRequest):  # type: ignore[valid-type]
-        return run_search(req)
+    async def search_post(req: SearchRequest):  # type: ignore[valid-type]
+        return await search(req)
 
     @app.get("/doc/{doc_id:path}", response_model=schemas.DocResponse,
              responses={404: {"model": schemas.ErrorResponse, "description": "no such document, or no search "

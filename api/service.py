@@ -45,7 +45,10 @@ import numpy as np
 from funnel.core.config import Config
 from funnel.core.errors import FunnelError, InputError
 from funnel.core.store import Document, DocumentStore
+from funnel.index.searcher import Bm25Retriever, ShardedBm25Retriever
 from funnel.ranking.serving.pipeline import Pipeline
+from funnel.ranking.serving.recall import Bm25Recall
+from funnel.ranking.serving.rerank import Reranker
 from funnel.ranking.serving.stages import Candidates, Request, StageTrace
 
 
@@ -202,6 +205,21 @@ def open_pipeline(config: Config, profile: str, use_funnel: bool = True):
     return Pipeline.from_config(bm25, profile, stages=["recall"])
 
 
+def quick_pipeline(pipeline) -> bool:
+    """Whether every stage of `pipeline` is a short burst of CPU in this process: BM25 recall over an index
+    opened here (not shard servers over HTTP: a subclass of the in-process retrievers does not count) and
+    re-ranking without a dense model. The API runs such a request on its event loop: handing it to a
+    worker thread (a queue, a wake-up, the GIL fought over with the loop) cost more CPU than the search.
+    A model stage or a network call runs in a thread, so the loop keeps serving meanwhile."""
+    for stage, _ in pipeline.stages:
+        if isinstance(stage, Bm25Recall):
+            if type(stage.retriever) not in (Bm25Retriever, ShardedBm25Retriever):
+                return False
+        elif not (isinstance(stage, Reranker) and stage.embed is None):
+            return False
+    return True
+
+
 WARM_QUERY = "warm up 预热"
 
 
@@ -278,6 +296,7 @@ class _Loaded:
         self.hit_docs = HitDocs(self.store)
         self.generation: int | None = self.retriever.reader.manifest.get("generation")
         self.dense_generation: int | None = _dense_generation(pipelines)
+        self.quick = {p: quick_pipeline(pipeline) for p, pipeline in pipelines.items()}
         self.users = 0  # requests running on it (guarded by the service's swap lock)
         self.retired = False  # replaced by a newer generation: close when the last user ends
         self.closed = False
@@ -428,6 +447,11 @@ class SearchService:
 
     def pipeline(self, profile: str | None = None):
         return self.pipelines[profile or self.default_profile]
+
+    def runs_on_loop(self, profile: str | None = None) -> bool:
+        """Whether the API should run a request on `profile` on its event loop, not in a worker thread
+        (`quick_pipeline`); never under ``serve.pipeline_lock`` (the old server, kept as it was)."""
+        return not self.config.serve.pipeline_lock and self._loaded.quick.get(profile or self.default_profile, False)
 
     def exclusive(self, profile: str | None = None):
         """A context manager holding a profile's pipeline alone (no request runs on it meanwhile): to

@@ -68,3 +68,40 @@ def test_hit_docs_is_bounded_by_characters(tmp_path):
         assert docs._chars <= 350
     assert len(docs._docs) <= 3
     store.close()
+
+
+def test_bm25_alone_runs_on_the_event_loop_and_the_old_server_in_threads(tiny_config):
+    import threading
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from funnel.api.app import create_app
+    from funnel.api.service import quick_pipeline, SearchService
+    from funnel.index.searcher import Bm25Retriever
+    from funnel.ranking.serving.recall import Bm25Recall
+
+    for lock in (False, True):
+        config = replace(tiny_config, serve=replace(tiny_config.serve, pipeline_lock=lock))
+        svc = SearchService.open(config, warm=False)
+        assert quick_pipeline(svc.pipeline())  # BM25 recall and re-ranking without a dense model
+        threads = []
+        search = svc.search
+        svc.search = lambda *a, **kw: threads.append(threading.current_thread().name) or search(*a, **kw)
+        with TestClient(create_app(svc)) as c:
+            assert c.post("/search", json={"q": "cancer cells"}).status_code == 200
+            assert c.get("/search", params={"q": "cancer cells"}).status_code == 200
+        assert svc.runs_on_loop() is not lock
+        on_worker = ["worker" in name.lower() for name in threads]  # anyio's "AnyIO worker thread"
+        assert on_worker == [lock, lock], threads
+        svc.close()
+
+    class RemoteRetriever(Bm25Retriever):  # a retriever calling out (shard servers) is never run on the loop
+        pass
+
+    svc = SearchService.open(tiny_config, warm=False)
+    stage = svc.pipeline().stages[0][0]
+    assert isinstance(stage, Bm25Recall)
+    stage.retriever = RemoteRetriever(stage.retriever.reader, stage.retriever.config)
+    assert not quick_pipeline(svc.pipeline())
+    svc.close()
