@@ -16,9 +16,9 @@ concurrent model calls batched).
     .venv/bin/python benchmarks/load.py --home .funnel --clients 20 --seconds 60 --modes old,new
     .venv/bin/python benchmarks/load.py --home .funnel --workers 2 --modes old,new --set pipeline.stages='"recall"' --append
 
-The clients (a few lines of asyncio HTTP/1.1, lighter than an HTTP library) run on the same machine
-as the server, so on a 2-core VM they take some of its CPU: the figures are a lower bound for a
-server with the machine to itself.
+The clients (a few lines of asyncio HTTP/1.1 on uvloop, lighter than an HTTP library) run on the same
+machine as the server, so on a 2-core VM they take some of its CPU (the column "client CPU ms /
+request"): the figures are a lower bound for a server with the machine to itself.
 """
 from __future__ import annotations
 
@@ -138,8 +138,9 @@ async def run_clients(port: int, queries: list[str], clients: int, seconds: floa
                 j += clients
                 t0 = time.perf_counter()
                 try:
-                    key = str(await asyncio.wait_for(_post(reader, writer, body), 120))
-                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
+                    async with asyncio.timeout(120):  # a timer, where wait_for made a task per request
+                        key = str(await _post(reader, writer, body))
+                except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
                     key = type(exc).__name__
                     writer.close()
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -152,6 +153,16 @@ async def run_clients(port: int, queries: list[str], clients: int, seconds: floa
     await asyncio.gather(*(worker(i) for i in range(clients)))
     wall = time.perf_counter() - t0
     return np.array(latencies), statuses, wall
+
+
+def run_loop(coro):
+    """Run the clients on uvloop when installed (a Funnel dependency on Linux and macOS): less of the
+    shared cores goes to the load generator."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def stage_means(metrics: str) -> dict[str, float]:
@@ -193,14 +204,14 @@ def run_mode(mode: str, home: Path, queries: list[str], args) -> dict:
         health = httpx.get(f"{base}/health").json()
         for q in queries[:2 * args.clients]:  # warm-up (every worker, every connection); not counted
             httpx.post(f"{base}/search", json={"q": q, "k": args.k, "profile": args.profile}, timeout=120)
-        cpu0 = server_cpu_s(proc.pid)
-        lat, statuses, wall = asyncio.run(run_clients(port, queries, args.clients, args.seconds, args.profile, args.k))
-        cpu_s = server_cpu_s(proc.pid) - cpu0
+        cpu0, client0 = server_cpu_s(proc.pid), time.process_time()
+        lat, statuses, wall = run_loop(run_clients(port, queries, args.clients, args.seconds, args.profile, args.k))
+        cpu_s, client_cpu_s = server_cpu_s(proc.pid) - cpu0, time.process_time() - client0
         metrics = httpx.get(f"{base}/metrics").text
     finally:
         stop_process(proc, grace_s=20)
     return {"mode": mode, "start_s": start_s, "health": health, "lat": lat, "statuses": statuses, "wall": wall,
-            "stages": stage_means(metrics), "load_before": load_before, "cpu_s": cpu_s}
+            "stages": stage_means(metrics), "load_before": load_before, "cpu_s": cpu_s, "client_cpu_s": client_cpu_s}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,15 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python benchmarks/load.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = [
         "| server | workers | start s | clients | seconds | requests | throughput (req/s) | p50 ms | p95 ms | p99 ms | "
-        "max ms | errors | server CPU ms / request | load before |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "max ms | errors | server CPU ms / request | client CPU ms / request | load before |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         lat, errors = r["lat"], sum(v for key, v in r["statuses"].items() if key != "200")
         table.append(f"| {MODE_NAMES[r['mode']]} | {args.workers} | {r['start_s']:.1f} | {args.clients} | {r['wall']:.1f} | "
                      f"{len(lat)} | {len(lat) / r['wall']:.1f} | {np.percentile(lat, 50):.1f} | "
                      f"{np.percentile(lat, 95):.1f} | {np.percentile(lat, 99):.1f} | {lat.max():.1f} | {errors} | "
-                     f"{r['cpu_s'] / max(len(lat), 1) * 1000:.2f} | {r['load_before']:.1f} |")
+                     f"{r['cpu_s'] / max(len(lat), 1) * 1000:.2f} | {r['client_cpu_s'] / max(len(lat), 1) * 1000:.2f} | "
+                     f"{r['load_before']:.1f} |")
     if len(runs) == 2:
         a, b = runs
         ratio = (len(b["lat"]) / b["wall"]) / max(len(a["lat"]) / a["wall"], 1e-9)
@@ -265,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`{args.profile}`, stages {' -> '.join(stages)} ({funnel_note}); modes one after the other, each a fresh "
         "server. Start s: launch to the first answer of /health. Server CPU ms / request: CPU time of the server's "
         "processes during the timed run over the requests answered (what one request costs the machine, whatever "
-        "else runs on it).",
+        "else runs on it). Client CPU ms / request: the same for this script's clients, which share the machine.",
         f"- Load: {args.clients} concurrent clients (asyncio, one kept-alive connection each), POST /search "
         f"k={args.k}, {len(queries)} distinct queries cycled, for {args.seconds:.0f} s. Status counts: "
         + "; ".join(f"{r['mode']} {r['statuses']}" for r in runs) + ".",
