@@ -512,7 +512,20 @@ def app_from_env() -> FastAPI:
     data = json.loads(os.environ["FUNNEL_CONFIG_JSON"])
     config = apply_overrides(Config(), data, "FUNNEL_CONFIG_JSON")
     service, rec, problem = open_services(config, use_funnel=os.environ.get("FUNNEL_USE_FUNNEL", "1") == "1")
+    limit_blas_threads()
     return create_app(service, rec, config=config, rec_problem=problem)
+
+
+def limit_blas_threads():
+    """One thread for every BLAS library loaded in a server process (numpy's, SciPy's and FAISS's
+    OpenBLAS): the matrix products of one request are small (its candidates' vectors), and OpenBLAS's
+    worker threads spin for a while after each one, taking CPU that concurrent requests needed
+    (`docs/bugs-and-fixes.md`). Requests running side by side are the server's parallelism.
+    Called once the services are open, so every library they load is covered. Returns the limiter
+    (``restore_original_limits()`` undoes it)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 def serve(config, *, use_funnel: bool = True, log_level: str = "info") -> None:
@@ -535,6 +548,7 @@ def serve(config, *, use_funnel: bool = True, log_level: str = "info") -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
         return
     service, rec, problem = open_services(config, use_funnel=use_funnel)  # fails here, before the banner
+    limit_blas_threads()
     app = create_app(service, rec, config=config, rec_problem=problem)
     print(banner, flush=True)
     uvicorn.run(app, host=s.host, port=s.port, log_level=log_level)

@@ -105,3 +105,16 @@ def test_bm25_alone_runs_on_the_event_loop_and_the_old_server_in_threads(tiny_co
     stage.retriever = RemoteRetriever(stage.retriever.reader, stage.retriever.config)
     assert not quick_pipeline(svc.pipeline())
     svc.close()
+
+
+def test_a_server_process_runs_one_blas_thread():
+    from threadpoolctl import threadpool_info
+
+    from funnel.api.app import limit_blas_threads
+
+    limiter = limit_blas_threads()
+    try:
+        blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+        assert blas and all(i["num_threads"] == 1 for i in blas)  # numpy's OpenBLAS at least
+    finally:
+        limiter.restore_original_limits()
