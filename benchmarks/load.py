@@ -270,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     out = "\n".join([
         f"## {title}",
         "",
-        f"- Machine: {machine()}; server and clients share it, and other jobs were running on this shared VM "
-        "(the 1-minute load average before each run is in the table).",
+        f"- Machine: {machine()}; server and clients share it; other jobs may share this VM "
+        "too: the 1-minute load average before each run is in the table.",
         f"- Command: `{cmd}`",
         f"- Server: `funnel serve` ({args.workers} uvicorn worker(s)), home with {health['docs']} documents, profile "
         f"`{args.profile}`, stages {' -> '.join(stages)} ({funnel_note}); modes one after the other, each a fresh "
