@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Vector index start-up: HNSW built at open vs saved and memory-mapped",
         "",
-        f"- Machine: {machine()}; shared with other jobs.",
+        f"- Machine: {machine()}; 1-minute load average at the end: {os.getloadavg()[0]:.1f} (other jobs on the VM slow every row).",
         f"- Command: `{command()}`",
         f"- Index: {args.n:,} random unit vectors x {args.dim} dims, HNSW M=16, efConstruction 100 "
         f"(`recall.ann=hnsw` defaults); the writer built and saved it in {write_s:.1f} s "
